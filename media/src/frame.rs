@@ -1,0 +1,197 @@
+//! The internal frame model: what every ingest produces and every egress consumes.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::aac::AacInfo;
+use crate::avc::AvcInfo;
+
+/// Which track a frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// H.264 video.
+    Video,
+    /// AAC audio.
+    Audio,
+}
+
+/// The unit of a frame's timestamps: `num / den` seconds per tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timebase {
+    /// Numerator (seconds).
+    pub num: u32,
+    /// Denominator.
+    pub den: u32,
+}
+
+impl Timebase {
+    /// Milliseconds: the RTMP/FLV timebase.
+    pub const MILLIS: Timebase = Timebase { num: 1, den: 1000 };
+    /// 90 kHz: the RTP video and MPEG-TS timebase.
+    pub const MPEG: Timebase = Timebase { num: 1, den: 90_000 };
+
+    /// Converts `ts` ticks of this timebase into `to` ticks, rounding to nearest.
+    pub fn rescale(self, ts: i64, to: Timebase) -> i64 {
+        if self == to {
+            return ts;
+        }
+        let n = i128::from(ts) * i128::from(self.num) * i128::from(to.den);
+        let d = i128::from(self.den) * i128::from(to.num);
+        if d == 0 {
+            return 0;
+        }
+        let q = if n >= 0 { (n + d / 2) / d } else { (n - d / 2) / d };
+        q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+}
+
+/// Slots for the muxed forms of a frame that egress formats cache on the frame itself, so that a
+/// frame is muxed once per stream per format and every viewer of that format shares the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuxSlot {
+    /// One FLV tag plus its trailing PreviousTagSize (HTTP-FLV and WebSocket-FLV).
+    Flv = 0,
+    /// The RTMP chunks of one message as sent to players.
+    RtmpPlay = 1,
+}
+
+const MUX_SLOTS: usize = 2;
+
+/// One access unit (video) or one AAC frame (audio).
+///
+/// Video `data` is a sequence of NAL units each prefixed by a 4-byte big-endian length
+/// (ISO 14496-15 "AVCC" form, as in FLV and MP4). Audio `data` is one raw AAC frame (no ADTS).
+#[derive(Debug)]
+pub struct MediaFrame {
+    /// Video or audio.
+    pub track: TrackKind,
+    /// Presentation timestamp in `timebase` units.
+    pub pts: i64,
+    /// Decode timestamp in `timebase` units.
+    pub dts: i64,
+    /// Unit of `pts` and `dts`.
+    pub timebase: Timebase,
+    /// An IDR access unit (video); always true for audio.
+    pub keyframe: bool,
+    /// The payload, shared by reference count.
+    pub data: Bytes,
+    muxed: [OnceLock<Bytes>; MUX_SLOTS],
+}
+
+impl MediaFrame {
+    /// A video access unit in AVCC (4-byte length prefixed) form.
+    pub fn video(pts: i64, dts: i64, timebase: Timebase, keyframe: bool, data: Bytes) -> Self {
+        Self::new(TrackKind::Video, pts, dts, timebase, keyframe, data)
+    }
+
+    /// A raw AAC frame.
+    pub fn audio(pts: i64, timebase: Timebase, data: Bytes) -> Self {
+        Self::new(TrackKind::Audio, pts, pts, timebase, true, data)
+    }
+
+    fn new(track: TrackKind, pts: i64, dts: i64, timebase: Timebase, keyframe: bool, data: Bytes) -> Self {
+        Self { track, pts, dts, timebase, keyframe, data, muxed: Default::default() }
+    }
+
+    /// Decode time in milliseconds.
+    pub fn dts_ms(&self) -> i64 {
+        self.timebase.rescale(self.dts, Timebase::MILLIS)
+    }
+
+    /// Presentation time in milliseconds.
+    pub fn pts_ms(&self) -> i64 {
+        self.timebase.rescale(self.pts, Timebase::MILLIS)
+    }
+
+    /// The muxed form of this frame for `slot`, computed by the first viewer that needs it and
+    /// shared by all later ones.
+    pub fn muxed(&self, slot: MuxSlot, mux: impl FnOnce(&MediaFrame) -> Bytes) -> Bytes {
+        self.muxed[slot as usize].get_or_init(|| mux(self)).clone()
+    }
+}
+
+/// H.264 configuration: the AVCDecoderConfigurationRecord and what its SPS says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoConfig {
+    /// The AVCDecoderConfigurationRecord (ISO 14496-15 §5.3.3.1), as in FLV and MP4 `avcC`.
+    pub avcc: Bytes,
+    /// Parsed from the first SPS.
+    pub info: AvcInfo,
+    muxed: OnceLockBytes,
+}
+
+impl VideoConfig {
+    /// Parses and validates an AVCDecoderConfigurationRecord.
+    pub fn from_avcc(avcc: Bytes) -> Result<Self, crate::avc::AvcError> {
+        let record = crate::avc::AvcDecoderConfig::parse(&avcc)?;
+        let info = record.info()?;
+        Ok(Self { avcc, info, muxed: OnceLockBytes::default() })
+    }
+
+    /// Cached muxed form (see [`MediaFrame::muxed`]).
+    pub fn muxed(&self, slot: MuxSlot, mux: impl FnOnce(&VideoConfig) -> Bytes) -> Bytes {
+        self.muxed.0[slot as usize].get_or_init(|| mux(self)).clone()
+    }
+}
+
+/// AAC configuration: the AudioSpecificConfig and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioConfig {
+    /// AudioSpecificConfig (ISO 14496-3 §1.6.2.1).
+    pub asc: Bytes,
+    /// Parsed fields.
+    pub info: AacInfo,
+    muxed: OnceLockBytes,
+}
+
+impl AudioConfig {
+    /// Parses and validates an AudioSpecificConfig.
+    pub fn from_asc(asc: Bytes) -> Result<Self, crate::aac::AacError> {
+        let info = AacInfo::parse(&asc)?;
+        Ok(Self { asc, info, muxed: OnceLockBytes::default() })
+    }
+
+    /// Cached muxed form (see [`MediaFrame::muxed`]).
+    pub fn muxed(&self, slot: MuxSlot, mux: impl FnOnce(&AudioConfig) -> Bytes) -> Bytes {
+        self.muxed.0[slot as usize].get_or_init(|| mux(self)).clone()
+    }
+}
+
+/// Cache slots; equality ignores them (two configs are equal when their bytes are).
+#[derive(Debug, Clone, Default)]
+struct OnceLockBytes([OnceLock<Bytes>; MUX_SLOTS]);
+
+impl PartialEq for OnceLockBytes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for OnceLockBytes {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescale_rounds() {
+        assert_eq!(Timebase::MPEG.rescale(90_000, Timebase::MILLIS), 1000);
+        assert_eq!(Timebase::MILLIS.rescale(33, Timebase::MPEG), 2970);
+        let rtp_audio = Timebase { num: 1, den: 48_000 };
+        assert_eq!(rtp_audio.rescale(1024, Timebase::MILLIS), 21);
+        assert_eq!(rtp_audio.rescale(-1024, Timebase::MILLIS), -21);
+    }
+
+    #[test]
+    fn muxed_once() {
+        let f = MediaFrame::audio(0, Timebase::MILLIS, Bytes::from_static(b"x"));
+        let mut calls = 0;
+        let a = f.muxed(MuxSlot::Flv, |_| {
+            calls += 1;
+            Bytes::from_static(b"tag")
+        });
+        let b = f.muxed(MuxSlot::Flv, |_| unreachable!("muxed twice"));
+        assert_eq!(calls, 1);
+        assert_eq!(a.as_ptr(), b.as_ptr());
+    }
+}

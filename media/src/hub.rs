@@ -1,0 +1,832 @@
+//! The stream hub: where every ingest meets every egress.
+//!
+//! * A publisher claims a [`StreamKey`]; a second publisher for a live key is refused.
+//! * Each subscriber (viewer) owns a bounded queue (frames and bytes). When a publisher's frame
+//!   would overflow it, the queued frames are dropped, the viewer skips to the next keyframe and
+//!   its drop counter rises. The publisher never waits for a viewer.
+//! * A new subscriber starts at the latest keyframe: it first receives the current codec
+//!   configurations, then the GOP cache (frames since the last keyframe), then live frames.
+//! * Codec configurations reach subscribers only when their bytes change.
+//! * Keyframe requests travel upstream ([`Subscriber::request_keyframe`] ->
+//!   [`Publisher::keyframe_requested`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::frame::{AudioConfig, MediaFrame, TrackKind, VideoConfig};
+use crate::key::StreamKey;
+
+/// Limits for the hub; defaults suit a few Mb/s per stream.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames a viewer may have queued before it skips to the next keyframe.
+    pub queue_max_frames: usize,
+    /// Payload bytes a viewer may have queued before it skips to the next keyframe.
+    pub queue_max_bytes: usize,
+    /// Largest GOP kept for new viewers; a longer GOP is not cached (viewers wait for the next
+    /// keyframe).
+    pub gop_max_bytes: usize,
+    /// Audio frames kept for new viewers of an audio-only stream.
+    pub audio_only_cache_frames: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            queue_max_frames: 1024,
+            queue_max_bytes: 8 << 20,
+            gop_max_bytes: 8 << 20,
+            audio_only_cache_frames: 48,
+        }
+    }
+}
+
+/// Hub errors, each specific to one request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubError {
+    /// Another publisher holds the key.
+    #[error("stream {0} is already being published")]
+    AlreadyPublishing(String),
+    /// Nobody publishes the key.
+    #[error("stream {0} is not live")]
+    NotFound(String),
+}
+
+/// What a subscriber receives, in order.
+#[derive(Debug, Clone)]
+pub enum HubEvent {
+    /// New or changed video configuration; precedes the frames that use it.
+    VideoConfig(Arc<VideoConfig>),
+    /// New or changed audio configuration; precedes the frames that use it.
+    AudioConfig(Arc<AudioConfig>),
+    /// A media frame.
+    Frame(Arc<MediaFrame>),
+}
+
+/// Who publishes a stream (for the API and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherInfo {
+    /// "rtmp", "webrtc", ...
+    pub protocol: &'static str,
+    /// Remote address as text.
+    pub remote: String,
+}
+
+/// Which tracks a stream has or announced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tracks {
+    /// Video announced or present.
+    pub video: bool,
+    /// Audio announced or present.
+    pub audio: bool,
+}
+
+/// A snapshot of a live stream's statistics.
+#[derive(Debug, Clone)]
+pub struct StreamStats {
+    /// The key.
+    pub key: StreamKey,
+    /// Who publishes.
+    pub publisher: PublisherInfo,
+    /// Wall-clock start.
+    pub started: SystemTime,
+    /// Current video configuration.
+    pub video: Option<Arc<VideoConfig>>,
+    /// Current audio configuration.
+    pub audio: Option<Arc<AudioConfig>>,
+    /// Payload bytes received from the publisher.
+    pub bytes_in: u64,
+    /// Video frames received.
+    pub video_frames: u64,
+    /// Audio frames received.
+    pub audio_frames: u64,
+    /// Incoming bitrate over the last few seconds, bits per second.
+    pub bitrate_in: u64,
+    /// Viewers per protocol label.
+    pub viewers: Vec<(&'static str, usize)>,
+    /// Frames dropped for slow viewers, over the stream's life (departed viewers included).
+    pub dropped_frames: u64,
+    /// Times any viewer skipped to the next keyframe because its queue was full.
+    pub overflows: u64,
+    /// Timestamps corrected because they went backwards.
+    pub timestamp_fixes: u64,
+    /// Keyframe requests received from egress.
+    pub keyframe_requests: u64,
+}
+
+/// Totals over the hub's life, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HubTotals {
+    /// Streams published.
+    pub streams_published: AtomicU64,
+    /// Publishers refused because the key was taken.
+    pub publish_refused: AtomicU64,
+    /// Subscribers served.
+    pub subscribers_served: AtomicU64,
+    /// Frames dropped for slow viewers, over all streams.
+    pub dropped_frames: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a hub lock cannot leave the data half-written in a way that matters
+    // more than stopping every stream would; keep serving.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The registry of live streams. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Default)]
+struct HubInner {
+    config: HubConfig,
+    streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
+    next_id: AtomicU64,
+    totals: HubTotals,
+}
+
+struct Stream {
+    id: u64,
+    key: StreamKey,
+    publisher: PublisherInfo,
+    started: SystemTime,
+    config: HubConfig,
+    state: Mutex<StreamState>,
+    keyframe_notify: Notify,
+    keyframe_requests: AtomicU64,
+    hub: Arc<HubInner>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    video: Option<Arc<VideoConfig>>,
+    audio: Option<Arc<AudioConfig>>,
+    declared: Tracks,
+    gop: VecDeque<Arc<MediaFrame>>,
+    gop_bytes: usize,
+    subscribers: Vec<Arc<SubShared>>,
+    next_sub: u64,
+    ended: bool,
+    last_dts: [Option<i64>; 2],
+    bytes_in: u64,
+    frames_in: [u64; 2],
+    rate_window: Option<(Instant, u64)>,
+    bitrate_in: u64,
+    dropped: u64,
+    overflows: u64,
+    timestamp_fixes: u64,
+}
+
+struct SubShared {
+    id: u64,
+    protocol: &'static str,
+    queue: Mutex<SubQueue>,
+    notify: Notify,
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct SubQueue {
+    events: VecDeque<HubEvent>,
+    frames: usize,
+    bytes: usize,
+    wait_keyframe: bool,
+    ended: bool,
+}
+
+fn track_index(t: TrackKind) -> usize {
+    match t {
+        TrackKind::Video => 0,
+        TrackKind::Audio => 1,
+    }
+}
+
+impl Hub {
+    /// A hub with the given limits.
+    pub fn new(config: HubConfig) -> Self {
+        Self { inner: Arc::new(HubInner { config, ..Default::default() }) }
+    }
+
+    /// Claims `key` for a publisher. Refused while another publisher holds it.
+    pub fn publish(&self, key: StreamKey, info: PublisherInfo) -> Result<Publisher, HubError> {
+        let mut streams = lock(&self.inner.streams);
+        if streams.contains_key(&key) {
+            self.inner.totals.publish_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(HubError::AlreadyPublishing(key.to_string()));
+        }
+        let stream = Arc::new(Stream {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            key: key.clone(),
+            publisher: info,
+            started: SystemTime::now(),
+            config: self.inner.config.clone(),
+            state: Mutex::default(),
+            keyframe_notify: Notify::new(),
+            keyframe_requests: AtomicU64::new(0),
+            hub: self.inner.clone(),
+        });
+        streams.insert(key, stream.clone());
+        self.inner.totals.streams_published.fetch_add(1, Ordering::Relaxed);
+        Ok(Publisher { stream })
+    }
+
+    /// Subscribes to a live stream; `protocol` labels the viewer in statistics.
+    pub fn subscribe(&self, key: &StreamKey, protocol: &'static str) -> Result<Subscriber, HubError> {
+        let stream = lock(&self.inner.streams).get(key).cloned().ok_or_else(|| HubError::NotFound(key.to_string()))?;
+        self.inner.totals.subscribers_served.fetch_add(1, Ordering::Relaxed);
+        Ok(stream.add_subscriber(protocol))
+    }
+
+    /// True while somebody publishes `key`.
+    pub fn is_live(&self, key: &StreamKey) -> bool {
+        lock(&self.inner.streams).contains_key(key)
+    }
+
+    /// Asks the publisher of `key` for a keyframe; false when the key is not live.
+    pub fn request_keyframe(&self, key: &StreamKey) -> bool {
+        let stream = lock(&self.inner.streams).get(key).cloned();
+        stream.map(|s| s.request_keyframe()).is_some()
+    }
+
+    /// Statistics of every live stream, sorted by key.
+    pub fn streams(&self) -> Vec<StreamStats> {
+        let streams: Vec<Arc<Stream>> = lock(&self.inner.streams).values().cloned().collect();
+        let mut out: Vec<StreamStats> = streams.iter().map(|s| s.stats()).collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Statistics of one stream.
+    pub fn stream(&self, key: &StreamKey) -> Option<StreamStats> {
+        let stream = lock(&self.inner.streams).get(key).cloned();
+        stream.map(|s| s.stats())
+    }
+
+    /// Totals over the hub's life.
+    pub fn totals(&self) -> &HubTotals {
+        &self.inner.totals
+    }
+}
+
+impl Stream {
+    fn request_keyframe(&self) {
+        self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        self.keyframe_notify.notify_one();
+    }
+
+    fn add_subscriber(self: &Arc<Self>, protocol: &'static str) -> Subscriber {
+        let mut st = lock(&self.state);
+        let id = st.next_sub;
+        st.next_sub += 1;
+        let mut q = SubQueue { ended: st.ended, ..Default::default() };
+        if let Some(v) = &st.video {
+            q.events.push_back(HubEvent::VideoConfig(v.clone()));
+        }
+        if let Some(a) = &st.audio {
+            q.events.push_back(HubEvent::AudioConfig(a.clone()));
+        }
+        for f in &st.gop {
+            q.frames += 1;
+            q.bytes += f.data.len();
+            q.events.push_back(HubEvent::Frame(f.clone()));
+        }
+        // Without a cached GOP, wait for the next keyframe so the first frame is decodable.
+        q.wait_keyframe = st.gop.is_empty();
+        let shared = Arc::new(SubShared {
+            id,
+            protocol,
+            queue: Mutex::new(q),
+            notify: Notify::new(),
+            dropped: AtomicU64::new(0),
+        });
+        st.subscribers.push(shared.clone());
+        Subscriber { stream: self.clone(), shared, tracks: st.declared }
+    }
+
+    fn stats(&self) -> StreamStats {
+        let st = lock(&self.state);
+        let mut viewers: Vec<(&'static str, usize)> = Vec::new();
+        for s in &st.subscribers {
+            match viewers.iter_mut().find(|(p, _)| *p == s.protocol) {
+                Some((_, n)) => *n += 1,
+                None => viewers.push((s.protocol, 1)),
+            }
+        }
+        viewers.sort();
+        let live_drops: u64 = st.subscribers.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum();
+        StreamStats {
+            key: self.key.clone(),
+            publisher: self.publisher.clone(),
+            started: self.started,
+            video: st.video.clone(),
+            audio: st.audio.clone(),
+            bytes_in: st.bytes_in,
+            video_frames: st.frames_in[0],
+            audio_frames: st.frames_in[1],
+            bitrate_in: st.bitrate_in,
+            viewers,
+            dropped_frames: st.dropped + live_drops,
+            overflows: st.overflows,
+            timestamp_fixes: st.timestamp_fixes,
+            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    fn remove_subscriber(&self, id: u64) {
+        let mut st = lock(&self.state);
+        if let Some(pos) = st.subscribers.iter().position(|s| s.id == id) {
+            let s = st.subscribers.swap_remove(pos);
+            st.dropped += s.dropped.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// Publishing side of a stream. Dropping it ends the stream for every subscriber.
+pub struct Publisher {
+    stream: Arc<Stream>,
+}
+
+impl Publisher {
+    /// The key this publisher holds.
+    pub fn key(&self) -> &StreamKey {
+        &self.stream.key
+    }
+
+    /// Announces which tracks the stream will carry (e.g. from RTMP `onMetaData`), so that egress
+    /// formats that declare tracks up front (the FLV header) can do so before the first config.
+    pub fn declare_tracks(&self, tracks: Tracks) {
+        lock(&self.stream.state).declared = tracks;
+    }
+
+    /// Sets the video configuration; subscribers see it only if its bytes changed.
+    /// Returns true when it changed.
+    pub fn set_video_config(&self, config: VideoConfig) -> bool {
+        let mut st = lock(&self.stream.state);
+        if st.video.as_deref() == Some(&config) {
+            return false;
+        }
+        let config = Arc::new(config);
+        st.video = Some(config.clone());
+        st.declared.video = true;
+        self.broadcast(&mut st, HubEvent::VideoConfig(config));
+        true
+    }
+
+    /// Sets the audio configuration; subscribers see it only if its bytes changed.
+    /// Returns true when it changed.
+    pub fn set_audio_config(&self, config: AudioConfig) -> bool {
+        let mut st = lock(&self.stream.state);
+        if st.audio.as_deref() == Some(&config) {
+            return false;
+        }
+        let config = Arc::new(config);
+        st.audio = Some(config.clone());
+        st.declared.audio = true;
+        self.broadcast(&mut st, HubEvent::AudioConfig(config));
+        true
+    }
+
+    /// Pushes a frame to every subscriber; never waits.
+    pub fn push(&self, mut frame: MediaFrame) {
+        let mut st = lock(&self.stream.state);
+        let ti = track_index(frame.track);
+        // Per-track DTS never goes backwards (players such as mpegts.js stall otherwise).
+        if let Some(last) = st.last_dts[ti] {
+            if frame.dts < last {
+                frame.pts += last - frame.dts;
+                frame.dts = last;
+                st.timestamp_fixes += 1;
+            }
+        }
+        st.last_dts[ti] = Some(frame.dts);
+        let len = frame.data.len();
+        st.bytes_in += len as u64;
+        st.frames_in[ti] += 1;
+        let now = Instant::now();
+        match st.rate_window {
+            None => st.rate_window = Some((now, len as u64)),
+            Some((start, bytes)) => {
+                let elapsed = now.duration_since(start);
+                if elapsed >= Duration::from_secs(2) {
+                    st.bitrate_in = ((bytes * 8) as f64 / elapsed.as_secs_f64()) as u64;
+                    st.rate_window = Some((now, len as u64));
+                } else {
+                    st.rate_window = Some((start, bytes + len as u64));
+                }
+            }
+        }
+        let has_video = st.video.is_some() || st.declared.video;
+        let sync = match frame.track {
+            TrackKind::Video => frame.keyframe,
+            TrackKind::Audio => !has_video,
+        };
+        let frame = Arc::new(frame);
+        // GOP cache.
+        let cfg = &self.stream.config;
+        if has_video {
+            if frame.track == TrackKind::Video && frame.keyframe {
+                st.gop.clear();
+                st.gop_bytes = 0;
+            }
+            if !st.gop.is_empty() || sync {
+                st.gop_bytes += len;
+                st.gop.push_back(frame.clone());
+                if st.gop_bytes > cfg.gop_max_bytes.min(cfg.queue_max_bytes) || st.gop.len() > cfg.queue_max_frames {
+                    st.gop.clear();
+                    st.gop_bytes = 0;
+                }
+            }
+        } else {
+            st.gop.push_back(frame.clone());
+            st.gop_bytes += len;
+            while st.gop.len() > cfg.audio_only_cache_frames {
+                if let Some(old) = st.gop.pop_front() {
+                    st.gop_bytes -= old.data.len();
+                }
+            }
+        }
+        let mut overflows = 0;
+        for sub in &st.subscribers {
+            overflows += u64::from(sub.offer_frame(&frame, sync, cfg, &self.stream.hub.totals));
+        }
+        st.overflows += overflows;
+    }
+
+    /// Waits until some egress asks for a keyframe (WebRTC ingest answers with a PLI).
+    pub async fn keyframe_requested(&self) {
+        self.stream.keyframe_notify.notified().await;
+    }
+
+    /// Statistics of this stream.
+    pub fn stats(&self) -> StreamStats {
+        self.stream.stats()
+    }
+
+    fn broadcast(&self, st: &mut StreamState, ev: HubEvent) {
+        for sub in &st.subscribers {
+            sub.offer_config(ev.clone());
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        {
+            let mut streams = lock(&self.stream.hub.streams);
+            if streams.get(&self.stream.key).is_some_and(|s| s.id == self.stream.id) {
+                streams.remove(&self.stream.key);
+            }
+        }
+        let mut st = lock(&self.stream.state);
+        st.ended = true;
+        st.gop.clear();
+        for sub in &st.subscribers {
+            lock(&sub.queue).ended = true;
+            sub.notify.notify_one();
+        }
+    }
+}
+
+impl SubShared {
+    fn offer_config(&self, ev: HubEvent) {
+        let mut q = lock(&self.queue);
+        // Coalesce: a config not yet taken by the viewer is replaced by the newer one.
+        let same_kind = |e: &HubEvent| {
+            matches!(
+                (e, &ev),
+                (HubEvent::VideoConfig(_), HubEvent::VideoConfig(_)) | (HubEvent::AudioConfig(_), HubEvent::AudioConfig(_))
+            )
+        };
+        if let Some(last) = q.events.back_mut() {
+            if same_kind(last) {
+                *last = ev;
+                drop(q);
+                self.notify.notify_one();
+                return;
+            }
+        }
+        q.events.push_back(ev);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Returns true when this offer overflowed the queue.
+    fn offer_frame(&self, frame: &Arc<MediaFrame>, sync: bool, cfg: &HubConfig, totals: &HubTotals) -> bool {
+        let mut q = lock(&self.queue);
+        let mut dropped = 0u64;
+        let mut overflow = false;
+        if q.wait_keyframe && !sync {
+            dropped = 1;
+        } else {
+            q.wait_keyframe = false;
+            let len = frame.data.len();
+            if q.frames + 1 > cfg.queue_max_frames || q.bytes + len > cfg.queue_max_bytes {
+                overflow = true;
+                // Drop every queued frame; keep the newest config of each kind.
+                let mut video = None;
+                let mut audio = None;
+                for e in q.events.drain(..) {
+                    match e {
+                        HubEvent::Frame(_) => dropped += 1,
+                        HubEvent::VideoConfig(_) => video = Some(e),
+                        HubEvent::AudioConfig(_) => audio = Some(e),
+                    }
+                }
+                q.events.extend(video.into_iter().chain(audio));
+                q.frames = 0;
+                q.bytes = 0;
+                if !sync {
+                    q.wait_keyframe = true;
+                    dropped += 1;
+                }
+            }
+            if !q.wait_keyframe {
+                q.frames += 1;
+                q.bytes += len;
+                q.events.push_back(HubEvent::Frame(frame.clone()));
+            }
+        }
+        drop(q);
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            totals.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
+        } else {
+            self.notify.notify_one();
+        }
+        overflow
+    }
+}
+
+/// A viewer's end of a stream. Dropping it unsubscribes.
+pub struct Subscriber {
+    stream: Arc<Stream>,
+    shared: Arc<SubShared>,
+    tracks: Tracks,
+}
+
+impl Subscriber {
+    /// The next event; `None` once the publisher has gone and the queue is drained.
+    pub async fn recv(&mut self) -> Option<HubEvent> {
+        loop {
+            let notified = self.shared.notify.notified();
+            if let Some(r) = self.try_recv() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// Non-blocking receive: `None` when nothing is queued, `Some(None)` when the stream ended.
+    pub fn try_recv(&self) -> Option<Option<HubEvent>> {
+        let mut q = lock(&self.shared.queue);
+        match q.events.pop_front() {
+            Some(ev) => {
+                if let HubEvent::Frame(f) = &ev {
+                    q.frames -= 1;
+                    q.bytes -= f.data.len();
+                }
+                Some(Some(ev))
+            }
+            None if q.ended => Some(None),
+            None => None,
+        }
+    }
+
+    /// Frames this viewer lost to overflow so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Frames and payload bytes queued now.
+    pub fn queued(&self) -> (usize, usize) {
+        let q = lock(&self.shared.queue);
+        (q.frames, q.bytes)
+    }
+
+    /// Tracks announced when this viewer joined (configs that arrive later add to them).
+    pub fn declared_tracks(&self) -> Tracks {
+        self.tracks
+    }
+
+    /// The stream's key.
+    pub fn key(&self) -> &StreamKey {
+        &self.stream.key
+    }
+
+    /// Asks the publisher for a keyframe.
+    pub fn request_keyframe(&self) {
+        self.stream.request_keyframe();
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stream.remove_subscriber(self.shared.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::frame::Timebase;
+
+    fn key(s: &str) -> StreamKey {
+        StreamKey::new("live", s).unwrap()
+    }
+
+    fn info() -> PublisherInfo {
+        PublisherInfo { protocol: "test", remote: "127.0.0.1:1".into() }
+    }
+
+    fn vframe(ts: i64, key: bool, size: usize) -> MediaFrame {
+        MediaFrame::video(ts, ts, Timebase::MILLIS, key, Bytes::from(vec![0u8; size]))
+    }
+
+    fn video_config() -> VideoConfig {
+        let sps = include_bytes!("../testdata/x264_1280x720.sps");
+        let rec = crate::avc::AvcDecoderConfig::from_parameter_sets(sps, &[&[0x68, 0xeb, 0xe3, 0xcb]]).unwrap();
+        VideoConfig::from_avcc(rec.to_bytes()).unwrap()
+    }
+
+    fn drain(sub: &mut Subscriber) -> Vec<HubEvent> {
+        let mut out = Vec::new();
+        while let Some(Some(ev)) = sub.try_recv() {
+            out.push(ev);
+        }
+        out
+    }
+
+    fn frame_ts(evs: &[HubEvent]) -> Vec<(i64, bool)> {
+        evs.iter()
+            .filter_map(|e| match e {
+                HubEvent::Frame(f) => Some((f.dts, f.keyframe)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn second_publisher_refused_and_key_reusable() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        assert_eq!(hub.publish(key("a"), info()).err(), Some(HubError::AlreadyPublishing("live/a".into())));
+        let other = hub.publish(key("b"), info());
+        assert!(other.is_ok());
+        drop(p);
+        assert!(!hub.is_live(&key("a")));
+        assert!(hub.publish(key("a"), info()).is_ok());
+        assert_eq!(hub.totals().publish_refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn late_subscriber_starts_with_config_then_keyframe() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        assert!(matches!(hub.subscribe(&key("nope"), "flv"), Err(HubError::NotFound(_))));
+        p.set_video_config(video_config());
+        p.push(vframe(0, true, 100));
+        p.push(vframe(33, false, 10));
+        p.push(vframe(66, true, 100));
+        p.push(MediaFrame::audio(70, Timebase::MILLIS, Bytes::from_static(b"aac")));
+        p.push(vframe(100, false, 10));
+        let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
+        let evs = drain(&mut sub);
+        assert!(matches!(evs[0], HubEvent::VideoConfig(_)));
+        assert_eq!(frame_ts(&evs), vec![(66, true), (70, true), (100, false)]);
+    }
+
+    #[test]
+    fn subscriber_before_first_keyframe_waits_for_it() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.set_video_config(video_config());
+        let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
+        p.push(vframe(0, false, 10));
+        p.push(MediaFrame::audio(1, Timebase::MILLIS, Bytes::from_static(b"aac")));
+        p.push(vframe(33, true, 10));
+        let evs = drain(&mut sub);
+        assert_eq!(frame_ts(&evs), vec![(33, true)]);
+    }
+
+    #[test]
+    fn config_sent_only_when_changed() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
+        assert!(p.set_video_config(video_config()));
+        assert!(!p.set_video_config(video_config()));
+        p.push(vframe(0, true, 10));
+        let evs = drain(&mut sub);
+        assert_eq!(evs.iter().filter(|e| matches!(e, HubEvent::VideoConfig(_))).count(), 1);
+        let sps = include_bytes!("../testdata/x264_320x180.sps");
+        let rec = crate::avc::AvcDecoderConfig::from_parameter_sets(sps, &[&[0x68, 0xeb]]).unwrap();
+        assert!(p.set_video_config(VideoConfig::from_avcc(rec.to_bytes()).unwrap()));
+        match drain(&mut sub).as_slice() {
+            [HubEvent::VideoConfig(c)] => assert_eq!(c.info.height, 180),
+            other => panic!("expected one new config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn overflow_skips_to_next_keyframe_and_counts() {
+        let hub = Hub::new(HubConfig { queue_max_frames: 10, ..Default::default() });
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.set_video_config(video_config());
+        let mut slow = hub.subscribe(&key("a"), "flv").unwrap();
+        let mut fast = hub.subscribe(&key("a"), "rtmp").unwrap();
+        let mut fast_got = Vec::new();
+        // Keyframes at 0, 8, 16, 24. The slow viewer holds 0..=9, overflows at 10 and waits,
+        // takes 16..=24.
+        for i in 0..25 {
+            p.push(vframe(i * 33, i % 8 == 0, 100));
+            fast_got.extend(frame_ts(&drain(&mut fast)));
+        }
+        // The fast viewer got everything.
+        assert_eq!(fast_got.len(), 25);
+        assert_eq!(fast.dropped(), 0);
+        // The slow one never holds more than 10 frames, and what it holds starts at a keyframe.
+        let (frames, _) = slow.queued();
+        assert!(frames <= 10, "{frames}");
+        let got = frame_ts(&drain(&mut slow));
+        assert!(got[0].1, "first frame after overflow must be a keyframe: {got:?}");
+        assert_eq!(got[0].0, 16 * 33);
+        assert_eq!(got.len(), 9);
+        assert_eq!(slow.dropped() as usize + got.len(), 25);
+        let stats = hub.stream(&key("a")).unwrap();
+        assert_eq!(stats.dropped_frames, slow.dropped());
+        assert!(stats.overflows >= 1);
+        // Config survives an overflow.
+        assert!(slow.dropped() > 0);
+    }
+
+    #[test]
+    fn overflow_by_bytes_keeps_config() {
+        let hub = Hub::new(HubConfig { queue_max_bytes: 1000, gop_max_bytes: 1000, ..Default::default() });
+        let p = hub.publish(key("a"), info()).unwrap();
+        let mut slow = hub.subscribe(&key("a"), "flv").unwrap();
+        p.set_video_config(video_config());
+        for i in 0..20 {
+            p.push(vframe(i, i == 0 || i == 15, 100));
+        }
+        let evs = drain(&mut slow);
+        assert!(matches!(evs[0], HubEvent::VideoConfig(_)), "{evs:?}");
+        assert_eq!(frame_ts(&evs)[0], (15, true));
+    }
+
+    #[test]
+    fn timestamps_never_go_backwards() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
+        p.push(MediaFrame::audio(100, Timebase::MILLIS, Bytes::from_static(b"a")));
+        p.push(MediaFrame::audio(90, Timebase::MILLIS, Bytes::from_static(b"b")));
+        let ts = frame_ts(&drain(&mut sub));
+        assert_eq!(ts, vec![(100, true), (100, true)]);
+        assert_eq!(hub.stream(&key("a")).unwrap().timestamp_fixes, 1);
+    }
+
+    #[tokio::test]
+    async fn end_reaches_every_subscriber() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        let mut subs: Vec<_> = (0..3).map(|_| hub.subscribe(&key("a"), "flv").unwrap()).collect();
+        p.push(MediaFrame::audio(0, Timebase::MILLIS, Bytes::from_static(b"a")));
+        drop(p);
+        for s in &mut subs {
+            assert!(matches!(s.recv().await, Some(HubEvent::Frame(_))));
+            assert!(s.recv().await.is_none());
+        }
+        assert!(hub.streams().is_empty());
+    }
+
+    #[tokio::test]
+    async fn keyframe_request_reaches_publisher() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        let sub = hub.subscribe(&key("a"), "hls").unwrap();
+        sub.request_keyframe();
+        tokio::time::timeout(Duration::from_secs(1), p.keyframe_requested()).await.unwrap();
+        assert_eq!(p.stats().keyframe_requests, 1);
+    }
+
+    #[test]
+    fn viewers_counted_per_protocol() {
+        let hub = Hub::default();
+        let _p = hub.publish(key("a"), info()).unwrap();
+        let _a = hub.subscribe(&key("a"), "flv").unwrap();
+        let b = hub.subscribe(&key("a"), "rtmp").unwrap();
+        let _c = hub.subscribe(&key("a"), "flv").unwrap();
+        assert_eq!(hub.stream(&key("a")).unwrap().viewers, vec![("flv", 2), ("rtmp", 1)]);
+        drop(b);
+        assert_eq!(hub.stream(&key("a")).unwrap().viewers, vec![("flv", 2)]);
+    }
+}
