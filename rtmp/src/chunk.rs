@@ -569,3 +569,11 @@ mod tests {
         }
     }
 }
+
+/// A Set Chunk Size message as a peer would send it (for tests of code that decodes our output).
+#[doc(hidden)]
+pub fn encode_set_chunk_size_for_test(size: u32) -> BytesMut {
+    let mut b = BytesMut::new();
+    encode_message(&mut b, 2, 0, types::SET_CHUNK_SIZE, 0, &size.to_be_bytes(), 128);
+    b
+}

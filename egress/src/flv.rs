@@ -1,0 +1,244 @@
+//! FLV muxing (video_file_format_spec_v10_1 Annex E): header, tags, PreviousTagSize.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use media::hub::Tracks;
+use media::{AudioConfig, HubEvent, MediaFrame, MuxSlot, TrackKind, VideoConfig};
+use rtmp::amf0::{self, Amf0Value};
+
+/// FLV tag types.
+pub mod tag {
+    /// Audio tag.
+    pub const AUDIO: u8 = 8;
+    /// Video tag.
+    pub const VIDEO: u8 = 9;
+    /// Script data tag (onMetaData).
+    pub const SCRIPT: u8 = 18;
+}
+
+/// The 9-byte FLV header followed by PreviousTagSize0.
+pub fn header(tracks: Tracks) -> Bytes {
+    let flags = (u8::from(tracks.audio) << 2) | u8::from(tracks.video);
+    Bytes::copy_from_slice(&[b'F', b'L', b'V', 1, flags, 0, 0, 0, 9, 0, 0, 0, 0])
+}
+
+/// FLV timestamps are 32-bit milliseconds; negative ones are clamped to 0.
+pub fn flv_timestamp(ms: i64) -> u32 {
+    ms.max(0) as u32
+}
+
+/// One tag (11-byte header, body, 4-byte PreviousTagSize) from body parts.
+pub fn tag(tag_type: u8, timestamp: u32, body: &[&[u8]]) -> Bytes {
+    let size: usize = body.iter().map(|b| b.len()).sum();
+    let mut out = BytesMut::with_capacity(11 + size + 4);
+    out.put_u8(tag_type);
+    out.put_slice(&(size as u32).to_be_bytes()[1..]);
+    out.put_slice(&timestamp.to_be_bytes()[1..]);
+    out.put_u8((timestamp >> 24) as u8);
+    out.put_slice(&[0, 0, 0]);
+    for b in body {
+        out.put_slice(b);
+    }
+    out.put_u32((11 + size) as u32);
+    out.freeze()
+}
+
+/// VIDEODATA header for an AVC NALU packet: frame type, codec 7, packet type 1, SI24 composition time.
+pub fn video_frame_prefix(frame: &MediaFrame) -> [u8; 5] {
+    let cts = (frame.pts_ms() - frame.dts_ms()).clamp(-(1 << 23), (1 << 23) - 1) as i32;
+    let c = cts.to_be_bytes();
+    [if frame.keyframe { 0x17 } else { 0x27 }, 1, c[1], c[2], c[3]]
+}
+
+/// AUDIODATA header for raw AAC (SoundFormat 10; the rate/size/type bits are fixed for AAC).
+pub const AUDIO_FRAME_PREFIX: [u8; 2] = [0xaf, 1];
+
+/// The tag of a frame, muxed once and shared by every FLV viewer.
+pub fn frame_tag(frame: &MediaFrame) -> Bytes {
+    frame.muxed(MuxSlot::Flv, |f| {
+        let ts = flv_timestamp(f.dts_ms());
+        match f.track {
+            TrackKind::Video => tag(tag::VIDEO, ts, &[&video_frame_prefix(f), &f.data]),
+            TrackKind::Audio => tag(tag::AUDIO, ts, &[&AUDIO_FRAME_PREFIX, &f.data]),
+        }
+    })
+}
+
+/// AVC sequence header body.
+pub fn video_config_body(c: &VideoConfig) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + c.avcc.len());
+    b.put_slice(&[0x17, 0, 0, 0, 0]);
+    b.put_slice(&c.avcc);
+    b.freeze()
+}
+
+/// AAC sequence header body.
+pub fn audio_config_body(c: &AudioConfig) -> Bytes {
+    let mut b = BytesMut::with_capacity(2 + c.asc.len());
+    b.put_slice(&[0xaf, 0]);
+    b.put_slice(&c.asc);
+    b.freeze()
+}
+
+/// `onMetaData` script data describing the stream.
+pub fn metadata_body(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -> Bytes {
+    let mut props = vec![("duration".to_owned(), Amf0Value::Number(0.0))];
+    if let Some(v) = video {
+        props.push(("width".into(), Amf0Value::Number(f64::from(v.info.width))));
+        props.push(("height".into(), Amf0Value::Number(f64::from(v.info.height))));
+        props.push(("videocodecid".into(), Amf0Value::Number(7.0)));
+    }
+    if let Some(a) = audio {
+        props.push(("audiocodecid".into(), Amf0Value::Number(10.0)));
+        props.push(("audiosamplerate".into(), Amf0Value::Number(f64::from(a.info.sample_rate))));
+        props.push(("audiosamplesize".into(), Amf0Value::Number(16.0)));
+        props.push(("stereo".into(), Amf0Value::Boolean(a.info.channels >= 2)));
+    }
+    props.push(("encoder".into(), Amf0Value::string(concat!("streamgate ", env!("CARGO_PKG_VERSION")))));
+    amf0::encode_all(&[Amf0Value::string("onMetaData"), Amf0Value::EcmaArray(props)]).freeze()
+}
+
+/// Per-viewer FLV state: header and metadata before the first frame, a sequence header when
+/// (and only when) the configuration changes, then the shared frame tags.
+pub struct FlvViewer {
+    started: bool,
+    tracks: Tracks,
+    video: Option<Arc<VideoConfig>>,
+    audio: Option<Arc<AudioConfig>>,
+    last_ts: u32,
+}
+
+impl FlvViewer {
+    /// `declared` comes from the hub (tracks the publisher announced).
+    pub fn new(declared: Tracks) -> Self {
+        Self { started: false, tracks: declared, video: None, audio: None, last_ts: 0 }
+    }
+
+    /// True once the FLV header went out.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Appends the byte chunks this event produces for the viewer.
+    pub fn on_event(&mut self, ev: HubEvent, out: &mut Vec<Bytes>) {
+        match ev {
+            HubEvent::VideoConfig(c) => {
+                self.tracks.video = true;
+                if self.started {
+                    out.push(tag(tag::VIDEO, self.last_ts, &[&video_config_body(&c)]));
+                }
+                self.video = Some(c);
+            }
+            HubEvent::AudioConfig(c) => {
+                self.tracks.audio = true;
+                if self.started {
+                    out.push(tag(tag::AUDIO, self.last_ts, &[&audio_config_body(&c)]));
+                }
+                self.audio = Some(c);
+            }
+            HubEvent::Frame(f) => {
+                let needs_config = match f.track {
+                    TrackKind::Video => self.video.is_none(),
+                    TrackKind::Audio => self.audio.is_none(),
+                };
+                if needs_config {
+                    return; // undecodable without its sequence header
+                }
+                if !self.started {
+                    self.started = true;
+                    let ts = flv_timestamp(f.dts_ms());
+                    out.push(header(self.tracks));
+                    out.push(tag(tag::SCRIPT, ts, &[&metadata_body(self.video.as_deref(), self.audio.as_deref())]));
+                    if let Some(v) = &self.video {
+                        out.push(tag(tag::VIDEO, ts, &[&video_config_body(v)]));
+                    }
+                    if let Some(a) = &self.audio {
+                        out.push(tag(tag::AUDIO, ts, &[&audio_config_body(a)]));
+                    }
+                }
+                self.last_ts = flv_timestamp(f.dts_ms());
+                out.push(frame_tag(&f));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::Timebase;
+
+    #[test]
+    fn header_flags() {
+        assert_eq!(&header(Tracks { video: true, audio: true })[..], b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00");
+        assert_eq!(header(Tracks { video: false, audio: true })[4], 0x04);
+        assert_eq!(header(Tracks { video: true, audio: false })[4], 0x01);
+    }
+
+    #[test]
+    fn video_tag_hand_vector() {
+        // Keyframe, dts 0x01020304 ms (extended byte 0x01), pts = dts + 40, one 2-byte NAL.
+        let f = MediaFrame::video(0x0102_0304 + 40, 0x0102_0304, Timebase::MILLIS, true, Bytes::from_static(&[0, 0, 0, 2, 0x65, 0xaa]));
+        let t = frame_tag(&f);
+        let expected: &[u8] = &[
+            9, 0, 0, 11, // type, data size 5 + 6
+            0x02, 0x03, 0x04, 0x01, // timestamp lower 24 bits, then the upper 8
+            0, 0, 0, // stream id
+            0x17, 1, 0, 0, 40, // key AVC NALU, cts 40
+            0, 0, 0, 2, 0x65, 0xaa, // data
+            0, 0, 0, 22, // previous tag size 11 + 11
+        ];
+        assert_eq!(&t[..], expected);
+        // Cached: the same allocation again.
+        assert_eq!(frame_tag(&f).as_ptr(), t.as_ptr());
+    }
+
+    #[test]
+    fn audio_tag_hand_vector() {
+        let f = MediaFrame::audio(23, Timebase::MILLIS, Bytes::from_static(&[0x21, 0x10]));
+        assert_eq!(&frame_tag(&f)[..], &[8, 0, 0, 4, 0, 0, 23, 0, 0, 0, 0, 0xaf, 1, 0x21, 0x10, 0, 0, 0, 15]);
+    }
+
+    #[test]
+    fn negative_composition_time() {
+        let f = MediaFrame::video(90, 100, Timebase::MILLIS, false, Bytes::from_static(&[0, 0, 0, 1, 0x41]));
+        assert_eq!(video_frame_prefix(&f), [0x27, 1, 0xff, 0xff, 0xf6]);
+    }
+
+    fn audio_config() -> Arc<AudioConfig> {
+        Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x12, 0x10])).unwrap())
+    }
+
+    #[test]
+    fn audio_only_viewer() {
+        let mut v = FlvViewer::new(Tracks::default());
+        let mut out = Vec::new();
+        v.on_event(HubEvent::AudioConfig(audio_config()), &mut out);
+        assert!(out.is_empty());
+        v.on_event(HubEvent::Frame(Arc::new(MediaFrame::audio(5, Timebase::MILLIS, Bytes::from_static(&[1])))), &mut out);
+        assert_eq!(out.len(), 4); // header, onMetaData, AAC sequence header, frame
+        assert_eq!(out[0][4], 0x04, "audio-only header flags");
+        assert_eq!(out[1][0], tag::SCRIPT);
+        let meta = amf0::decode_all(&out[1][11..out[1].len() - 4]).unwrap();
+        assert_eq!(meta[0].as_str(), Some("onMetaData"));
+        assert_eq!(meta[1].get("audiosamplerate").and_then(Amf0Value::as_f64), Some(44100.0));
+        assert!(meta[1].get("width").is_none());
+        assert_eq!(&out[2][11..13], &[0xaf, 0]);
+        // Same config again is not in the event stream (the hub dedups); a changed one is sent.
+        out.clear();
+        let c48 = Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x11, 0x90])).unwrap());
+        v.on_event(HubEvent::AudioConfig(c48), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0][4..7], &[0, 0, 5], "config tag carries the viewer's current timestamp");
+    }
+
+    #[test]
+    fn frames_without_config_are_held_back() {
+        let mut v = FlvViewer::new(Tracks { video: true, audio: true });
+        let mut out = Vec::new();
+        v.on_event(HubEvent::Frame(Arc::new(MediaFrame::video(0, 0, Timebase::MILLIS, true, Bytes::from_static(&[0, 0, 0, 1, 0x65])))), &mut out);
+        assert!(out.is_empty());
+        assert!(!v.started());
+    }
+}

@@ -1,0 +1,141 @@
+//! RTMP play: hub events as RTMP messages for a player (ffplay, VLC, OBS media source).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use media::{AudioConfig, HubEvent, MediaFrame, MuxSlot, TrackKind, VideoConfig};
+use rtmp::chunk::{encode_message, types};
+use rtmp::session::csid;
+
+use crate::flv::{self, AUDIO_FRAME_PREFIX};
+
+/// The message stream id and chunk size whose frame encodings are cached and shared. Our server
+/// session always answers the first createStream with 1 and sends with chunk size 4096.
+pub const SHARED_STREAM_ID: u32 = 1;
+/// See [`SHARED_STREAM_ID`].
+pub const SHARED_CHUNK_SIZE: usize = 4096;
+
+fn encode_frame(f: &MediaFrame, stream_id: u32, chunk_size: usize) -> Bytes {
+    let ts = flv::flv_timestamp(f.dts_ms());
+    let mut body = BytesMut::with_capacity(f.data.len() + 5);
+    let (cs, ty) = match f.track {
+        TrackKind::Video => {
+            body.extend_from_slice(&flv::video_frame_prefix(f));
+            (csid::VIDEO, types::VIDEO)
+        }
+        TrackKind::Audio => {
+            body.extend_from_slice(&AUDIO_FRAME_PREFIX);
+            (csid::AUDIO, types::AUDIO)
+        }
+    };
+    body.extend_from_slice(&f.data);
+    let mut out = BytesMut::with_capacity(body.len() + 32 + body.len() / chunk_size.max(1) * 5);
+    encode_message(&mut out, cs, ts, ty, stream_id, &body, chunk_size);
+    out.freeze()
+}
+
+/// Per-player state: metadata and sequence headers first and on change, then shared frames.
+pub struct RtmpPlayViewer {
+    stream_id: u32,
+    chunk_size: usize,
+    started: bool,
+    video: Option<Arc<VideoConfig>>,
+    audio: Option<Arc<AudioConfig>>,
+    last_ts: u32,
+}
+
+impl RtmpPlayViewer {
+    /// For a player on message stream `stream_id` whose session sends with `chunk_size`.
+    pub fn new(stream_id: u32, chunk_size: usize) -> Self {
+        Self { stream_id, chunk_size, started: false, video: None, audio: None, last_ts: 0 }
+    }
+
+    fn message(&self, out: &mut Vec<Bytes>, cs: u32, ts: u32, ty: u8, body: &[u8]) {
+        let mut b = BytesMut::with_capacity(body.len() + 32);
+        encode_message(&mut b, cs, ts, ty, self.stream_id, body, self.chunk_size);
+        out.push(b.freeze());
+    }
+
+    /// Appends the chunk bytes this event produces for the player.
+    pub fn on_event(&mut self, ev: HubEvent, out: &mut Vec<Bytes>) {
+        match ev {
+            HubEvent::VideoConfig(c) => {
+                if self.started {
+                    self.message(out, csid::VIDEO, self.last_ts, types::VIDEO, &flv::video_config_body(&c));
+                }
+                self.video = Some(c);
+            }
+            HubEvent::AudioConfig(c) => {
+                if self.started {
+                    self.message(out, csid::AUDIO, self.last_ts, types::AUDIO, &flv::audio_config_body(&c));
+                }
+                self.audio = Some(c);
+            }
+            HubEvent::Frame(f) => {
+                let has_config = match f.track {
+                    TrackKind::Video => self.video.is_some(),
+                    TrackKind::Audio => self.audio.is_some(),
+                };
+                if !has_config {
+                    return;
+                }
+                let ts = flv::flv_timestamp(f.dts_ms());
+                if !self.started {
+                    self.started = true;
+                    let meta = flv::metadata_body(self.video.as_deref(), self.audio.as_deref());
+                    self.message(out, csid::STATUS, ts, types::DATA_AMF0, &meta);
+                    if let Some(v) = self.video.clone() {
+                        self.message(out, csid::VIDEO, ts, types::VIDEO, &flv::video_config_body(&v));
+                    }
+                    if let Some(a) = self.audio.clone() {
+                        self.message(out, csid::AUDIO, ts, types::AUDIO, &flv::audio_config_body(&a));
+                    }
+                }
+                self.last_ts = ts;
+                if self.stream_id == SHARED_STREAM_ID && self.chunk_size == SHARED_CHUNK_SIZE {
+                    out.push(f.muxed(MuxSlot::RtmpPlay, |f| encode_frame(f, SHARED_STREAM_ID, SHARED_CHUNK_SIZE)));
+                } else {
+                    out.push(encode_frame(&f, self.stream_id, self.chunk_size));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::Timebase;
+    use rtmp::chunk::{ChunkDecoder, ChunkLimits};
+
+    #[test]
+    fn player_receives_metadata_config_then_frames() {
+        let mut v = RtmpPlayViewer::new(1, 4096);
+        let mut out = Vec::new();
+        let ac = Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x12, 0x10])).unwrap());
+        v.on_event(HubEvent::AudioConfig(ac), &mut out);
+        let big = Bytes::from(vec![7u8; 10_000]);
+        let f = Arc::new(MediaFrame::audio(1000, Timebase::MILLIS, big.clone()));
+        v.on_event(HubEvent::Frame(f.clone()), &mut out);
+        let mut v2 = RtmpPlayViewer::new(1, 4096);
+        let mut out2 = Vec::new();
+        v2.on_event(HubEvent::AudioConfig(Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x12, 0x10])).unwrap())), &mut out2);
+        v2.on_event(HubEvent::Frame(f), &mut out2);
+        assert_eq!(out.last().unwrap().as_ptr(), out2.last().unwrap().as_ptr(), "frame bytes shared between players");
+
+        let mut dec = ChunkDecoder::new(ChunkLimits::default());
+        dec.push(&rtmp::chunk::encode_set_chunk_size_for_test(4096));
+        for b in &out {
+            dec.push(b);
+        }
+        let mut msgs = Vec::new();
+        while let Some(m) = dec.next_message().unwrap() {
+            msgs.push(m);
+        }
+        let kinds: Vec<(u8, u32)> = msgs.iter().map(|m| (m.type_id, m.timestamp)).collect();
+        assert_eq!(kinds, vec![(1, 0), (types::DATA_AMF0, 1000), (types::AUDIO, 1000), (types::AUDIO, 1000)]);
+        assert_eq!(&msgs[2].payload[..], &[0xaf, 0, 0x12, 0x10]);
+        assert_eq!(msgs[3].payload.len(), 10_002);
+        assert_eq!(&msgs[3].payload[2..], &big[..]);
+    }
+}

@@ -1,0 +1,7 @@
+//! Ingest: each publisher protocol becomes the hub's frame model here.
+//!
+//! * [`rtmp`]: RTMP/FLV tag bodies (H.264 + AAC) -> configs and frames.
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod rtmp;
