@@ -149,7 +149,9 @@ impl FlvViewer {
                     self.started = true;
                     let ts = flv_timestamp(f.dts_ms());
                     out.push(header(self.tracks));
-                    out.push(tag(tag::SCRIPT, ts, &[&metadata_body(self.video.as_deref(), self.audio.as_deref())]));
+                    // FFmpeg's FLV demuxer treats a script tag as stream metadata only at timestamp 0; later
+                    // it would surface as a data stream.
+                    out.push(tag(tag::SCRIPT, 0, &[&metadata_body(self.video.as_deref(), self.audio.as_deref())]));
                     if let Some(v) = &self.video {
                         out.push(tag(tag::VIDEO, ts, &[&video_config_body(v)]));
                     }

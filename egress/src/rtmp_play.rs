@@ -83,7 +83,7 @@ impl RtmpPlayViewer {
                 if !self.started {
                     self.started = true;
                     let meta = flv::metadata_body(self.video.as_deref(), self.audio.as_deref());
-                    self.message(out, csid::STATUS, ts, types::DATA_AMF0, &meta);
+                    self.message(out, csid::STATUS, 0, types::DATA_AMF0, &meta);
                     if let Some(v) = self.video.clone() {
                         self.message(out, csid::VIDEO, ts, types::VIDEO, &flv::video_config_body(&v));
                     }
@@ -133,7 +133,7 @@ mod tests {
             msgs.push(m);
         }
         let kinds: Vec<(u8, u32)> = msgs.iter().map(|m| (m.type_id, m.timestamp)).collect();
-        assert_eq!(kinds, vec![(1, 0), (types::DATA_AMF0, 1000), (types::AUDIO, 1000), (types::AUDIO, 1000)]);
+        assert_eq!(kinds, vec![(1, 0), (types::DATA_AMF0, 0), (types::AUDIO, 1000), (types::AUDIO, 1000)]);
         assert_eq!(&msgs[2].payload[..], &[0xaf, 0, 0x12, 0x10]);
         assert_eq!(msgs[3].payload.len(), 10_002);
         assert_eq!(&msgs[3].payload[2..], &big[..]);

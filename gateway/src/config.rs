@@ -1,0 +1,213 @@
+//! Configuration: the embedded default, an optional TOML file, then command-line flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+
+/// The embedded default configuration (also documented in docs/configuration.md).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Command line (../shared/INTERFACE.md).
+#[derive(Debug, Parser)]
+#[command(name = "streamgate", version, about = "Streaming gateway: WebRTC and RTMP in; HLS, HTTP-FLV, WebSocket-FLV, RTMP and WebRTC out")]
+pub struct Cli {
+    /// TOML configuration file (docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP/WebSocket listener [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// HTTPS/WSS listener (needs --tls-cert/--tls-key or --tls-self-signed).
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a development certificate for the HTTPS listener.
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// RTMP listener [default: 0.0.0.0:1935].
+    #[arg(long, value_name = "ADDR")]
+    pub rtmp: Option<SocketAddr>,
+    /// The single UDP port for all WebRTC media [default: 0.0.0.0:8000].
+    #[arg(long, value_name = "ADDR")]
+    pub webrtc_udp: Option<SocketAddr>,
+    /// Address advertised in ICE candidates (1:1 NAT).
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<IpAddr>,
+    /// tracing filter [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub hub: HubSection,
+    pub rtmp: RtmpSection,
+    pub http: HttpSection,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub http: SocketAddr,
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_self_signed: bool,
+    pub rtmp: SocketAddr,
+    pub webrtc_udp: SocketAddr,
+    pub public_ip: String,
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    pub queue_max_frames: usize,
+    pub queue_max_bytes: usize,
+    pub gop_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpSection {
+    pub max_message_size: usize,
+    pub chunk_size: u32,
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub cors_allow_origin: String,
+    pub flv_wait_ms: u64,
+}
+
+/// Merges a partial TOML document over the defaults, key by key.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl Config {
+    /// Default, then file, then flags; validated.
+    pub fn load(cli: &Cli) -> Result<Self> {
+        let mut value: toml::Value = toml::from_str(DEFAULT_TOML).context("embedded default configuration")?;
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let file: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            merge(&mut value, file);
+        }
+        let mut cfg: Config = value.try_into().context("configuration")?;
+        let s = &mut cfg.server;
+        if let Some(v) = cli.http {
+            s.http = v;
+        }
+        if let Some(v) = cli.https {
+            s.https = Some(v);
+        }
+        if let Some(v) = &cli.tls_cert {
+            s.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &cli.tls_key {
+            s.tls_key = Some(v.clone());
+        }
+        s.tls_self_signed |= cli.tls_self_signed;
+        if let Some(v) = cli.rtmp {
+            s.rtmp = v;
+        }
+        if let Some(v) = cli.webrtc_udp {
+            s.webrtc_udp = v;
+        }
+        if let Some(v) = cli.public_ip {
+            s.public_ip = v.to_string();
+        }
+        if let Some(v) = &cli.log {
+            s.log = v.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.server.public_ip.is_empty() && self.server.public_ip.parse::<IpAddr>().is_err() {
+            bail!("server.public_ip {:?} is not an IP address", self.server.public_ip);
+        }
+        if self.server.https.is_some() {
+            bail!("the HTTPS listener (--https) is not available in this build yet; put a TLS-terminating proxy in front (docs/deployment.md)");
+        }
+        if !(128..=65536).contains(&self.rtmp.chunk_size) {
+            bail!("rtmp.chunk_size must be 128..=65536");
+        }
+        if self.rtmp.max_message_size < 64 * 1024 {
+            bail!("rtmp.max_message_size must be at least 65536");
+        }
+        if self.hub.queue_max_frames < 16 || self.hub.queue_max_bytes < 64 * 1024 {
+            bail!("hub.queue_max_frames must be >= 16 and hub.queue_max_bytes >= 65536");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("streamgate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let cfg = Config::load(&cli(&[])).unwrap();
+        assert_eq!(cfg.server.http.port(), 8080);
+        assert_eq!(cfg.server.rtmp.port(), 1935);
+        assert_eq!(cfg.server.webrtc_udp.port(), 8000);
+        assert_eq!(cfg.rtmp.chunk_size, 4096);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("sg-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[server]\nhttp = \"127.0.0.1:9000\"\nrtmp = \"127.0.0.1:9935\"\n[http]\nflv_wait_ms = 1500\n").unwrap();
+        let p = path.to_str().unwrap();
+        let cfg = Config::load(&cli(&["--config", p, "--rtmp", "127.0.0.1:1936"])).unwrap();
+        assert_eq!(cfg.server.http.port(), 9000);
+        assert_eq!(cfg.server.rtmp.port(), 1936, "flag beats file");
+        assert_eq!(cfg.http.flv_wait_ms, 1500);
+        assert_eq!(cfg.hub.queue_max_frames, 1024, "untouched keys keep defaults");
+        std::fs::write(&path, "[server]\nhtp = \"x\"\n").unwrap();
+        assert!(Config::load(&cli(&["--config", p])).is_err(), "unknown keys are refused");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,233 @@
+//! HTTP routes: HTTP-FLV, WebSocket-FLV, the stream API and Prometheus metrics.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use egress::flv::FlvViewer;
+use media::{HubError, StreamKey, Subscriber};
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tracing::{debug, info, Instrument};
+
+use crate::state::{ProtocolCounters, SharedState};
+
+pub fn router(state: SharedState) -> Router {
+    let origin = match state.config.http.cors_allow_origin.as_str() {
+        "*" => AllowOrigin::any(),
+        o => AllowOrigin::exact(HeaderValue::from_str(o).unwrap_or(HeaderValue::from_static("null"))),
+    };
+    let cors = CorsLayer::new().allow_origin(origin).allow_methods([Method::GET, Method::HEAD, Method::OPTIONS]).allow_headers(Any);
+    Router::new()
+        .route("/", get(index))
+        .route("/api/v1/streams", get(api_streams))
+        .route("/metrics", get(metrics))
+        .route("/{app}/{file}", get(play))
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn index(State(st): State<SharedState>) -> impl IntoResponse {
+    let mut html = String::from(
+        "<!doctype html><meta charset=utf-8><title>streamgate</title><h1>streamgate</h1>\
+         <p>Publish with RTMP to <code>rtmp://HOST:PORT/{app}/{stream}</code>; watch at \
+         <code>/{app}/{stream}.flv</code> (HTTP-FLV or WebSocket-FLV) or with RTMP.</p><h2>Live streams</h2><ul>",
+    );
+    for s in st.hub.streams() {
+        let _ = write!(html, "<li><a href=\"/{k}.flv\">{k}</a> ({p})</li>", k = s.key, p = s.publisher.protocol);
+    }
+    html.push_str("</ul><p><a href=\"/api/v1/streams\">/api/v1/streams</a> · <a href=\"/metrics\">/metrics</a></p>");
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
+}
+
+fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into() + "\n").into_response()
+}
+
+/// `GET|HEAD /{app}/{stream}.flv`, and the same URL upgraded to a WebSocket.
+async fn play(State(st): State<SharedState>, Path((app, file)): Path<(String, String)>, method: Method, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+    let ws = ws.ok();
+    let Some(stream) = file.strip_suffix(".flv") else {
+        return plain(StatusCode::NOT_FOUND, "unknown format: play URLs end in .flv");
+    };
+    let key = match StreamKey::new(&app, stream) {
+        Ok(k) => k,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
+    };
+    if method == Method::HEAD {
+        return if st.hub.is_live(&key) { flv_headers(Body::empty()) } else { plain(StatusCode::NOT_FOUND, format!("{key} is not live")) };
+    }
+    let protocol = if ws.is_some() { "ws-flv" } else { "http-flv" };
+    let sub = match subscribe_waiting(&st, &key, protocol).await {
+        Ok(s) => s,
+        Err(e) => return plain(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let span = tracing::info_span!("play", %key, protocol);
+    if let Some(ws) = ws {
+        st.counters.ws_flv.connections.fetch_add(1, Ordering::Relaxed);
+        return ws
+            .on_upgrade(move |socket| async move { ws_flv(socket, sub, st).instrument(span).await })
+            .into_response();
+    }
+    st.counters.http_flv.connections.fetch_add(1, Ordering::Relaxed);
+    span.in_scope(|| info!("viewer joined"));
+    flv_headers(Body::from_stream(flv_stream(sub, st)))
+}
+
+fn flv_headers(body: Body) -> Response {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    r
+}
+
+/// Subscribes, waiting up to `http.flv_wait_ms` for a publisher.
+async fn subscribe_waiting(st: &SharedState, key: &StreamKey, protocol: &'static str) -> Result<Subscriber, HubError> {
+    let deadline = Instant::now() + Duration::from_millis(st.config.http.flv_wait_ms);
+    loop {
+        match st.hub.subscribe(key, protocol) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The FLV byte stream of one HTTP viewer. The body is pulled by hyper only as fast as the socket
+/// drains, so a slow viewer's backlog stays in its bounded hub queue.
+fn flv_stream(sub: Subscriber, st: SharedState) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
+    let viewer = FlvViewer::new(sub.declared_tracks());
+    futures_util::stream::unfold((sub, viewer, VecDeque::<Bytes>::new(), st), |(mut sub, mut viewer, mut pending, st)| async move {
+        loop {
+            if let Some(b) = pending.pop_front() {
+                st.counters.http_flv.add_out(b.len());
+                return Some((Ok(b), (sub, viewer, pending, st)));
+            }
+            let ev = sub.recv().await?;
+            let mut out = Vec::new();
+            viewer.on_event(ev, &mut out);
+            pending.extend(out);
+        }
+    })
+}
+
+async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
+    info!("viewer joined");
+    let mut viewer = FlvViewer::new(sub.declared_tracks());
+    let mut out = Vec::new();
+    let counters: &ProtocolCounters = &st.counters.ws_flv;
+    loop {
+        tokio::select! {
+            ev = sub.recv() => {
+                let Some(ev) = ev else { break };
+                viewer.on_event(ev, &mut out);
+                for b in out.drain(..) {
+                    let n = b.len();
+                    if socket.send(Message::Binary(b)).await.is_err() {
+                        debug!("viewer gone");
+                        return;
+                    }
+                    counters.add_out(n);
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+    info!(dropped = sub.dropped(), "viewer left");
+}
+
+async fn api_streams(State(st): State<SharedState>) -> impl IntoResponse {
+    let streams: Vec<_> = st
+        .hub
+        .streams()
+        .into_iter()
+        .map(|s| {
+            let viewers: serde_json::Map<String, serde_json::Value> = s.viewers.iter().map(|(p, n)| ((*p).to_owned(), json!(n))).collect();
+            let total: usize = s.viewers.iter().map(|(_, n)| n).sum();
+            json!({
+                "key": s.key.to_string(),
+                "app": s.key.app(),
+                "stream": s.key.stream(),
+                "publisher": { "protocol": s.publisher.protocol, "remote": s.publisher.remote },
+                "started_unix_ms": s.started.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                "video": s.video.as_ref().map(|v| json!({
+                    "codec": v.info.codec_string(),
+                    "width": v.info.width,
+                    "height": v.info.height,
+                    "profile": v.info.profile,
+                    "level": v.info.level,
+                })),
+                "audio": s.audio.as_ref().map(|a| json!({
+                    "codec": a.info.codec_string(),
+                    "sample_rate": a.info.sample_rate,
+                    "channels": a.info.channels,
+                })),
+                "bitrate_in": s.bitrate_in,
+                "bytes_in": s.bytes_in,
+                "frames_in": { "video": s.video_frames, "audio": s.audio_frames },
+                "viewers": viewers,
+                "viewers_total": total,
+                "dropped_frames": s.dropped_frames,
+                "queue_overflows": s.overflows,
+                "timestamp_fixes": s.timestamp_fixes,
+                "keyframe_requests": s.keyframe_requests,
+            })
+        })
+        .collect();
+    Json(json!({ "streams": streams }))
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
+    let mut m = String::new();
+    let streams = st.hub.streams();
+    let totals = st.hub.totals();
+    let _ = writeln!(m, "# HELP streamgate_streams Live streams.\n# TYPE streamgate_streams gauge\nstreamgate_streams {}", streams.len());
+    let _ = writeln!(m, "# TYPE streamgate_streams_published_total counter\nstreamgate_streams_published_total {}", totals.streams_published.load(Ordering::Relaxed));
+    let _ = writeln!(m, "# TYPE streamgate_publish_refused_total counter\nstreamgate_publish_refused_total {}", totals.publish_refused.load(Ordering::Relaxed));
+    let _ = writeln!(m, "# TYPE streamgate_dropped_frames_total counter\nstreamgate_dropped_frames_total {}", totals.dropped_frames.load(Ordering::Relaxed));
+    let _ = writeln!(m, "# TYPE streamgate_stream_bytes_in_total counter");
+    for s in &streams {
+        let _ = writeln!(m, "streamgate_stream_bytes_in_total{{stream=\"{}\"}} {}", escape_label(&s.key.to_string()), s.bytes_in);
+    }
+    let _ = writeln!(m, "# TYPE streamgate_stream_bitrate_in gauge");
+    for s in &streams {
+        let _ = writeln!(m, "streamgate_stream_bitrate_in{{stream=\"{}\"}} {}", escape_label(&s.key.to_string()), s.bitrate_in);
+    }
+    let _ = writeln!(m, "# TYPE streamgate_stream_viewers gauge");
+    for s in &streams {
+        for (p, n) in &s.viewers {
+            let _ = writeln!(m, "streamgate_stream_viewers{{stream=\"{}\",protocol=\"{p}\"}} {n}", escape_label(&s.key.to_string()));
+        }
+    }
+    let _ = writeln!(m, "# TYPE streamgate_stream_dropped_frames_total counter");
+    for s in &streams {
+        let _ = writeln!(m, "streamgate_stream_dropped_frames_total{{stream=\"{}\"}} {}", escape_label(&s.key.to_string()), s.dropped_frames);
+    }
+    for (name, c) in [("rtmp", &st.counters.rtmp), ("http-flv", &st.counters.http_flv), ("ws-flv", &st.counters.ws_flv)] {
+        let _ = writeln!(m, "streamgate_connections_total{{protocol=\"{name}\"}} {}", c.connections.load(Ordering::Relaxed));
+        let _ = writeln!(m, "streamgate_connection_errors_total{{protocol=\"{name}\"}} {}", c.errors.load(Ordering::Relaxed));
+        let _ = writeln!(m, "streamgate_bytes_out_total{{protocol=\"{name}\"}} {}", c.bytes_out.load(Ordering::Relaxed));
+        let _ = writeln!(m, "streamgate_bytes_in_total{{protocol=\"{name}\"}} {}", c.bytes_in.load(Ordering::Relaxed));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m)
+}

@@ -1,0 +1,115 @@
+//! `streamgate`: the gateway binary. Wires ingest, the hub and egress to listeners.
+
+mod config;
+mod http;
+mod rtmp_server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use media::{Hub, HubConfig};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Config};
+use crate::state::{AppState, Counters};
+
+fn display_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(&cli)?;
+    if cli.print_config {
+        print!("{}", toml::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.server.log).context("--log filter")?)
+        .with_target(false)
+        .init();
+
+    let hub = Hub::new(HubConfig {
+        queue_max_frames: config.hub.queue_max_frames,
+        queue_max_bytes: config.hub.queue_max_bytes,
+        gop_max_bytes: config.hub.gop_max_bytes,
+        ..HubConfig::default()
+    });
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let http_listener = TcpListener::bind(config.server.http).await.with_context(|| format!("binding HTTP {}", config.server.http))?;
+    let rtmp_listener = TcpListener::bind(config.server.rtmp).await.with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
+    let http_addr = http_listener.local_addr()?;
+    let rtmp_addr = rtmp_listener.local_addr()?;
+    let state = Arc::new(AppState { config, hub, counters: Counters::default(), shutdown: shutdown_rx.clone() });
+
+    let h = display_host(http_addr);
+    let r = display_host(rtmp_addr);
+    let (hp, rp) = (http_addr.port(), rtmp_addr.port());
+    println!("streamgate {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  home page        http://{h}:{hp}/");
+    println!("  publish (RTMP)   rtmp://{r}:{rp}/live/demo   (OBS: server rtmp://{r}:{rp}/live, key demo)");
+    println!("  play RTMP        rtmp://{r}:{rp}/live/demo");
+    println!("  play HTTP-FLV    http://{h}:{hp}/live/demo.flv");
+    println!("  play WS-FLV      ws://{h}:{hp}/live/demo.flv");
+    println!("  stream list      http://{h}:{hp}/api/v1/streams");
+    println!("  metrics          http://{h}:{hp}/metrics");
+    println!("  try: ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -tune zerolatency -g 30 -c:a aac -f flv rtmp://{r}:{rp}/live/demo");
+    info!(http = %http_addr, rtmp = %rtmp_addr, "listening");
+
+    let rtmp_task = tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone()));
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http::router(state).into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            })
+            .await
+    });
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    // Publishers close, which ends every viewer's stream; give connections a moment to finish.
+    let done = async {
+        let _ = rtmp_task.await;
+        let _ = http_task.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(5), done).await.is_err() {
+        warn!("connections still open after 5 s; exiting");
+    }
+    Ok(())
+}

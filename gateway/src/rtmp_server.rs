@@ -1,0 +1,265 @@
+//! The RTMP listener: a thin shell moving bytes between TCP sockets and the sans-IO session.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use egress::rtmp_play::RtmpPlayViewer;
+use ingest::rtmp::{IngestOutput, RtmpIngest};
+use media::hub::PublisherInfo;
+use media::{HubError, Publisher, StreamKey, Subscriber};
+use rtmp::amf0::Amf0Value;
+use rtmp::chunk::ChunkLimits;
+use rtmp::{ServerSession, SessionConfig, SessionEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::state::SharedState;
+
+pub async fn serve(listener: TcpListener, state: SharedState) {
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    state.counters.rtmp.connections.fetch_add(1, Ordering::Relaxed);
+                    let st = state.clone();
+                    let span = tracing::info_span!("rtmp", %peer);
+                    tokio::spawn(async move {
+                        match connection(sock, peer, st.clone()).await {
+                            Ok(()) => debug!("closed"),
+                            Err(e) => {
+                                st.counters.rtmp.errors.fetch_add(1, Ordering::Relaxed);
+                                warn!("closed: {e:#}");
+                            }
+                        }
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+fn handshake_seed() -> (u32, [u8; 8]) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seed = (now.as_nanos() as u64).rotate_left(17) ^ u64::from(std::process::id());
+    (now.as_secs() as u32, seed.to_be_bytes())
+}
+
+struct Conn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    session: ServerSession,
+    buf: Vec<u8>,
+    state: SharedState,
+    idle: Duration,
+}
+
+impl Conn {
+    async fn flush(&mut self) -> Result<()> {
+        let out = self.session.take_output();
+        if !out.is_empty() {
+            self.wr.write_all(&out).await?;
+            self.state.counters.rtmp.add_out(out.len());
+        }
+        Ok(())
+    }
+
+    /// Reads once (bounded by the idle timeout) and runs the session; Ok(None) on EOF.
+    async fn read_events(&mut self) -> Result<Option<Vec<SessionEvent>>> {
+        let n = tokio::time::timeout(self.idle, self.rd.read(&mut self.buf))
+            .await
+            .map_err(|_| anyhow!("no data for {} s", self.idle.as_secs()))??;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.state.counters.rtmp.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let events = self.session.handle_input(&self.buf[..n]);
+        // Whatever the session wrote (answers, or nothing) goes out before an error closes us.
+        self.flush().await?;
+        Ok(Some(events?))
+    }
+
+    async fn refuse(&mut self, code: &str, why: &str) -> Result<()> {
+        self.session.reject(code, why);
+        self.flush().await?;
+        let _ = self.wr.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Result<()> {
+    sock.set_nodelay(true)?;
+    let (rd, wr) = sock.into_split();
+    let (epoch, random) = handshake_seed();
+    let cfg = SessionConfig {
+        limits: ChunkLimits { max_message_size: state.config.rtmp.max_message_size, ..Default::default() },
+        out_chunk_size: state.config.rtmp.chunk_size,
+        ..Default::default()
+    };
+    let idle = Duration::from_secs(state.config.rtmp.idle_timeout_secs);
+    let mut conn = Conn { rd, wr, session: ServerSession::new(cfg, epoch, random), buf: vec![0; 64 * 1024], state: state.clone(), idle };
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let events = tokio::select! {
+            r = conn.read_events() => match r? {
+                Some(ev) => ev,
+                None => return Ok(()),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let mut events = events.into_iter();
+        while let Some(ev) = events.next() {
+            match ev {
+                SessionEvent::Connected { app } => debug!(%app, "connected"),
+                SessionEvent::PublishRequest { app, stream, .. } => {
+                    let key = match StreamKey::new(&app, &stream) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            warn!(%app, %stream, "publish refused: {e}");
+                            conn.refuse("NetStream.Publish.BadName", &format!("bad stream name: {e}")).await?;
+                            return Err(anyhow!("bad stream name {app:?}/{stream:?}: {e}"));
+                        }
+                    };
+                    let publisher = match state.hub.publish(key.clone(), PublisherInfo { protocol: "rtmp", remote: peer.to_string() }) {
+                        Ok(p) => p,
+                        Err(e @ HubError::AlreadyPublishing(_)) => {
+                            conn.refuse("NetStream.Publish.BadName", &e.to_string()).await?;
+                            return Err(anyhow!("{e}"));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    conn.session.accept_publish();
+                    conn.flush().await?;
+                    info!(%key, "publishing");
+                    let rest: Vec<SessionEvent> = events.collect();
+                    let r = publish_loop(&mut conn, publisher, rest, &mut shutdown).await;
+                    info!(%key, "publisher left");
+                    return r;
+                }
+                SessionEvent::PlayRequest { app, stream, stream_id } => {
+                    let key = match StreamKey::new(&app, &stream) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            conn.refuse("NetStream.Play.BadName", &format!("bad stream name: {e}")).await?;
+                            return Err(anyhow!("bad stream name {app:?}/{stream:?}: {e}"));
+                        }
+                    };
+                    let sub = match state.hub.subscribe(&key, "rtmp") {
+                        Ok(s) => s,
+                        Err(e) => {
+                            conn.refuse("NetStream.Play.StreamNotFound", &e.to_string()).await?;
+                            info!(%key, "play refused: not live");
+                            return Ok(());
+                        }
+                    };
+                    conn.session.accept_play();
+                    conn.flush().await?;
+                    info!(%key, "playing");
+                    let r = play_loop(&mut conn, sub, stream_id, &mut shutdown).await;
+                    info!(%key, "player left");
+                    return r;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn has_codec(meta: &Amf0Value, key: &str) -> bool {
+    meta.get(key).is_some_and(|v| !matches!(v, Amf0Value::Null | Amf0Value::Undefined | Amf0Value::Boolean(false)))
+}
+
+async fn publish_loop(conn: &mut Conn, publisher: Publisher, first: Vec<SessionEvent>, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<()> {
+    let mut ingest = RtmpIngest::new();
+    let mut pending = first;
+    loop {
+        for ev in pending.drain(..) {
+            let out = match ev {
+                SessionEvent::Metadata(meta) => Ok(Some(ingest.metadata(has_codec(&meta, "videocodecid"), has_codec(&meta, "audiocodecid")))),
+                SessionEvent::Video { timestamp, payload } => ingest.video(timestamp, &payload),
+                SessionEvent::Audio { timestamp, payload } => ingest.audio(timestamp, &payload),
+                SessionEvent::StreamClosed => return Ok(()),
+                _ => Ok(None),
+            };
+            match out {
+                Ok(Some(IngestOutput::Tracks(t))) => publisher.declare_tracks(t),
+                Ok(Some(IngestOutput::VideoConfig(c))) => {
+                    let (w, h) = (c.info.width, c.info.height);
+                    if publisher.set_video_config(c) {
+                        info!(width = w, height = h, "video configuration");
+                    }
+                }
+                Ok(Some(IngestOutput::AudioConfig(c))) => {
+                    let info = c.info;
+                    if publisher.set_audio_config(c) {
+                        info!(rate = info.sample_rate, channels = info.channels, "audio configuration");
+                    }
+                }
+                Ok(Some(IngestOutput::Frame(f))) => publisher.push(f),
+                Ok(None) => {}
+                Err(e) => {
+                    conn.refuse("NetStream.Publish.Rejected", &e.to_string()).await?;
+                    return Err(anyhow!("publish rejected: {e}"));
+                }
+            }
+        }
+        tokio::select! {
+            r = conn.read_events() => match r? {
+                Some(ev) => pending = ev,
+                None => return Ok(()),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<()> {
+    let mut viewer = RtmpPlayViewer::new(stream_id, conn.session.out_chunk_size());
+    let mut out: Vec<Bytes> = Vec::new();
+    loop {
+        tokio::select! {
+            ev = sub.recv() => {
+                let Some(ev) = ev else {
+                    conn.session.notify("NetStream.Play.UnpublishNotify", "stream ended");
+                    conn.flush().await?;
+                    let _ = conn.wr.shutdown().await;
+                    return Ok(());
+                };
+                viewer.on_event(ev, &mut out);
+                // Take whatever else is already queued, so one write carries it all.
+                while out.len() < 64 {
+                    match sub.try_recv() {
+                        Some(Some(ev)) => viewer.on_event(ev, &mut out),
+                        _ => break,
+                    }
+                }
+                for b in out.drain(..) {
+                    conn.wr.write_all(&b).await.context("write to player")?;
+                    conn.state.counters.rtmp.add_out(b.len());
+                }
+            }
+            r = conn.rd.read(&mut conn.buf) => {
+                let n = r?;
+                if n == 0 {
+                    return Ok(());
+                }
+                let events = conn.session.handle_input(&conn.buf[..n]);
+                conn.flush().await?;
+                if events?.iter().any(|e| matches!(e, SessionEvent::StreamClosed)) {
+                    return Ok(());
+                }
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
