@@ -95,7 +95,10 @@ pub fn metadata_body(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -
         props.push(("audiosamplesize".into(), Amf0Value::Number(16.0)));
         props.push(("stereo".into(), Amf0Value::Boolean(a.info.channels >= 2)));
     }
-    props.push(("encoder".into(), Amf0Value::string(concat!("streamgate ", env!("CARGO_PKG_VERSION")))));
+    props.push((
+        "encoder".into(),
+        Amf0Value::string(concat!("streamgate ", env!("CARGO_PKG_VERSION"))),
+    ));
     amf0::encode_all(&[Amf0Value::string("onMetaData"), Amf0Value::EcmaArray(props)]).freeze()
 }
 
@@ -112,7 +115,13 @@ pub struct FlvViewer {
 impl FlvViewer {
     /// `declared` comes from the hub (tracks the publisher announced).
     pub fn new(declared: Tracks) -> Self {
-        Self { started: false, tracks: declared, video: None, audio: None, last_ts: 0 }
+        Self {
+            started: false,
+            tracks: declared,
+            video: None,
+            audio: None,
+            last_ts: 0,
+        }
     }
 
     /// True once the FLV header went out.
@@ -173,7 +182,10 @@ mod tests {
 
     #[test]
     fn header_flags() {
-        assert_eq!(&header(Tracks { video: true, audio: true })[..], b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00");
+        assert_eq!(
+            &header(Tracks { video: true, audio: true })[..],
+            b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"
+        );
         assert_eq!(header(Tracks { video: false, audio: true })[4], 0x04);
         assert_eq!(header(Tracks { video: true, audio: false })[4], 0x01);
     }
@@ -181,7 +193,13 @@ mod tests {
     #[test]
     fn video_tag_hand_vector() {
         // Keyframe, dts 0x01020304 ms (extended byte 0x01), pts = dts + 40, one 2-byte NAL.
-        let f = MediaFrame::video(0x0102_0304 + 40, 0x0102_0304, Timebase::MILLIS, true, Bytes::from_static(&[0, 0, 0, 2, 0x65, 0xaa]));
+        let f = MediaFrame::video(
+            0x0102_0304 + 40,
+            0x0102_0304,
+            Timebase::MILLIS,
+            true,
+            Bytes::from_static(&[0, 0, 0, 2, 0x65, 0xaa]),
+        );
         let t = frame_tag(&f);
         let expected: &[u8] = &[
             9, 0, 0, 11, // type, data size 5 + 6
@@ -199,7 +217,10 @@ mod tests {
     #[test]
     fn audio_tag_hand_vector() {
         let f = MediaFrame::audio(23, Timebase::MILLIS, Bytes::from_static(&[0x21, 0x10]));
-        assert_eq!(&frame_tag(&f)[..], &[8, 0, 0, 4, 0, 0, 23, 0, 0, 0, 0, 0xaf, 1, 0x21, 0x10, 0, 0, 0, 15]);
+        assert_eq!(
+            &frame_tag(&f)[..],
+            &[8, 0, 0, 4, 0, 0, 23, 0, 0, 0, 0, 0xaf, 1, 0x21, 0x10, 0, 0, 0, 15]
+        );
     }
 
     #[test]
@@ -218,7 +239,10 @@ mod tests {
         let mut out = Vec::new();
         v.on_event(HubEvent::AudioConfig(audio_config()), &mut out);
         assert!(out.is_empty());
-        v.on_event(HubEvent::Frame(Arc::new(MediaFrame::audio(5, Timebase::MILLIS, Bytes::from_static(&[1])))), &mut out);
+        v.on_event(
+            HubEvent::Frame(Arc::new(MediaFrame::audio(5, Timebase::MILLIS, Bytes::from_static(&[1])))),
+            &mut out,
+        );
         assert_eq!(out.len(), 4); // header, onMetaData, AAC sequence header, frame
         assert_eq!(out[0][4], 0x04, "audio-only header flags");
         assert_eq!(out[1][0], tag::SCRIPT);
@@ -239,7 +263,16 @@ mod tests {
     fn frames_without_config_are_held_back() {
         let mut v = FlvViewer::new(Tracks { video: true, audio: true });
         let mut out = Vec::new();
-        v.on_event(HubEvent::Frame(Arc::new(MediaFrame::video(0, 0, Timebase::MILLIS, true, Bytes::from_static(&[0, 0, 0, 1, 0x65])))), &mut out);
+        v.on_event(
+            HubEvent::Frame(Arc::new(MediaFrame::video(
+                0,
+                0,
+                Timebase::MILLIS,
+                true,
+                Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            ))),
+            &mut out,
+        );
         assert!(out.is_empty());
         assert!(!v.started());
     }

@@ -47,7 +47,14 @@ pub struct RtmpPlayViewer {
 impl RtmpPlayViewer {
     /// For a player on message stream `stream_id` whose session sends with `chunk_size`.
     pub fn new(stream_id: u32, chunk_size: usize) -> Self {
-        Self { stream_id, chunk_size, started: false, video: None, audio: None, last_ts: 0 }
+        Self {
+            stream_id,
+            chunk_size,
+            started: false,
+            video: None,
+            audio: None,
+            last_ts: 0,
+        }
     }
 
     fn message(&self, out: &mut Vec<Bytes>, cs: u32, ts: u32, ty: u8, body: &[u8]) {
@@ -119,12 +126,19 @@ mod tests {
         v.on_event(HubEvent::Frame(f.clone()), &mut out);
         let mut v2 = RtmpPlayViewer::new(1, 4096);
         let mut out2 = Vec::new();
-        v2.on_event(HubEvent::AudioConfig(Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x12, 0x10])).unwrap())), &mut out2);
+        v2.on_event(
+            HubEvent::AudioConfig(Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x12, 0x10])).unwrap())),
+            &mut out2,
+        );
         v2.on_event(HubEvent::Frame(f), &mut out2);
-        assert_eq!(out.last().unwrap().as_ptr(), out2.last().unwrap().as_ptr(), "frame bytes shared between players");
+        assert_eq!(
+            out.last().unwrap().as_ptr(),
+            out2.last().unwrap().as_ptr(),
+            "frame bytes shared between players"
+        );
 
         let mut dec = ChunkDecoder::new(ChunkLimits::default());
-        dec.push(&rtmp::chunk::encode_set_chunk_size_for_test(4096));
+        dec.set_chunk_size(4096);
         for b in &out {
             dec.push(b);
         }
@@ -133,9 +147,9 @@ mod tests {
             msgs.push(m);
         }
         let kinds: Vec<(u8, u32)> = msgs.iter().map(|m| (m.type_id, m.timestamp)).collect();
-        assert_eq!(kinds, vec![(1, 0), (types::DATA_AMF0, 0), (types::AUDIO, 1000), (types::AUDIO, 1000)]);
-        assert_eq!(&msgs[2].payload[..], &[0xaf, 0, 0x12, 0x10]);
-        assert_eq!(msgs[3].payload.len(), 10_002);
-        assert_eq!(&msgs[3].payload[2..], &big[..]);
+        assert_eq!(kinds, vec![(types::DATA_AMF0, 0), (types::AUDIO, 1000), (types::AUDIO, 1000)]);
+        assert_eq!(&msgs[1].payload[..], &[0xaf, 0, 0x12, 0x10]);
+        assert_eq!(msgs[2].payload.len(), 10_002);
+        assert_eq!(&msgs[2].payload[2..], &big[..]);
     }
 }

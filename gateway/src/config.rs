@@ -12,7 +12,11 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Command line (../shared/INTERFACE.md).
 #[derive(Debug, Parser)]
-#[command(name = "streamgate", version, about = "Streaming gateway: WebRTC and RTMP in; HLS, HTTP-FLV, WebSocket-FLV, RTMP and WebRTC out")]
+#[command(
+    name = "streamgate",
+    version,
+    about = "Streaming gateway: WebRTC and RTMP in; HLS, HTTP-FLV, WebSocket-FLV, RTMP and WebRTC out"
+)]
 pub struct Cli {
     /// TOML configuration file (docs/configuration.md).
     #[arg(long, value_name = "FILE")]
@@ -199,7 +203,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sg-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "[server]\nhttp = \"127.0.0.1:9000\"\nrtmp = \"127.0.0.1:9935\"\n[http]\nflv_wait_ms = 1500\n").unwrap();
+        std::fs::write(
+            &path,
+            "[server]\nhttp = \"127.0.0.1:9000\"\nrtmp = \"127.0.0.1:9935\"\n[http]\nflv_wait_ms = 1500\n",
+        )
+        .unwrap();
         let p = path.to_str().unwrap();
         let cfg = Config::load(&cli(&["--config", p, "--rtmp", "127.0.0.1:1936"])).unwrap();
         assert_eq!(cfg.server.http.port(), 9000);

@@ -28,7 +28,10 @@ pub fn router(state: SharedState) -> Router {
         "*" => AllowOrigin::any(),
         o => AllowOrigin::exact(HeaderValue::from_str(o).unwrap_or(HeaderValue::from_static("null"))),
     };
-    let cors = CorsLayer::new().allow_origin(origin).allow_methods([Method::GET, Method::HEAD, Method::OPTIONS]).allow_headers(Any);
+    let cors = CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers(Any);
     Router::new()
         .route("/", get(index))
         .route("/api/v1/streams", get(api_streams))
@@ -45,7 +48,12 @@ async fn index(State(st): State<SharedState>) -> impl IntoResponse {
          <code>/{app}/{stream}.flv</code> (HTTP-FLV or WebSocket-FLV) or with RTMP.</p><h2>Live streams</h2><ul>",
     );
     for s in st.hub.streams() {
-        let _ = write!(html, "<li><a href=\"/{k}.flv\">{k}</a> ({p})</li>", k = s.key, p = s.publisher.protocol);
+        let _ = write!(
+            html,
+            "<li><a href=\"/{k}.flv\">{k}</a> ({p})</li>",
+            k = s.key,
+            p = s.publisher.protocol
+        );
     }
     html.push_str("</ul><p><a href=\"/api/v1/streams\">/api/v1/streams</a> · <a href=\"/metrics\">/metrics</a></p>");
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
@@ -56,7 +64,12 @@ fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// `GET|HEAD /{app}/{stream}.flv`, and the same URL upgraded to a WebSocket.
-async fn play(State(st): State<SharedState>, Path((app, file)): Path<(String, String)>, method: Method, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+async fn play(
+    State(st): State<SharedState>,
+    Path((app, file)): Path<(String, String)>,
+    method: Method,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let ws = ws.ok();
     let Some(stream) = file.strip_suffix(".flv") else {
         return plain(StatusCode::NOT_FOUND, "unknown format: play URLs end in .flv");
@@ -66,7 +79,11 @@ async fn play(State(st): State<SharedState>, Path((app, file)): Path<(String, St
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
     };
     if method == Method::HEAD {
-        return if st.hub.is_live(&key) { flv_headers(Body::empty()) } else { plain(StatusCode::NOT_FOUND, format!("{key} is not live")) };
+        return if st.hub.is_live(&key) {
+            flv_headers(Body::empty())
+        } else {
+            plain(StatusCode::NOT_FOUND, format!("{key} is not live"))
+        };
     }
     let protocol = if ws.is_some() { "ws-flv" } else { "http-flv" };
     let sub = match subscribe_waiting(&st, &key, protocol).await {
@@ -109,18 +126,21 @@ async fn subscribe_waiting(st: &SharedState, key: &StreamKey, protocol: &'static
 /// drains, so a slow viewer's backlog stays in its bounded hub queue.
 fn flv_stream(sub: Subscriber, st: SharedState) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
     let viewer = FlvViewer::new(sub.declared_tracks());
-    futures_util::stream::unfold((sub, viewer, VecDeque::<Bytes>::new(), st), |(mut sub, mut viewer, mut pending, st)| async move {
-        loop {
-            if let Some(b) = pending.pop_front() {
-                st.counters.http_flv.add_out(b.len());
-                return Some((Ok(b), (sub, viewer, pending, st)));
+    futures_util::stream::unfold(
+        (sub, viewer, VecDeque::<Bytes>::new(), st),
+        |(mut sub, mut viewer, mut pending, st)| async move {
+            loop {
+                if let Some(b) = pending.pop_front() {
+                    st.counters.http_flv.add_out(b.len());
+                    return Some((Ok(b), (sub, viewer, pending, st)));
+                }
+                let ev = sub.recv().await?;
+                let mut out = Vec::new();
+                viewer.on_event(ev, &mut out);
+                pending.extend(out);
             }
-            let ev = sub.recv().await?;
-            let mut out = Vec::new();
-            viewer.on_event(ev, &mut out);
-            pending.extend(out);
-        }
-    })
+        },
+    )
 }
 
 async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
@@ -201,33 +221,88 @@ async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
     let mut m = String::new();
     let streams = st.hub.streams();
     let totals = st.hub.totals();
-    let _ = writeln!(m, "# HELP streamgate_streams Live streams.\n# TYPE streamgate_streams gauge\nstreamgate_streams {}", streams.len());
-    let _ = writeln!(m, "# TYPE streamgate_streams_published_total counter\nstreamgate_streams_published_total {}", totals.streams_published.load(Ordering::Relaxed));
-    let _ = writeln!(m, "# TYPE streamgate_publish_refused_total counter\nstreamgate_publish_refused_total {}", totals.publish_refused.load(Ordering::Relaxed));
-    let _ = writeln!(m, "# TYPE streamgate_dropped_frames_total counter\nstreamgate_dropped_frames_total {}", totals.dropped_frames.load(Ordering::Relaxed));
+    let _ = writeln!(
+        m,
+        "# HELP streamgate_streams Live streams.\n# TYPE streamgate_streams gauge\nstreamgate_streams {}",
+        streams.len()
+    );
+    let _ = writeln!(
+        m,
+        "# TYPE streamgate_streams_published_total counter\nstreamgate_streams_published_total {}",
+        totals.streams_published.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# TYPE streamgate_publish_refused_total counter\nstreamgate_publish_refused_total {}",
+        totals.publish_refused.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        m,
+        "# TYPE streamgate_dropped_frames_total counter\nstreamgate_dropped_frames_total {}",
+        totals.dropped_frames.load(Ordering::Relaxed)
+    );
     let _ = writeln!(m, "# TYPE streamgate_stream_bytes_in_total counter");
     for s in &streams {
-        let _ = writeln!(m, "streamgate_stream_bytes_in_total{{stream=\"{}\"}} {}", escape_label(&s.key.to_string()), s.bytes_in);
+        let _ = writeln!(
+            m,
+            "streamgate_stream_bytes_in_total{{stream=\"{}\"}} {}",
+            escape_label(&s.key.to_string()),
+            s.bytes_in
+        );
     }
     let _ = writeln!(m, "# TYPE streamgate_stream_bitrate_in gauge");
     for s in &streams {
-        let _ = writeln!(m, "streamgate_stream_bitrate_in{{stream=\"{}\"}} {}", escape_label(&s.key.to_string()), s.bitrate_in);
+        let _ = writeln!(
+            m,
+            "streamgate_stream_bitrate_in{{stream=\"{}\"}} {}",
+            escape_label(&s.key.to_string()),
+            s.bitrate_in
+        );
     }
     let _ = writeln!(m, "# TYPE streamgate_stream_viewers gauge");
     for s in &streams {
         for (p, n) in &s.viewers {
-            let _ = writeln!(m, "streamgate_stream_viewers{{stream=\"{}\",protocol=\"{p}\"}} {n}", escape_label(&s.key.to_string()));
+            let _ = writeln!(
+                m,
+                "streamgate_stream_viewers{{stream=\"{}\",protocol=\"{p}\"}} {n}",
+                escape_label(&s.key.to_string())
+            );
         }
     }
     let _ = writeln!(m, "# TYPE streamgate_stream_dropped_frames_total counter");
     for s in &streams {
-        let _ = writeln!(m, "streamgate_stream_dropped_frames_total{{stream=\"{}\"}} {}", escape_label(&s.key.to_string()), s.dropped_frames);
+        let _ = writeln!(
+            m,
+            "streamgate_stream_dropped_frames_total{{stream=\"{}\"}} {}",
+            escape_label(&s.key.to_string()),
+            s.dropped_frames
+        );
     }
-    for (name, c) in [("rtmp", &st.counters.rtmp), ("http-flv", &st.counters.http_flv), ("ws-flv", &st.counters.ws_flv)] {
-        let _ = writeln!(m, "streamgate_connections_total{{protocol=\"{name}\"}} {}", c.connections.load(Ordering::Relaxed));
-        let _ = writeln!(m, "streamgate_connection_errors_total{{protocol=\"{name}\"}} {}", c.errors.load(Ordering::Relaxed));
-        let _ = writeln!(m, "streamgate_bytes_out_total{{protocol=\"{name}\"}} {}", c.bytes_out.load(Ordering::Relaxed));
-        let _ = writeln!(m, "streamgate_bytes_in_total{{protocol=\"{name}\"}} {}", c.bytes_in.load(Ordering::Relaxed));
+    for (name, c) in [
+        ("rtmp", &st.counters.rtmp),
+        ("http-flv", &st.counters.http_flv),
+        ("ws-flv", &st.counters.ws_flv),
+    ] {
+        let _ = writeln!(
+            m,
+            "streamgate_connections_total{{protocol=\"{name}\"}} {}",
+            c.connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            m,
+            "streamgate_connection_errors_total{{protocol=\"{name}\"}} {}",
+            c.errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            m,
+            "streamgate_bytes_out_total{{protocol=\"{name}\"}} {}",
+            c.bytes_out.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            m,
+            "streamgate_bytes_in_total{{protocol=\"{name}\"}} {}",
+            c.bytes_in.load(Ordering::Relaxed)
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m)
 }

@@ -1,4 +1,5 @@
 //! `streamgate`: the gateway binary. Wires ingest, the hub and egress to listeners.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod config;
 mod http;
@@ -70,11 +71,20 @@ async fn main() -> Result<()> {
         ..HubConfig::default()
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let http_listener = TcpListener::bind(config.server.http).await.with_context(|| format!("binding HTTP {}", config.server.http))?;
-    let rtmp_listener = TcpListener::bind(config.server.rtmp).await.with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
+    let http_listener = TcpListener::bind(config.server.http)
+        .await
+        .with_context(|| format!("binding HTTP {}", config.server.http))?;
+    let rtmp_listener = TcpListener::bind(config.server.rtmp)
+        .await
+        .with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
     let http_addr = http_listener.local_addr()?;
     let rtmp_addr = rtmp_listener.local_addr()?;
-    let state = Arc::new(AppState { config, hub, counters: Counters::default(), shutdown: shutdown_rx.clone() });
+    let state = Arc::new(AppState {
+        config,
+        hub,
+        counters: Counters::default(),
+        shutdown: shutdown_rx.clone(),
+    });
 
     let h = display_host(http_addr);
     let r = display_host(rtmp_addr);

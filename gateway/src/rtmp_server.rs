@@ -102,12 +102,22 @@ async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Re
     let (rd, wr) = sock.into_split();
     let (epoch, random) = handshake_seed();
     let cfg = SessionConfig {
-        limits: ChunkLimits { max_message_size: state.config.rtmp.max_message_size, ..Default::default() },
+        limits: ChunkLimits {
+            max_message_size: state.config.rtmp.max_message_size,
+            ..Default::default()
+        },
         out_chunk_size: state.config.rtmp.chunk_size,
         ..Default::default()
     };
     let idle = Duration::from_secs(state.config.rtmp.idle_timeout_secs);
-    let mut conn = Conn { rd, wr, session: ServerSession::new(cfg, epoch, random), buf: vec![0; 64 * 1024], state: state.clone(), idle };
+    let mut conn = Conn {
+        rd,
+        wr,
+        session: ServerSession::new(cfg, epoch, random),
+        buf: vec![0; 64 * 1024],
+        state: state.clone(),
+        idle,
+    };
     let mut shutdown = state.shutdown.clone();
     loop {
         let events = tokio::select! {
@@ -130,7 +140,13 @@ async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Re
                             return Err(anyhow!("bad stream name {app:?}/{stream:?}: {e}"));
                         }
                     };
-                    let publisher = match state.hub.publish(key.clone(), PublisherInfo { protocol: "rtmp", remote: peer.to_string() }) {
+                    let publisher = match state.hub.publish(
+                        key.clone(),
+                        PublisherInfo {
+                            protocol: "rtmp",
+                            remote: peer.to_string(),
+                        },
+                    ) {
                         Ok(p) => p,
                         Err(e @ HubError::AlreadyPublishing(_)) => {
                             conn.refuse("NetStream.Publish.BadName", &e.to_string()).await?;
@@ -176,16 +192,24 @@ async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Re
 }
 
 fn has_codec(meta: &Amf0Value, key: &str) -> bool {
-    meta.get(key).is_some_and(|v| !matches!(v, Amf0Value::Null | Amf0Value::Undefined | Amf0Value::Boolean(false)))
+    meta.get(key)
+        .is_some_and(|v| !matches!(v, Amf0Value::Null | Amf0Value::Undefined | Amf0Value::Boolean(false)))
 }
 
-async fn publish_loop(conn: &mut Conn, publisher: Publisher, first: Vec<SessionEvent>, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<()> {
+async fn publish_loop(
+    conn: &mut Conn,
+    publisher: Publisher,
+    first: Vec<SessionEvent>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     let mut ingest = RtmpIngest::new();
     let mut pending = first;
     loop {
         for ev in pending.drain(..) {
             let out = match ev {
-                SessionEvent::Metadata(meta) => Ok(Some(ingest.metadata(has_codec(&meta, "videocodecid"), has_codec(&meta, "audiocodecid")))),
+                SessionEvent::Metadata(meta) => Ok(Some(
+                    ingest.metadata(has_codec(&meta, "videocodecid"), has_codec(&meta, "audiocodecid")),
+                )),
                 SessionEvent::Video { timestamp, payload } => ingest.video(timestamp, &payload),
                 SessionEvent::Audio { timestamp, payload } => ingest.audio(timestamp, &payload),
                 SessionEvent::StreamClosed => return Ok(()),

@@ -88,7 +88,10 @@ pub struct RtmpIngest {
 impl RtmpIngest {
     /// A fresh converter.
     pub fn new() -> Self {
-        Self { length_size: 4, ..Default::default() }
+        Self {
+            length_size: 4,
+            ..Default::default()
+        }
     }
 
     /// Extends RTMP's wrapping 32-bit millisecond timestamps.
@@ -108,7 +111,10 @@ impl RtmpIngest {
     /// `onMetaData`: which tracks the publisher says it sends. Codec ids there are only hints
     /// (FFmpeg writes numbers, OBS may write strings); the media messages decide.
     pub fn metadata(&mut self, has_video: bool, has_audio: bool) -> IngestOutput {
-        IngestOutput::Tracks(Tracks { video: has_video, audio: has_audio })
+        IngestOutput::Tracks(Tracks {
+            video: has_video,
+            audio: has_audio,
+        })
     }
 
     /// A video message (FLV VIDEODATA).
@@ -118,7 +124,10 @@ impl RtmpIngest {
         };
         if b0 & 0x80 != 0 {
             // Enhanced RTMP ExVideoTagHeader: FourCC follows.
-            let fourcc = payload.get(1..5).map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default();
+            let fourcc = payload
+                .get(1..5)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .unwrap_or_default();
             return Err(IngestError::UnsupportedVideo(format!("'{fourcc}' (enhanced RTMP)")));
         }
         let frame_type = b0 >> 4;
@@ -148,8 +157,18 @@ impl RtmpIngest {
                 if body.is_empty() {
                     return Ok(None);
                 }
-                let data = if self.length_size == 4 { body } else { self.to_four_byte_lengths(&body)? };
-                Ok(Some(IngestOutput::Frame(MediaFrame::video(dts + cts, dts, Timebase::MILLIS, frame_type == 1, data))))
+                let data = if self.length_size == 4 {
+                    body
+                } else {
+                    self.to_four_byte_lengths(&body)?
+                };
+                Ok(Some(IngestOutput::Frame(MediaFrame::video(
+                    dts + cts,
+                    dts,
+                    Timebase::MILLIS,
+                    frame_type == 1,
+                    data,
+                ))))
             }
             _ => Ok(None), // end of sequence
         }
@@ -180,7 +199,11 @@ impl RtmpIngest {
         let ts = self.unwrap_ts(timestamp);
         match payload[1] {
             0 => Ok(Some(IngestOutput::AudioConfig(AudioConfig::from_asc(payload.slice(2..))?))),
-            _ if payload.len() > 2 => Ok(Some(IngestOutput::Frame(MediaFrame::audio(ts, Timebase::MILLIS, payload.slice(2..))))),
+            _ if payload.len() > 2 => Ok(Some(IngestOutput::Frame(MediaFrame::audio(
+                ts,
+                Timebase::MILLIS,
+                payload.slice(2..),
+            )))),
             _ => Ok(None),
         }
     }
@@ -226,12 +249,18 @@ mod tests {
     #[test]
     fn unsupported_codecs_refused_by_name() {
         let mut ing = RtmpIngest::new();
-        assert_eq!(ing.video(0, &Bytes::from_static(&[0x1c, 0, 0, 0, 0])).unwrap_err(), IngestError::UnsupportedVideo("HEVC".into()));
+        assert_eq!(
+            ing.video(0, &Bytes::from_static(&[0x1c, 0, 0, 0, 0])).unwrap_err(),
+            IngestError::UnsupportedVideo("HEVC".into())
+        );
         assert_eq!(
             ing.video(0, &Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1'])).unwrap_err(),
             IngestError::UnsupportedVideo("'hvc1' (enhanced RTMP)".into())
         );
-        assert_eq!(ing.audio(0, &Bytes::from_static(&[0x2f, 0xff])).unwrap_err(), IngestError::UnsupportedAudio("MP3".into()));
+        assert_eq!(
+            ing.audio(0, &Bytes::from_static(&[0x2f, 0xff])).unwrap_err(),
+            IngestError::UnsupportedAudio("MP3".into())
+        );
         let e = ing.audio(0, &Bytes::from_static(&[0x2f])).unwrap_err();
         assert_eq!(e.to_string(), "unsupported audio codec MP3: streamgate carries AAC audio");
     }
@@ -253,8 +282,14 @@ mod tests {
     #[test]
     fn malformed_video() {
         let mut ing = RtmpIngest::new();
-        assert_eq!(ing.video(0, &Bytes::from_static(&[0x17, 1])).unwrap_err(), IngestError::Truncated("video"));
-        assert!(matches!(ing.video(0, &Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2])), Err(IngestError::BadVideoConfig(_))));
+        assert_eq!(
+            ing.video(0, &Bytes::from_static(&[0x17, 1])).unwrap_err(),
+            IngestError::Truncated("video")
+        );
+        assert!(matches!(
+            ing.video(0, &Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2])),
+            Err(IngestError::BadVideoConfig(_))
+        ));
         assert!(ing.video(0, &Bytes::new()).unwrap().is_none());
     }
 

@@ -3,7 +3,9 @@
 use bytes::Bytes;
 
 /// Sampling frequencies by samplingFrequencyIndex (ISO 14496-3 Table 1.18).
-pub const SAMPLE_RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+pub const SAMPLE_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
 
 /// Errors from parsing AAC configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,7 +51,11 @@ impl AacInfo {
             _ => return Err(AacError::BadFrequencyIndex(idx)),
         };
         let channels = r.bits(4).map_err(|_| AacError::Truncated)? as u8;
-        Ok(Self { object_type: ot, sample_rate, channels })
+        Ok(Self {
+            object_type: ot,
+            sample_rate,
+            channels,
+        })
     }
 
     /// RFC 6381 codec string, e.g. `mp4a.40.2`.
@@ -94,14 +100,25 @@ mod tests {
     fn lc_44100_stereo() {
         // 0x12 0x10: object type 2, index 4 (44100), 2 channels.
         let info = AacInfo::parse(&[0x12, 0x10]).unwrap();
-        assert_eq!(info, AacInfo { object_type: 2, sample_rate: 44100, channels: 2 });
+        assert_eq!(
+            info,
+            AacInfo {
+                object_type: 2,
+                sample_rate: 44100,
+                channels: 2
+            }
+        );
         assert_eq!(info.to_asc().unwrap().as_ref(), &[0x12, 0x10]);
         assert_eq!(info.codec_string(), "mp4a.40.2");
     }
 
     #[test]
     fn lc_48000_mono() {
-        let info = AacInfo { object_type: 2, sample_rate: 48000, channels: 1 };
+        let info = AacInfo {
+            object_type: 2,
+            sample_rate: 48000,
+            channels: 1,
+        };
         assert_eq!(info.to_asc().unwrap().as_ref(), &[0x11, 0x88]);
         assert_eq!(AacInfo::parse(&[0x11, 0x88]).unwrap(), info);
     }
@@ -116,7 +133,11 @@ mod tests {
 
     #[test]
     fn adts() {
-        let info = AacInfo { object_type: 2, sample_rate: 44100, channels: 2 };
+        let info = AacInfo {
+            object_type: 2,
+            sample_rate: 44100,
+            channels: 2,
+        };
         // Frame of 100 bytes -> 107 total.
         assert_eq!(info.adts_header(100).unwrap(), [0xff, 0xf1, 0x50, 0x80, 0x0d, 0x7f, 0xfc]);
     }

@@ -374,7 +374,6 @@ mod tests {
     /// SPS written by x264 (ffmpeg -c:v libx264 -s 1280x720, High profile, level 3.1).
     const X264_SPS_720P: &[u8] = include_bytes!("../testdata/x264_1280x720.sps");
 
-
     /// x264 at 320x180 (cropping: 180 is not a multiple of 16).
     const X264_SPS_180P: &[u8] = include_bytes!("../testdata/x264_320x180.sps");
 
@@ -428,9 +427,15 @@ mod tests {
     #[test]
     fn record_errors() {
         assert_eq!(AvcDecoderConfig::parse(&[1, 2, 3]), Err(AvcError::Truncated));
-        assert_eq!(AvcDecoderConfig::parse(&[0, 66, 0, 30, 0xff, 0xe1, 0, 4]), Err(AvcError::BadVersion(0)));
+        assert_eq!(
+            AvcDecoderConfig::parse(&[0, 66, 0, 30, 0xff, 0xe1, 0, 4]),
+            Err(AvcError::BadVersion(0))
+        );
         // Claims one SPS of 0x100 bytes with only 2 present.
-        assert_eq!(AvcDecoderConfig::parse(&[1, 66, 0, 30, 0xff, 0xe1, 1, 0, 0x67, 0x42]), Err(AvcError::Truncated));
+        assert_eq!(
+            AvcDecoderConfig::parse(&[1, 66, 0, 30, 0xff, 0xe1, 1, 0, 0x67, 0x42]),
+            Err(AvcError::Truncated)
+        );
         // No PPS.
         assert_eq!(
             AvcDecoderConfig::parse(&[1, 66, 0, 30, 0xff, 0xe1, 0, 2, 0x67, 0x42, 0]),

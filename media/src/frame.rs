@@ -91,7 +91,15 @@ impl MediaFrame {
     }
 
     fn new(track: TrackKind, pts: i64, dts: i64, timebase: Timebase, keyframe: bool, data: Bytes) -> Self {
-        Self { track, pts, dts, timebase, keyframe, data, muxed: Default::default() }
+        Self {
+            track,
+            pts,
+            dts,
+            timebase,
+            keyframe,
+            data,
+            muxed: Default::default(),
+        }
     }
 
     /// Decode time in milliseconds.
@@ -126,7 +134,11 @@ impl VideoConfig {
     pub fn from_avcc(avcc: Bytes) -> Result<Self, crate::avc::AvcError> {
         let record = crate::avc::AvcDecoderConfig::parse(&avcc)?;
         let info = record.info()?;
-        Ok(Self { avcc, info, muxed: OnceLockBytes::default() })
+        Ok(Self {
+            avcc,
+            info,
+            muxed: OnceLockBytes::default(),
+        })
     }
 
     /// Cached muxed form (see [`MediaFrame::muxed`]).
@@ -149,7 +161,11 @@ impl AudioConfig {
     /// Parses and validates an AudioSpecificConfig.
     pub fn from_asc(asc: Bytes) -> Result<Self, crate::aac::AacError> {
         let info = AacInfo::parse(&asc)?;
-        Ok(Self { asc, info, muxed: OnceLockBytes::default() })
+        Ok(Self {
+            asc,
+            info,
+            muxed: OnceLockBytes::default(),
+        })
     }
 
     /// Cached muxed form (see [`MediaFrame::muxed`]).

@@ -211,7 +211,12 @@ fn track_index(t: TrackKind) -> usize {
 impl Hub {
     /// A hub with the given limits.
     pub fn new(config: HubConfig) -> Self {
-        Self { inner: Arc::new(HubInner { config, ..Default::default() }) }
+        Self {
+            inner: Arc::new(HubInner {
+                config,
+                ..Default::default()
+            }),
+        }
     }
 
     /// Claims `key` for a publisher. Refused while another publisher holds it.
@@ -239,7 +244,10 @@ impl Hub {
 
     /// Subscribes to a live stream; `protocol` labels the viewer in statistics.
     pub fn subscribe(&self, key: &StreamKey, protocol: &'static str) -> Result<Subscriber, HubError> {
-        let stream = lock(&self.inner.streams).get(key).cloned().ok_or_else(|| HubError::NotFound(key.to_string()))?;
+        let stream = lock(&self.inner.streams)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| HubError::NotFound(key.to_string()))?;
         self.inner.totals.subscribers_served.fetch_add(1, Ordering::Relaxed);
         Ok(stream.add_subscriber(protocol))
     }
@@ -285,7 +293,10 @@ impl Stream {
         let mut st = lock(&self.state);
         let id = st.next_sub;
         st.next_sub += 1;
-        let mut q = SubQueue { ended: st.ended, ..Default::default() };
+        let mut q = SubQueue {
+            ended: st.ended,
+            ..Default::default()
+        };
         if let Some(v) = &st.video {
             q.events.push_back(HubEvent::VideoConfig(v.clone()));
         }
@@ -307,7 +318,11 @@ impl Stream {
             dropped: AtomicU64::new(0),
         });
         st.subscribers.push(shared.clone());
-        Subscriber { stream: self.clone(), shared, tracks: st.declared }
+        Subscriber {
+            stream: self.clone(),
+            shared,
+            tracks: st.declared,
+        }
     }
 
     fn stats(&self) -> StreamStats {
@@ -644,7 +659,10 @@ mod tests {
     }
 
     fn info() -> PublisherInfo {
-        PublisherInfo { protocol: "test", remote: "127.0.0.1:1".into() }
+        PublisherInfo {
+            protocol: "test",
+            remote: "127.0.0.1:1".into(),
+        }
     }
 
     fn vframe(ts: i64, key: bool, size: usize) -> MediaFrame {
@@ -678,7 +696,10 @@ mod tests {
     fn second_publisher_refused_and_key_reusable() {
         let hub = Hub::default();
         let p = hub.publish(key("a"), info()).unwrap();
-        assert_eq!(hub.publish(key("a"), info()).err(), Some(HubError::AlreadyPublishing("live/a".into())));
+        assert_eq!(
+            hub.publish(key("a"), info()).err(),
+            Some(HubError::AlreadyPublishing("live/a".into()))
+        );
         let other = hub.publish(key("b"), info());
         assert!(other.is_ok());
         drop(p);
@@ -738,7 +759,10 @@ mod tests {
 
     #[test]
     fn overflow_skips_to_next_keyframe_and_counts() {
-        let hub = Hub::new(HubConfig { queue_max_frames: 10, ..Default::default() });
+        let hub = Hub::new(HubConfig {
+            queue_max_frames: 10,
+            ..Default::default()
+        });
         let p = hub.publish(key("a"), info()).unwrap();
         p.set_video_config(video_config());
         let mut slow = hub.subscribe(&key("a"), "flv").unwrap();
@@ -770,7 +794,11 @@ mod tests {
 
     #[test]
     fn overflow_by_bytes_keeps_config() {
-        let hub = Hub::new(HubConfig { queue_max_bytes: 1000, gop_max_bytes: 1000, ..Default::default() });
+        let hub = Hub::new(HubConfig {
+            queue_max_bytes: 1000,
+            gop_max_bytes: 1000,
+            ..Default::default()
+        });
         let p = hub.publish(key("a"), info()).unwrap();
         let mut slow = hub.subscribe(&key("a"), "flv").unwrap();
         p.set_video_config(video_config());

@@ -45,7 +45,10 @@ impl StreamKey {
     pub fn new(app: &str, stream: &str) -> Result<Self, KeyError> {
         check_part(app)?;
         check_part(stream)?;
-        Ok(Self { app: app.to_owned(), stream: stream.to_owned() })
+        Ok(Self {
+            app: app.to_owned(),
+            stream: stream.to_owned(),
+        })
     }
 
     /// Parses `app/stream`.

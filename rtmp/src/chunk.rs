@@ -83,7 +83,10 @@ pub struct ChunkLimits {
 
 impl Default for ChunkLimits {
     fn default() -> Self {
-        Self { max_message_size: 8 << 20, max_chunk_streams: 64 }
+        Self {
+            max_message_size: 8 << 20,
+            max_chunk_streams: 64,
+        }
     }
 }
 
@@ -128,7 +131,13 @@ struct Header {
 impl ChunkDecoder {
     /// A decoder with the spec's initial chunk size of 128.
     pub fn new(limits: ChunkLimits) -> Self {
-        Self { buf: BytesMut::new(), chunk_size: 128, streams: HashMap::new(), limits, buffered: 0 }
+        Self {
+            buf: BytesMut::new(),
+            chunk_size: 128,
+            streams: HashMap::new(),
+            limits,
+            buffered: 0,
+        }
     }
 
     /// Appends received bytes.
@@ -139,6 +148,12 @@ impl ChunkDecoder {
     /// Bytes received but not yet consumed, plus partial messages.
     pub fn buffered(&self) -> usize {
         self.buf.len() + self.buffered
+    }
+
+    /// Sets the peer's chunk size, as a Set Chunk Size from it would (for a decoder that joins
+    /// a chunk stream after that message, e.g. a player's view of our output).
+    pub fn set_chunk_size(&mut self, size: usize) {
+        self.chunk_size = size.clamp(1, MAX_CHUNK_SIZE as usize);
     }
 
     /// The peer's current chunk size.
@@ -195,11 +210,23 @@ impl ChunkDecoder {
         }
         let be24 = |s: &[u8]| (u32::from(s[0]) << 16) | (u32::from(s[1]) << 8) | u32::from(s[2]);
         let ts_field = if fmt < 3 { be24(&mh[0..3]) } else { 0 };
-        let (length, type_id) = if fmt < 2 { (Some(be24(&mh[3..6])), Some(mh[6])) } else { (None, None) };
-        let stream_id = if fmt == 0 { Some(u32::from_le_bytes([mh[7], mh[8], mh[9], mh[10]])) } else { None };
+        let (length, type_id) = if fmt < 2 {
+            (Some(be24(&mh[3..6])), Some(mh[6]))
+        } else {
+            (None, None)
+        };
+        let stream_id = if fmt == 0 {
+            Some(u32::from_le_bytes([mh[7], mh[8], mh[9], mh[10]]))
+        } else {
+            None
+        };
         // Type 3 chunks carry the extended timestamp again when the header they continue did
         // (spec §5.3.1.3; FFmpeg, OBS and nginx-rtmp all write it).
-        let extended = if fmt < 3 { ts_field == 0x00ff_ffff } else { prev.is_some_and(|p| p.extended) };
+        let extended = if fmt < 3 {
+            ts_field == 0x00ff_ffff
+        } else {
+            prev.is_some_and(|p| p.extended)
+        };
         let mut ts_field = ts_field;
         if extended {
             let Some(ext) = b.get(pos..pos + 4) else {
@@ -213,7 +240,16 @@ impl ChunkDecoder {
                 return Err(ChunkError::MessageTooLarge(len, self.limits.max_message_size));
             }
         }
-        Ok(Some(Header { fmt, csid, len: pos, ts_field, length, type_id, stream_id, extended }))
+        Ok(Some(Header {
+            fmt,
+            csid,
+            len: pos,
+            ts_field,
+            length,
+            type_id,
+            stream_id,
+            extended,
+        }))
     }
 }
 
@@ -372,7 +408,9 @@ mod tests {
     #[test]
     fn hand_vector_single_chunk() {
         // fmt 0, csid 3, ts 1000, len 5, type 20, stream 0, payload "hello".
-        let bytes = [0x03, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x05, 0x14, 0, 0, 0, 0, b'h', b'e', b'l', b'l', b'o'];
+        let bytes = [
+            0x03, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x05, 0x14, 0, 0, 0, 0, b'h', b'e', b'l', b'l', b'o',
+        ];
         let mut dec = ChunkDecoder::new(ChunkLimits::default());
         dec.push(&bytes);
         let m = dec.next_message().unwrap().unwrap();
@@ -429,7 +467,11 @@ mod tests {
                 got.extend(decode_all(&mut dec));
             }
             let summary: Vec<_> = got.iter().map(|m| (m.csid, m.timestamp, m.type_id, m.payload.len())).collect();
-            assert_eq!(summary, vec![(4, 23, 8, 200), (6, 40, 9, 300), (6, 73, 9, 300), (6, 106, 9, 300)], "step {step}");
+            assert_eq!(
+                summary,
+                vec![(4, 23, 8, 200), (6, 40, 9, 300), (6, 73, 9, 300), (6, 106, 9, 300)],
+                "step {step}"
+            );
             assert_eq!(&got[0].payload[..], &audio[..]);
             assert!(got[1..].iter().all(|m| m.payload[..] == video[..]));
             assert_eq!(dec.buffered(), 0);
@@ -501,7 +543,10 @@ mod tests {
         dec.push(&[0x46, 0, 0, 0, 0, 0, 1, 9]);
         assert_eq!(dec.next_message(), Err(ChunkError::NoPreviousHeader(6)));
 
-        let mut dec = ChunkDecoder::new(ChunkLimits { max_message_size: 1000, ..Default::default() });
+        let mut dec = ChunkDecoder::new(ChunkLimits {
+            max_message_size: 1000,
+            ..Default::default()
+        });
         dec.push(&[0x06, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
         assert_eq!(dec.next_message(), Err(ChunkError::MessageTooLarge(0xffffff, 1000)));
 
@@ -519,7 +564,10 @@ mod tests {
         dec.push(&b);
         assert_eq!(dec.next_message(), Err(ChunkError::BadControl(1)));
 
-        let mut dec = ChunkDecoder::new(ChunkLimits { max_chunk_streams: 4, ..Default::default() });
+        let mut dec = ChunkDecoder::new(ChunkLimits {
+            max_chunk_streams: 4,
+            ..Default::default()
+        });
         for csid in 3..10u8 {
             // Start (but never finish) a message on each chunk stream.
             dec.push(&[csid, 0, 0, 0, 0, 1, 0, 9, 1, 0, 0, 0]);
@@ -550,7 +598,10 @@ mod tests {
     fn random_bytes_never_panic() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..2000 {
-            let mut dec = ChunkDecoder::new(ChunkLimits { max_message_size: 1 << 16, max_chunk_streams: 8 });
+            let mut dec = ChunkDecoder::new(ChunkLimits {
+                max_message_size: 1 << 16,
+                max_chunk_streams: 8,
+            });
             let mut data = Vec::with_capacity(256);
             for _ in 0..256 {
                 x ^= x << 13;
@@ -568,12 +619,4 @@ mod tests {
             assert!(dec.buffered() <= 256 + (1 << 16) * 8);
         }
     }
-}
-
-/// A Set Chunk Size message as a peer would send it (for tests of code that decodes our output).
-#[doc(hidden)]
-pub fn encode_set_chunk_size_for_test(size: u32) -> BytesMut {
-    let mut b = BytesMut::new();
-    encode_message(&mut b, 2, 0, types::SET_CHUNK_SIZE, 0, &size.to_be_bytes(), 128);
-    b
 }

@@ -39,7 +39,12 @@ impl ServerHandshake {
     /// `epoch` is our S1 time field; `random` seeds S1's random bytes (the caller provides
     /// randomness: the state machine reads no clock and no RNG).
     pub fn new(epoch: u32, random: [u8; 8]) -> Self {
-        Self { buf: BytesMut::with_capacity(1 + 2 * HANDSHAKE_SIZE), sent_s012: false, epoch, random }
+        Self {
+            buf: BytesMut::with_capacity(1 + 2 * HANDSHAKE_SIZE),
+            sent_s012: false,
+            epoch,
+            random,
+        }
     }
 
     /// Feeds received bytes; appends S0+S1+S2 to `out` once C0+C1 are in.

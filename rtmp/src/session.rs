@@ -37,7 +37,11 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { limits: ChunkLimits::default(), out_chunk_size: 4096, window_ack_size: 2_500_000 }
+        Self {
+            limits: ChunkLimits::default(),
+            out_chunk_size: 4096,
+            window_ack_size: 2_500_000,
+        }
     }
 }
 
@@ -195,19 +199,24 @@ impl ServerSession {
     fn handle_message(&mut self, msg: RtmpMessage, events: &mut Vec<SessionEvent>) -> Result<(), SessionError> {
         match msg.type_id {
             types::WINDOW_ACK_SIZE => {
-                let p = msg.payload.get(..4).ok_or(SessionError::Protocol("short Window Acknowledgement Size"))?;
+                let p = msg
+                    .payload
+                    .get(..4)
+                    .ok_or(SessionError::Protocol("short Window Acknowledgement Size"))?;
                 self.peer_window = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
             }
-            types::USER_CONTROL => {
-                // PingRequest (6) -> PingResponse (7) with the same timestamp.
-                if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] {
-                    let mut p = vec![0, 7];
-                    p.extend_from_slice(&msg.payload[2..6]);
-                    self.control(types::USER_CONTROL, &p);
-                }
+            // PingRequest (6) -> PingResponse (7) with the same timestamp.
+            types::USER_CONTROL if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] => {
+                let mut p = vec![0, 7];
+                p.extend_from_slice(&msg.payload[2..6]);
+                self.control(types::USER_CONTROL, &p);
             }
             types::COMMAND_AMF0 | types::COMMAND_AMF3 => {
-                let body = if msg.type_id == types::COMMAND_AMF3 { msg.payload.get(1..).unwrap_or_default() } else { &msg.payload[..] };
+                let body = if msg.type_id == types::COMMAND_AMF3 {
+                    msg.payload.get(1..).unwrap_or_default()
+                } else {
+                    &msg.payload[..]
+                };
                 let values = amf0::decode_all(body)?;
                 self.handle_command(&msg, values, events)?;
             }
@@ -215,7 +224,11 @@ impl ServerSession {
                 if !matches!(self.role, Role::Publishing(_)) {
                     return Ok(());
                 }
-                let body = if msg.type_id == types::DATA_AMF3 { msg.payload.get(1..).unwrap_or_default() } else { &msg.payload[..] };
+                let body = if msg.type_id == types::DATA_AMF3 {
+                    msg.payload.get(1..).unwrap_or_default()
+                } else {
+                    &msg.payload[..]
+                };
                 let values = amf0::decode_all(body)?;
                 let mut it = values.into_iter().skip_while(|v| v.as_str() == Some("@setDataFrame"));
                 if it.next().and_then(|v| v.as_str().map(|s| s == "onMetaData")) == Some(true) {
@@ -256,7 +269,10 @@ impl ServerSession {
                 if self.app.is_some() {
                     return Err(SessionError::Protocol("second connect"));
                 }
-                let app = cmd_obj.get("app").and_then(Amf0Value::as_str).ok_or(SessionError::Protocol("connect without app"))?;
+                let app = cmd_obj
+                    .get("app")
+                    .and_then(Amf0Value::as_str)
+                    .ok_or(SessionError::Protocol("connect without app"))?;
                 let app = strip_query(app).trim_end_matches('/').to_owned();
                 let encoding = cmd_obj.get("objectEncoding").and_then(Amf0Value::as_f64).unwrap_or(0.0);
                 self.control(types::WINDOW_ACK_SIZE, &self.config.window_ack_size.to_be_bytes());
@@ -269,7 +285,10 @@ impl ServerSession {
                     &[
                         Amf0Value::string("_result"),
                         Amf0Value::Number(txn),
-                        Amf0Value::object([("fmsVer", Amf0Value::string("FMS/3,0,1,123")), ("capabilities", Amf0Value::Number(31.0))]),
+                        Amf0Value::object([
+                            ("fmsVer", Amf0Value::string("FMS/3,0,1,123")),
+                            ("capabilities", Amf0Value::Number(31.0)),
+                        ]),
                         Amf0Value::object([
                             ("level", Amf0Value::string("status")),
                             ("code", Amf0Value::string("NetConnection.Connect.Success")),
@@ -287,12 +306,26 @@ impl ServerSession {
                     return Err(SessionError::Protocol("too many createStream calls"));
                 }
                 self.next_stream_id += 1;
-                self.command(0, &[Amf0Value::string("_result"), Amf0Value::Number(txn), Amf0Value::Null, Amf0Value::Number(f64::from(id))]);
+                self.command(
+                    0,
+                    &[
+                        Amf0Value::string("_result"),
+                        Amf0Value::Number(txn),
+                        Amf0Value::Null,
+                        Amf0Value::Number(f64::from(id)),
+                    ],
+                );
             }
-            "releaseStream" | "FCPublish" | "getStreamLength" => {
-                if txn != 0.0 {
-                    self.command(0, &[Amf0Value::string("_result"), Amf0Value::Number(txn), Amf0Value::Null, Amf0Value::Undefined]);
-                }
+            "releaseStream" | "FCPublish" | "getStreamLength" if txn != 0.0 => {
+                self.command(
+                    0,
+                    &[
+                        Amf0Value::string("_result"),
+                        Amf0Value::Number(txn),
+                        Amf0Value::Null,
+                        Amf0Value::Undefined,
+                    ],
+                );
             }
             "publish" | "play" => {
                 let app = self.app.clone().ok_or(SessionError::Protocol("publish or play before connect"))?;
@@ -310,10 +343,8 @@ impl ServerSession {
                     events.push(SessionEvent::PlayRequest { app, stream, stream_id });
                 }
             }
-            "deleteStream" | "closeStream" | "FCUnpublish" => {
-                if self.role != Role::Idle {
-                    events.push(SessionEvent::StreamClosed);
-                }
+            "deleteStream" | "closeStream" | "FCUnpublish" if self.role != Role::Idle => {
+                events.push(SessionEvent::StreamClosed);
             }
             // receiveAudio, receiveVideo, pause and others need no answer from a live server.
             _ => {}
@@ -342,7 +373,11 @@ impl ServerSession {
         self.control(types::USER_CONTROL, &p);
         self.status(sid, "status", "NetStream.Play.Reset", "Playing and resetting stream.");
         self.status(sid, "status", "NetStream.Play.Start", "Started playing stream.");
-        let body = amf0::encode_all(&[Amf0Value::string("|RtmpSampleAccess"), Amf0Value::Boolean(true), Amf0Value::Boolean(true)]);
+        let body = amf0::encode_all(&[
+            Amf0Value::string("|RtmpSampleAccess"),
+            Amf0Value::Boolean(true),
+            Amf0Value::Boolean(true),
+        ]);
         let cs = self.out_chunk_size();
         encode_message(&mut self.out, csid::STATUS, 0, types::DATA_AMF0, sid, &body, cs);
         Some(sid)
@@ -418,7 +453,14 @@ mod tests {
             self
         }
         fn connect(&mut self, app: &str) -> &mut Self {
-            self.command(0, &[Amf0Value::string("connect"), Amf0Value::Number(1.0), Amf0Value::object([("app", Amf0Value::string(app))])])
+            self.command(
+                0,
+                &[
+                    Amf0Value::string("connect"),
+                    Amf0Value::Number(1.0),
+                    Amf0Value::object([("app", Amf0Value::string(app))]),
+                ],
+            )
         }
     }
 
@@ -449,21 +491,45 @@ mod tests {
     fn publish_flow() {
         let mut c = Client::new();
         c.connect("live?token=1")
-            .command(0, &[Amf0Value::string("releaseStream"), Amf0Value::Number(2.0), Amf0Value::Null, Amf0Value::string("cam")])
+            .command(
+                0,
+                &[
+                    Amf0Value::string("releaseStream"),
+                    Amf0Value::Number(2.0),
+                    Amf0Value::Null,
+                    Amf0Value::string("cam"),
+                ],
+            )
             .command(0, &[Amf0Value::string("createStream"), Amf0Value::Number(4.0), Amf0Value::Null])
-            .command(1, &[Amf0Value::string("publish"), Amf0Value::Number(5.0), Amf0Value::Null, Amf0Value::string("cam?k=v"), Amf0Value::string("live")]);
+            .command(
+                1,
+                &[
+                    Amf0Value::string("publish"),
+                    Amf0Value::Number(5.0),
+                    Amf0Value::Null,
+                    Amf0Value::string("cam?k=v"),
+                    Amf0Value::string("live"),
+                ],
+            );
         let mut s = ServerSession::new(SessionConfig::default(), 0, [0; 8]);
         let events = s.handle_input(&c.bytes).unwrap();
         assert_eq!(
             events,
             vec![
                 SessionEvent::Connected { app: "live".into() },
-                SessionEvent::PublishRequest { app: "live".into(), stream: "cam".into(), stream_id: 1 }
+                SessionEvent::PublishRequest {
+                    app: "live".into(),
+                    stream: "cam".into(),
+                    stream_id: 1
+                }
             ]
         );
         let msgs = decode_out(&mut s, true);
         let types_seen: Vec<u8> = msgs.iter().map(|m| m.type_id).take(3).collect();
-        assert_eq!(types_seen, vec![types::WINDOW_ACK_SIZE, types::SET_PEER_BANDWIDTH, types::SET_CHUNK_SIZE]);
+        assert_eq!(
+            types_seen,
+            vec![types::WINDOW_ACK_SIZE, types::SET_PEER_BANDWIDTH, types::SET_CHUNK_SIZE]
+        );
         assert_eq!(status_codes(&msgs), vec!["NetConnection.Connect.Success", "_result", "_result"]);
         s.accept_publish();
         assert_eq!(status_codes(&decode_out(&mut s, false)), vec!["NetStream.Publish.Start"]);
@@ -479,7 +545,13 @@ mod tests {
         encode_message(&mut media, 6, 40, types::VIDEO, 1, &[0x17, 0, 0, 0, 0], 128);
         let ev = s.handle_input(&media).unwrap();
         assert!(matches!(&ev[0], SessionEvent::Metadata(m) if m.get("width").and_then(Amf0Value::as_f64) == Some(640.0)));
-        assert_eq!(ev[1], SessionEvent::Video { timestamp: 40, payload: Bytes::from_static(&[0x17, 0, 0, 0, 0]) });
+        assert_eq!(
+            ev[1],
+            SessionEvent::Video {
+                timestamp: 40,
+                payload: Bytes::from_static(&[0x17, 0, 0, 0, 0])
+            }
+        );
     }
 
     #[test]
@@ -487,10 +559,25 @@ mod tests {
         let mut c = Client::new();
         c.connect("live")
             .command(0, &[Amf0Value::string("createStream"), Amf0Value::Number(2.0), Amf0Value::Null])
-            .command(1, &[Amf0Value::string("play"), Amf0Value::Number(0.0), Amf0Value::Null, Amf0Value::string("cam")]);
+            .command(
+                1,
+                &[
+                    Amf0Value::string("play"),
+                    Amf0Value::Number(0.0),
+                    Amf0Value::Null,
+                    Amf0Value::string("cam"),
+                ],
+            );
         let mut s = ServerSession::new(SessionConfig::default(), 0, [0; 8]);
         let events = s.handle_input(&c.bytes).unwrap();
-        assert_eq!(events[1], SessionEvent::PlayRequest { app: "live".into(), stream: "cam".into(), stream_id: 1 });
+        assert_eq!(
+            events[1],
+            SessionEvent::PlayRequest {
+                app: "live".into(),
+                stream: "cam".into(),
+                stream_id: 1
+            }
+        );
         decode_out(&mut s, true);
         assert_eq!(s.accept_play(), Some(1));
         let msgs = decode_out(&mut s, false);
@@ -512,12 +599,26 @@ mod tests {
         c.connect("live");
         encode_message(&mut c.bytes, 6, 0, types::VIDEO, 1, &[0x17], 128);
         let mut s = ServerSession::new(SessionConfig::default(), 0, [0; 8]);
-        assert_eq!(s.handle_input(&c.bytes), Err(SessionError::Protocol("media message before publish")));
+        assert_eq!(
+            s.handle_input(&c.bytes),
+            Err(SessionError::Protocol("media message before publish"))
+        );
         // Publish before connect.
         let mut c = Client::new();
-        c.command(1, &[Amf0Value::string("publish"), Amf0Value::Number(0.0), Amf0Value::Null, Amf0Value::string("x")]);
+        c.command(
+            1,
+            &[
+                Amf0Value::string("publish"),
+                Amf0Value::Number(0.0),
+                Amf0Value::Null,
+                Amf0Value::string("x"),
+            ],
+        );
         let mut s = ServerSession::new(SessionConfig::default(), 0, [0; 8]);
-        assert_eq!(s.handle_input(&c.bytes), Err(SessionError::Protocol("publish or play before connect")));
+        assert_eq!(
+            s.handle_input(&c.bytes),
+            Err(SessionError::Protocol("publish or play before connect"))
+        );
         // Invalid AMF.
         let mut c = Client::new();
         encode_message(&mut c.bytes, 3, 0, types::COMMAND_AMF0, 0, &[0x02, 0x00, 0x09, b'x'], 128);

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what streamgate needs on a Debian 12 machine that has only Rust, Node and Python.
+#   scripts/deps.sh run    what building and running the gateway needs
+#   scripts/deps.sh test   plus the real peers the tests use (ffmpeg, nginx-rtmp, Chromium, npm)
+# Installs only what is missing, so a second run costs a few dpkg queries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=${1:-run}
+run_pkgs=(pkg-config ca-certificates)
+test_pkgs=(ffmpeg curl nginx libnginx-mod-rtmp chromium wrk procps iproute2)
+
+pkgs=("${run_pkgs[@]}")
+if [ "$profile" = test ]; then
+  pkgs+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$profile" = test ]; then
+  if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
+    echo "installing npm packages for browser tests"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
