@@ -207,6 +207,7 @@ async fn api_streams(State(st): State<SharedState>) -> impl IntoResponse {
                 "queue_overflows": s.overflows,
                 "timestamp_fixes": s.timestamp_fixes,
                 "keyframe_requests": s.keyframe_requests,
+                "max_viewer_queue": { "frames": s.max_viewer_queue.0, "bytes": s.max_viewer_queue.1 },
             })
         })
         .collect();

@@ -117,6 +117,8 @@ pub struct StreamStats {
     pub timestamp_fixes: u64,
     /// Keyframe requests received from egress.
     pub keyframe_requests: u64,
+    /// The fullest viewer queue right now: (frames, payload bytes).
+    pub max_viewer_queue: (usize, usize),
 }
 
 /// Totals over the hub's life, for `/metrics`.
@@ -336,6 +338,11 @@ impl Stream {
         }
         viewers.sort();
         let live_drops: u64 = st.subscribers.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum();
+        let mut max_viewer_queue = (0, 0);
+        for s in &st.subscribers {
+            let q = lock(&s.queue);
+            max_viewer_queue = (max_viewer_queue.0.max(q.frames), max_viewer_queue.1.max(q.bytes));
+        }
         StreamStats {
             key: self.key.clone(),
             publisher: self.publisher.clone(),
@@ -351,6 +358,7 @@ impl Stream {
             overflows: st.overflows,
             timestamp_fixes: st.timestamp_fixes,
             keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+            max_viewer_queue,
         }
     }
 

@@ -1,0 +1,216 @@
+//! Interop with real peers: ffmpeg publishes over RTMP; ffmpeg, curl and a WebSocket client pull
+//! RTMP, HTTP-FLV and WebSocket-FLV; ffprobe judges what arrived.
+//! Run one at a time (`--test-threads=1`): each test encodes video in real time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+
+/// Saves `secs` seconds of WebSocket-FLV binary messages to `path`; returns the message count.
+async fn ws_capture(url: &str, path: &std::path::Path, secs: u64) -> usize {
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    assert_eq!(resp.status(), 101);
+    let mut file = std::fs::File::create(path).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut n = 0;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match msg.unwrap() {
+            tokio_tungstenite::tungstenite::Message::Binary(b) => {
+                // Every message holds whole tags: the first starts with the FLV header, every
+                // other with a tag type.
+                if n == 0 {
+                    assert_eq!(&b[..3], b"FLV");
+                } else {
+                    assert!(matches!(b[0], 8 | 9 | 18), "message {n} does not start with a tag");
+                }
+                file.write_all(&b).unwrap();
+                n += 1;
+            }
+            tokio_tungstenite::tungstenite::Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_publish_then_pull_rtmp_http_flv_ws_flv() {
+    require("ffmpeg");
+    require("curl");
+    let gw = Gateway::start("pull", "");
+    let dir = gw.dir.clone();
+    let mut publisher = publish(&gw.rtmp_url("live/cam"), 16, "640x360");
+    gw.wait_live("live/cam", Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let rtmp_out = dir.join("rtmp.flv");
+    let mut rtmp_pull = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &gw.rtmp_url("live/cam"),
+            "-t",
+            "10",
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            "-y",
+        ])
+        .arg(&rtmp_out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http_out = dir.join("http.flv");
+    let mut curl = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-o"])
+        .arg(&http_out)
+        .arg(gw.http_url("/live/cam.flv"))
+        .spawn()
+        .unwrap();
+    let ws_out = dir.join("ws.flv");
+    let ws_url = format!("ws://127.0.0.1:{}/live/cam.flv", gw.http);
+    let msgs = ws_capture(&ws_url, &ws_out, 10).await;
+    assert!(msgs > 300, "only {msgs} WebSocket messages");
+    let viewers = gw.stream("live/cam").unwrap()["viewers"].clone();
+    assert!(rtmp_pull.wait().unwrap().success(), "ffmpeg RTMP pull failed: {}", gw.log());
+    curl.wait().unwrap();
+
+    for (name, file) in [("rtmp", &rtmp_out), ("http-flv", &http_out), ("ws-flv", &ws_out)] {
+        assert_eq!(probe_codecs(file.to_str().unwrap()), vec!["h264", "aac"], "{name}");
+        let r = check_capture(file, 9.5);
+        eprintln!("{name}: {r:?}");
+    }
+    let _ = viewers;
+    let stats = gw.stream("live/cam").unwrap();
+    assert_eq!(stats["publisher"]["protocol"], "rtmp");
+    assert_eq!(stats["video"]["codec"].as_str().unwrap().get(..5), Some("avc1."));
+    assert_eq!(stats["video"]["width"], 640);
+    assert_eq!(stats["audio"]["sample_rate"], 44100);
+    assert!(stats["bitrate_in"].as_u64().unwrap() > 100_000);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    // The stream ends within a moment of the publisher leaving.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.stream("live/cam").is_some() {
+        assert!(Instant::now() < deadline, "stream still listed after the publisher left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = gw.stop();
+    assert!(status.success(), "streamgate exit status on SIGTERM: {status:?}");
+}
+
+#[test]
+fn viewers_are_counted_per_protocol_and_metrics_exported() {
+    let gw = Gateway::start("count", "");
+    let mut publisher = publish(&gw.rtmp_url("live/count"), 12, "320x240");
+    gw.wait_live("live/count", Duration::from_secs(10));
+    let mut a = Command::new("curl")
+        .args(["-s", "--max-time", "4", "-o", "/dev/null"])
+        .arg(gw.http_url("/live/count.flv"))
+        .spawn()
+        .unwrap();
+    let mut b = Command::new("curl")
+        .args(["-s", "--max-time", "4", "-o", "/dev/null"])
+        .arg(gw.http_url("/live/count.flv"))
+        .spawn()
+        .unwrap();
+    let mut c = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &gw.rtmp_url("live/count"),
+            "-t",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    let s = gw.stream("live/count").unwrap();
+    assert_eq!(s["viewers"]["http-flv"], 2, "{s}");
+    assert_eq!(s["viewers"]["rtmp"], 1, "{s}");
+    assert_eq!(s["viewers_total"], 3);
+    let (status, head, body) = gw.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"));
+    assert!(body.contains("streamgate_streams 1"), "{body}");
+    assert!(
+        body.contains("streamgate_stream_viewers{stream=\"live/count\",protocol=\"http-flv\"} 2"),
+        "{body}"
+    );
+    assert!(body.contains("streamgate_connections_total{protocol=\"http-flv\"} 2"), "{body}");
+    for p in [&mut a, &mut b, &mut c] {
+        p.wait().unwrap();
+    }
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+#[test]
+fn second_publisher_refused_and_reconnect_served_again() {
+    let gw = Gateway::start("reconnect", "");
+    let key = "live/again";
+    let mut first = publish(&gw.rtmp_url(key), 5, "320x240");
+    gw.wait_live(key, Duration::from_secs(10));
+    // A second publisher for the live key is refused (ffmpeg exits with an error).
+    let second = publish(&gw.rtmp_url(key), 3, "320x240").wait_with_output().unwrap();
+    assert!(!second.status.success(), "second publisher was not refused");
+    assert!(gw.log().contains("already being published"), "{}", gw.log());
+    first.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.stream(key).is_some() {
+        assert!(Instant::now() < deadline, "stream not ended after its publisher left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same publisher comes back under the same key and is served again.
+    let mut again = publish(&gw.rtmp_url(key), 8, "320x240");
+    gw.wait_live(key, Duration::from_secs(10));
+    assert_eq!(probe_codecs(&gw.http_url("/live/again.flv")), vec!["h264", "aac"]);
+    assert_eq!(probe_codecs(&gw.rtmp_url(key)), vec!["h264", "aac"]);
+    let _ = again.kill();
+    let _ = again.wait();
+}
+
+#[test]
+fn http_play_errors_head_and_cors() {
+    let gw = Gateway::start("http", "");
+    let (status, _, body) = gw.get("/live/nothing.flv");
+    assert_eq!(status, 404);
+    assert!(body.contains("not live"), "{body}");
+    for bad in ["/live/a%20b.flv", "/live/...flv", "/..%2f/x.flv", "/live/%2e%2e.flv"] {
+        let (status, _, body) = gw.get(bad);
+        assert!(status == 400 || status == 404, "{bad}: {status} {body}");
+    }
+    let (status, _, body) = gw.get("/live/a%20b.flv");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad stream name"));
+    let (status, _, _) = gw.get("/live/x.mp4");
+    assert_eq!(status, 404);
+
+    let mut publisher = publish(&gw.rtmp_url("live/head"), 8, "320x240");
+    gw.wait_live("live/head", Duration::from_secs(10));
+    let (status, head, body) = http_request(gw.http, "HEAD", "/live/head.flv");
+    assert_eq!(status, 200, "{head}");
+    assert!(body.is_empty());
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("content-type: video/x-flv"), "{head}");
+    assert!(lower.contains("access-control-allow-origin: *"), "{head}");
+    let (status, _, _) = http_request(gw.http, "HEAD", "/live/none.flv");
+    assert_eq!(status, 404);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
