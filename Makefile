@@ -20,14 +20,14 @@ test:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --release -p streamgate
-	cargo test --workspace --release
+	cargo test --workspace --release -- --test-threads=1
 	$(MAKE) browser
 
 unit:
 	cargo test --workspace --lib
 
 interop:
-	cargo test --release -p streamgate --test interop
+	cargo test --release -p streamgate --test interop --test hostile -- --test-threads=1
 
 browser:
 	node --test tests/browser/

@@ -79,6 +79,7 @@ pub struct ServerConfig {
     pub webrtc_udp: SocketAddr,
     pub public_ip: String,
     pub log: String,
+    pub socket_send_buffer: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

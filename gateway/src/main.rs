@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use media::{Hub, HubConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +28,23 @@ fn display_host(addr: SocketAddr) -> String {
     } else {
         addr.ip().to_string()
     }
+}
+
+/// A listener whose accepted sockets inherit a bounded kernel send buffer: what a viewer has not
+/// read yet stays in its hub queue (where the drop policy applies), not in seconds of kernel
+/// buffering that would add latency and memory per viewer.
+fn bind_tcp(addr: SocketAddr, send_buffer: u32) -> Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer)?;
+    }
+    socket.bind(addr)?;
+    Ok(socket.listen(1024)?)
 }
 
 async fn shutdown_signal() {
@@ -71,12 +88,9 @@ async fn main() -> Result<()> {
         ..HubConfig::default()
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let http_listener = TcpListener::bind(config.server.http)
-        .await
-        .with_context(|| format!("binding HTTP {}", config.server.http))?;
-    let rtmp_listener = TcpListener::bind(config.server.rtmp)
-        .await
-        .with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
+    let send_buffer = config.server.socket_send_buffer;
+    let http_listener = bind_tcp(config.server.http, send_buffer).with_context(|| format!("binding HTTP {}", config.server.http))?;
+    let rtmp_listener = bind_tcp(config.server.rtmp, send_buffer).with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
     let http_addr = http_listener.local_addr()?;
     let rtmp_addr = rtmp_listener.local_addr()?;
     let state = Arc::new(AppState {

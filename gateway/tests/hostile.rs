@@ -1,0 +1,311 @@
+//! Bad input and bad viewers: whatever one peer does, only its own connection suffers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use rtmp::amf0::{self, Amf0Value};
+use rtmp::chunk::{encode_message, types};
+
+fn xorshift_bytes(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Connects and completes the RTMP handshake.
+fn rtmp_connect(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(xorshift_bytes(1536, 7));
+    s.write_all(&c0c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 2 * 1536];
+    s.read_exact(&mut s0s1s2).unwrap();
+    s.write_all(&s0s1s2[1..1537]).unwrap();
+    s
+}
+
+fn command(values: &[Amf0Value], stream_id: u32) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    encode_message(&mut b, 3, 0, types::COMMAND_AMF0, stream_id, &amf0::encode_all(values), 128);
+    b.to_vec()
+}
+
+fn connect_cmd(app: &str) -> Vec<u8> {
+    command(
+        &[
+            Amf0Value::string("connect"),
+            Amf0Value::Number(1.0),
+            Amf0Value::object([("app", Amf0Value::string(app))]),
+        ],
+        0,
+    )
+}
+
+fn publish_cmd(verb: &str, name: &str) -> Vec<u8> {
+    let mut b = command(&[Amf0Value::string("createStream"), Amf0Value::Number(2.0), Amf0Value::Null], 0);
+    b.extend(command(
+        &[
+            Amf0Value::string(verb),
+            Amf0Value::Number(3.0),
+            Amf0Value::Null,
+            Amf0Value::string(name),
+        ],
+        1,
+    ));
+    b
+}
+
+/// Reads until the server closes; returns what it sent, or panics if it keeps the connection.
+fn read_until_closed(mut s: TcpStream, within: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(within)).unwrap();
+    let start = Instant::now();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+            Err(e) => panic!("connection not closed after {:?}: {e}", start.elapsed()),
+        }
+        assert!(start.elapsed() < within, "connection not closed within {within:?}");
+    }
+}
+
+/// Reads an HTTP-FLV stream in a thread, recording the largest gap between reads.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    max_gap: Arc<Mutex<Duration>>,
+    bytes: Arc<Mutex<usize>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(port: u16, path: &str) -> Watcher {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_gap = Arc::new(Mutex::new(Duration::ZERO));
+        let bytes = Arc::new(Mutex::new(0));
+        let (st, mg, by) = (stop.clone(), max_gap.clone(), bytes.clone());
+        let handle = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut last = Instant::now();
+            while !st.load(Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let now = Instant::now();
+                        let gap = now - last;
+                        last = now;
+                        *by.lock().unwrap() += n;
+                        let mut m = mg.lock().unwrap();
+                        if gap > *m {
+                            *m = gap;
+                        }
+                    }
+                }
+            }
+        });
+        Watcher {
+            stop,
+            max_gap,
+            bytes,
+            handle,
+        }
+    }
+
+    fn reset_gap(&self) {
+        *self.max_gap.lock().unwrap() = Duration::ZERO;
+    }
+
+    fn finish(self) -> (Duration, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap();
+        let g = *self.max_gap.lock().unwrap();
+        let b = *self.bytes.lock().unwrap();
+        (g, b)
+    }
+}
+
+#[test]
+fn bad_rtmp_input_closes_only_that_connection() {
+    let gw = Gateway::start("hostile", "[rtmp]\nmax_message_size = 1048576\nidle_timeout_secs = 3\n");
+    let mut publisher = publish(&gw.rtmp_url("live/good"), 40, "640x360");
+    gw.wait_live("live/good", Duration::from_secs(10));
+    let watcher = Watcher::start(gw.http, "/live/good.flv");
+    std::thread::sleep(Duration::from_secs(2));
+    watcher.reset_gap();
+    let frames_before = gw.stream("live/good").unwrap()["frames_in"]["video"].as_u64().unwrap();
+    let t0 = Instant::now();
+
+    // 1. Random bytes instead of a handshake.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.rtmp)).unwrap();
+    let _ = s.write_all(
+        &xorshift_bytes(65536, 1)
+            .iter()
+            .map(|&b| if b == 3 { 4 } else { b })
+            .collect::<Vec<_>>(),
+    );
+    read_until_closed(s, Duration::from_secs(5));
+
+    // 2. A valid C0, then random bytes through handshake and chunk stream.
+    for seed in 2..6 {
+        let mut s = TcpStream::connect(("127.0.0.1", gw.rtmp)).unwrap();
+        let mut junk = vec![3u8];
+        junk.extend(xorshift_bytes(3072 + 20000, seed));
+        let _ = s.write_all(&junk);
+        read_until_closed(s, Duration::from_secs(5));
+    }
+
+    // 3. Truncated handshake: closed by the idle timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.rtmp)).unwrap();
+    s.write_all(&[3u8; 100]).unwrap();
+    let t = Instant::now();
+    read_until_closed(s, Duration::from_secs(8));
+    assert!(t.elapsed() >= Duration::from_secs(2), "closed before the idle timeout");
+
+    // 4. Absurd chunk size.
+    let mut s = rtmp_connect(gw.rtmp);
+    let mut b = BytesMut::new();
+    encode_message(&mut b, 2, 0, types::SET_CHUNK_SIZE, 0, &0x7fff_ffffu32.to_be_bytes(), 128);
+    s.write_all(&b).unwrap();
+    read_until_closed(s, Duration::from_secs(5));
+
+    // 5. Message length over the limit.
+    let mut s = rtmp_connect(gw.rtmp);
+    s.write_all(&[0x06, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]).unwrap();
+    read_until_closed(s, Duration::from_secs(5));
+
+    // 6. Invalid AMF in a command.
+    let mut s = rtmp_connect(gw.rtmp);
+    let mut b = BytesMut::new();
+    encode_message(
+        &mut b,
+        3,
+        0,
+        types::COMMAND_AMF0,
+        0,
+        &[0x02, 0x00, 0x40, b'c', 0x03, 0x0a, 0xff, 0xff, 0xff, 0xff],
+        128,
+    );
+    s.write_all(&b).unwrap();
+    read_until_closed(s, Duration::from_secs(5));
+
+    // 7. Stream names with path tricks, spaces and slashes: BadName, then closed.
+    for (app, name) in [("live", ".."), ("live", "a b"), ("live", "a/b"), ("..", "x"), ("live", "x%2f..")] {
+        let mut s = rtmp_connect(gw.rtmp);
+        s.write_all(&connect_cmd(app)).unwrap();
+        s.write_all(&publish_cmd("publish", name)).unwrap();
+        let reply = read_until_closed(s, Duration::from_secs(5));
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.contains("NetStream.Publish.BadName"), "{app}/{name}: {text:?}");
+    }
+    let mut s = rtmp_connect(gw.rtmp);
+    s.write_all(&connect_cmd("live")).unwrap();
+    s.write_all(&publish_cmd("play", "../good")).unwrap();
+    let reply = read_until_closed(s, Duration::from_secs(5));
+    assert!(String::from_utf8_lossy(&reply).contains("NetStream.Play.BadName"));
+
+    // 8. Unsupported codec: refused with a clear status.
+    let mut s = rtmp_connect(gw.rtmp);
+    s.write_all(&connect_cmd("live")).unwrap();
+    s.write_all(&publish_cmd("publish", "hevc")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut b = BytesMut::new();
+    encode_message(&mut b, 6, 0, types::VIDEO, 1, &[0x1c, 0, 0, 0, 0], 128);
+    s.write_all(&b).unwrap();
+    let reply = read_until_closed(s, Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.contains("NetStream.Publish.Rejected") && text.contains("unsupported video codec HEVC"),
+        "{text:?}"
+    );
+
+    // The good stream never noticed.
+    let elapsed = t0.elapsed().as_secs_f64();
+    let frames_after = gw.stream("live/good").unwrap()["frames_in"]["video"].as_u64().unwrap();
+    let rate = (frames_after - frames_before) as f64 / elapsed;
+    assert!(rate >= 0.95 * 30.0, "publisher slowed to {rate:.1} fps during the attacks");
+    let (gap, bytes) = watcher.finish();
+    assert!(bytes > 100_000, "viewer received only {bytes} bytes");
+    assert!(gap < Duration::from_millis(500), "viewer saw a {gap:?} gap during the attacks");
+
+    let log = gw.log();
+    for why in [
+        "unsupported RTMP version",
+        "no data for 3 s",
+        "invalid chunk size",
+        "exceeds the limit of 1048576 bytes",
+        "invalid AMF0",
+        "bad stream name",
+        "unsupported video codec HEVC",
+    ] {
+        assert!(log.contains(why), "no log line says {why:?}:\n{log}");
+    }
+    assert!(!log.contains("panicked"), "{log}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+/// A viewer that connects and never reads, over HTTP-FLV and over RTMP, with a tiny receive
+/// buffer: the publisher and a normal viewer keep full frame rate, the stuck queues stay bounded
+/// and the drop counter rises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_viewer_is_bounded_and_harms_nobody() {
+    let gw = Gateway::start("stuck", "[hub]\nqueue_max_frames = 256\nqueue_max_bytes = 262144\n");
+    let mut publisher = publish(&gw.rtmp_url("live/stuck"), 20, "640x360");
+    gw.wait_live("live/stuck", Duration::from_secs(10));
+
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck_http = sock.connect(([127, 0, 0, 1], gw.http).into()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck_http, b"GET /live/stuck.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut stuck_rtmp = rtmp_connect(gw.rtmp);
+    stuck_rtmp.write_all(&connect_cmd("live")).unwrap();
+    stuck_rtmp.write_all(&publish_cmd("play", "stuck")).unwrap();
+
+    let frames_before = gw.stream("live/stuck").unwrap()["frames_in"]["video"].as_u64().unwrap();
+    let t0 = Instant::now();
+    let out = gw.dir.join("good.flv");
+    let status = tokio::process::Command::new("curl")
+        .args(["-s", "--max-time", "12", "-o"])
+        .arg(&out)
+        .arg(gw.http_url("/live/stuck.flv"))
+        .status()
+        .await
+        .unwrap();
+    let _ = status;
+    let stats = gw.stream("live/stuck").unwrap();
+    let rate = (stats["frames_in"]["video"].as_u64().unwrap() - frames_before) as f64 / t0.elapsed().as_secs_f64();
+    assert!(rate >= 0.95 * 30.0, "publisher slowed to {rate:.1} fps");
+    let r = check_capture(&out, 11.0);
+    eprintln!("good viewer: {r:?}; stats: {stats}");
+    assert!(stats["dropped_frames"].as_u64().unwrap() > 0, "no drops counted: {stats}");
+    assert!(stats["queue_overflows"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["max_viewer_queue"]["bytes"].as_u64().unwrap() <= 262_144, "{stats}");
+    assert!(stats["max_viewer_queue"]["frames"].as_u64().unwrap() <= 256, "{stats}");
+    let (_, _, metrics) = gw.get("/metrics");
+    assert!(!metrics.contains("streamgate_dropped_frames_total 0\n"), "{metrics}");
+    drop(stuck_http);
+    drop(stuck_rtmp);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
