@@ -1,0 +1,138 @@
+// Shared driver for browser tests and benchmarks: starts streamgate, the clock publisher, a page
+// server and headless Chromium, and reads latency samples back.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createConnection, createServer as netServer } from 'node:net';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const root = join(here, '..', '..');
+
+export function gatewayBin() {
+  if (process.env.STREAMGATE_BIN) return process.env.STREAMGATE_BIN;
+  const target = process.env.CARGO_TARGET_DIR || join(root, 'target');
+  return join(target, 'release', 'streamgate');
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = netServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+export async function waitPort(port, ms = 10000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const ok = await new Promise((resolve) => {
+      const c = createConnection({ port, host: '127.0.0.1' }, () => { c.end(); resolve(true); });
+      c.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`port ${port} did not open`);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function startGateway() {
+  const http = await freePort();
+  const rtmp = await freePort();
+  const proc = spawn(gatewayBin(), ['--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`, '--log', 'warn'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  await waitPort(http);
+  await waitPort(rtmp);
+  return { proc, http, rtmp, stop: () => proc.kill('SIGTERM') };
+}
+
+export function startClockPublisher(url, seconds) {
+  return spawn('python3', [join(root, 'tests', 'tools', 'clock_publisher.py'), url, String(seconds)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}
+
+export async function waitLive(httpPort, key, ms = 10000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const r = await fetch(`http://127.0.0.1:${httpPort}/api/v1/streams`).then((r) => r.json());
+    const s = r.streams.find((s) => s.key === key);
+    if (s && s.video) return s;
+    await sleep(100);
+  }
+  throw new Error(`${key} did not go live`);
+}
+
+/// Serves the probe page and mpegts.js from this folder (a separate origin from the gateway, as
+/// a user's site would be: CORS is part of what is tested).
+export async function startPageServer() {
+  const page = readFileSync(join(here, 'latency.html'));
+  const lib = readFileSync(join(here, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
+  const server = createServer((req, res) => {
+    if (req.url.startsWith('/mpegts.js')) {
+      res.writeHead(200, { 'content-type': 'text/javascript' });
+      res.end(lib);
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(page);
+    }
+  });
+  const port = await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+  return { port, close: () => server.close() };
+}
+
+export async function launchChromium() {
+  // Playwright gives every launch a fresh temporary profile (what --user-data-dir would do).
+  return chromium.launch({
+    headless: true,
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required', '--disable-features=LocalNetworkAccessChecks',
+    ],
+  });
+}
+
+export function median(xs) {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/// Plays `url` in the probe page for `seconds`; returns the samples [[wallMs, latencyMs], ...].
+export async function playAndMeasure(browser, pagePort, url, seconds) {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}`);
+  await sleep(seconds * 1000);
+  const probe = await page.evaluate(() => window.probe);
+  await page.close();
+  return probe;
+}
+
+export function summarize(probe, seconds) {
+  const s = probe.samples;
+  const t0 = s.length ? s[0][0] : 0;
+  const window = (from, to) => s.filter(([t]) => t - t0 >= from * 1000 && t - t0 < to * 1000).map(([, l]) => l);
+  const warm = window(5, 15);
+  const end = window(seconds - 12, seconds);
+  const all = s.map(([, l]) => l);
+  return {
+    samples: s.length,
+    undecodable: probe.bad,
+    errors: probe.errors,
+    firstFrameMs: probe.firstFrameMs,
+    startMedianMs: median(warm),
+    endMedianMs: median(end),
+    medianMs: median(all),
+    p95Ms: all.length ? [...all].sort((a, b) => a - b)[Math.floor(all.length * 0.95)] : NaN,
+  };
+}
