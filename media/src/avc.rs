@@ -175,6 +175,10 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), AvcError>
     for _ in 0..size {
         if next != 0 {
             let delta = r.se()?;
+            // §7.4.2.1.1: delta_scale is in -128..=127.
+            if !(-128..=127).contains(&delta) {
+                return Err(AvcError::InvalidSps("delta_scale"));
+            }
             next = (last + delta + 256).rem_euclid(256);
         }
         last = if next == 0 { last } else { next };
@@ -411,6 +415,20 @@ mod tests {
         for n in 9..X264_SPS_720P.len() {
             let _ = parse_sps(&X264_SPS_720P[..n]); // must not panic
         }
+    }
+
+    #[test]
+    fn hostile_scaling_list_is_refused() {
+        // Found by cargo fuzz (avc_config): a delta_scale of 2^31 overflowed the arithmetic.
+        let data = [
+            0xc7, 0x76, 0x01, 0x00, 0x00, 0xc7, 0x76, 0x01, 0x00, 0x00, 0xc7, 0x23, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0, 0,
+        ];
+        let _ = parse_sps(&data);
+        let mut sps = vec![0x67, 100, 0, 31];
+        // ue(0) sps_id, ue(1) chroma 4:2:0, ue(0), ue(0), flag 0, scaling matrix present 1,
+        // list 0 present 1, then se() with 31 leading zeros.
+        sps.extend_from_slice(&[0b1010_1100, 0b1100_0000, 0, 0, 0, 0b0000_0001, 0xff, 0xff, 0xff, 0xff]);
+        assert!(parse_sps(&sps).is_err());
     }
 
     #[test]
