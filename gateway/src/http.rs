@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use egress::flv::FlvViewer;
+use futures_util::SinkExt;
 use media::{HubError, StreamKey, Subscriber};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -153,14 +154,23 @@ async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
             ev = sub.recv() => {
                 let Some(ev) = ev else { break };
                 viewer.on_event(ev, &mut out);
+                while let Some(Some(ev)) = sub.try_recv() {
+                    viewer.on_event(ev, &mut out);
+                }
+                // Queue every message, then one flush: one write for all that was ready.
+                let mut n = 0;
                 for b in out.drain(..) {
-                    let n = b.len();
-                    if socket.send(Message::Binary(b)).await.is_err() {
+                    n += b.len();
+                    if socket.feed(Message::Binary(b)).await.is_err() {
                         debug!("viewer gone");
                         return;
                     }
-                    counters.add_out(n);
                 }
+                if socket.flush().await.is_err() {
+                    debug!("viewer gone");
+                    return;
+                }
+                counters.add_out(n);
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,

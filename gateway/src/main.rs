@@ -3,6 +3,7 @@
 
 mod config;
 mod http;
+mod io;
 mod rtmp_server;
 mod state;
 

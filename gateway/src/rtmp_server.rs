@@ -18,6 +18,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::io::write_all_vectored;
 use crate::state::SharedState;
 
 pub async fn serve(listener: TcpListener, state: SharedState) {
@@ -261,16 +262,11 @@ async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdow
                 };
                 viewer.on_event(ev, &mut out);
                 // Take whatever else is already queued, so one write carries it all.
-                while out.len() < 64 {
-                    match sub.try_recv() {
-                        Some(Some(ev)) => viewer.on_event(ev, &mut out),
-                        _ => break,
-                    }
+                while let Some(Some(ev)) = sub.try_recv() {
+                    viewer.on_event(ev, &mut out);
                 }
-                for b in out.drain(..) {
-                    conn.wr.write_all(&b).await.context("write to player")?;
-                    conn.state.counters.rtmp.add_out(b.len());
-                }
+                let n = write_all_vectored(&mut conn.wr, &mut out).await.context("write to player")?;
+                conn.state.counters.rtmp.add_out(n);
             }
             r = conn.rd.read(&mut conn.buf) => {
                 let n = r?;

@@ -214,3 +214,162 @@ fn http_play_errors_head_and_cors() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// FLV tags of a file: (type, timestamp, body).
+fn flv_tags(data: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+    assert_eq!(&data[..3], b"FLV");
+    let mut pos = 13;
+    let mut tags = Vec::new();
+    while pos + 11 <= data.len() {
+        let ty = data[pos];
+        let size = (usize::from(data[pos + 1]) << 16) | (usize::from(data[pos + 2]) << 8) | usize::from(data[pos + 3]);
+        let ts = (u32::from(data[pos + 7]) << 24)
+            | (u32::from(data[pos + 4]) << 16)
+            | (u32::from(data[pos + 5]) << 8)
+            | u32::from(data[pos + 6]);
+        if pos + 11 + size + 4 > data.len() {
+            break;
+        }
+        tags.push((ty, ts, data[pos + 11..pos + 11 + size].to_vec()));
+        pos += 11 + size + 4;
+    }
+    tags
+}
+
+/// A publisher whose resolution changes mid-stream (as Chromium's does in its first seconds):
+/// viewers get exactly one new AVC sequence header, and ffprobe sees both resolutions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_stream_resolution_change_reaches_viewers_once() {
+    use bytes::BytesMut;
+    use rtmp::amf0::{self, Amf0Value};
+    use rtmp::chunk::{encode_message, types};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    require("ffmpeg");
+    let gw = Gateway::start("reschange", "");
+    let dir = gw.dir.clone();
+    // Two real encodings from FFmpeg, 3 s each, different sizes.
+    let mut parts = Vec::new();
+    for (i, size) in ["320x240", "640x360"].iter().enumerate() {
+        let f = dir.join(format!("part{i}.flv"));
+        let ok = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={size}:rate=30"))
+            .args(["-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "3"])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv", "-y",
+            ])
+            .arg(&f)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        parts.push(flv_tags(&std::fs::read(&f).unwrap()));
+    }
+
+    // Publish both parts' tags on one RTMP connection in real time, the second shifted by 3 s.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.rtmp)).await.unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(0u8, 1536));
+    s.write_all(&c0c1).await.unwrap();
+    let mut s012 = vec![0u8; 3073];
+    s.read_exact(&mut s012).await.unwrap();
+    s.write_all(&s012[1..1537]).await.unwrap();
+    let mut out = BytesMut::new();
+    let cmd =
+        |v: &[Amf0Value], sid: u32, out: &mut BytesMut| encode_message(out, 3, 0, types::COMMAND_AMF0, sid, &amf0::encode_all(v), 128);
+    cmd(
+        &[
+            Amf0Value::string("connect"),
+            Amf0Value::Number(1.0),
+            Amf0Value::object([("app", Amf0Value::string("live"))]),
+        ],
+        0,
+        &mut out,
+    );
+    cmd(
+        &[Amf0Value::string("createStream"), Amf0Value::Number(2.0), Amf0Value::Null],
+        0,
+        &mut out,
+    );
+    cmd(
+        &[
+            Amf0Value::string("publish"),
+            Amf0Value::Number(3.0),
+            Amf0Value::Null,
+            Amf0Value::string("res"),
+        ],
+        1,
+        &mut out,
+    );
+    s.write_all(&out).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    tokio::spawn(async move {
+        let mut sink = vec![0u8; 65536];
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    let capture = dir.join("capture.flv");
+    let url = gw.http_url("/live/res.flv");
+    let cap = capture.clone();
+    let start = Instant::now();
+    let mut curl_started = None;
+    for (i, tags) in parts.iter().enumerate() {
+        for (ty, ts, body) in tags {
+            if *ty == 18 {
+                continue;
+            }
+            let ts = ts + 3000 * i as u32;
+            let due = Duration::from_millis(u64::from(ts));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+            let mut m = BytesMut::new();
+            let (csid, tid) = if *ty == 9 { (6, types::VIDEO) } else { (4, types::AUDIO) };
+            if *ty == 9 && body[..2] == [0x17, 1] {
+                // Repeat the unchanged sequence header before every keyframe, as browsers
+                // repeat SPS/PPS: that is not a change and must not reach viewers again.
+                if let Some((_, _, seq)) = tags.iter().find(|(t, _, b)| *t == 9 && b[1] == 0) {
+                    encode_message(&mut m, csid, ts, tid, 1, seq, 128);
+                }
+            }
+            encode_message(&mut m, csid, ts, tid, 1, body, 128);
+            wr.write_all(&m).await.unwrap();
+            if curl_started.is_none() && ts > 500 {
+                // A viewer that joins during the first resolution.
+                curl_started = Some(
+                    Command::new("curl")
+                        .args(["-s", "--max-time", "6", "-o"])
+                        .arg(&cap)
+                        .arg(&url)
+                        .spawn()
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    curl_started.unwrap().wait().unwrap();
+    drop(wr);
+
+    let tags = flv_tags(&std::fs::read(&capture).unwrap());
+    let seq_headers = tags.iter().filter(|(ty, _, b)| *ty == 9 && b.len() > 1 && b[1] == 0).count();
+    assert_eq!(seq_headers, 2, "one sequence header at join, exactly one more at the change");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let sizes: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    assert!(
+        sizes.contains("320,240") && sizes.contains("640,360"),
+        "ffprobe decoded sizes {sizes:?}"
+    );
+}

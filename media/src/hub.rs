@@ -177,6 +177,7 @@ struct StreamState {
     next_sub: u64,
     ended: bool,
     last_dts: [Option<i64>; 2],
+    last_video_push: Option<Instant>,
     bytes_in: u64,
     frames_in: [u64; 2],
     rate_window: Option<(Instant, u64)>,
@@ -202,6 +203,9 @@ struct SubQueue {
     wait_keyframe: bool,
     ended: bool,
 }
+
+/// Audio frames wake viewers at once when no video frame came for this long.
+const AUDIO_WAKE_AFTER: Duration = Duration::from_millis(100);
 
 fn track_index(t: TrackKind) -> usize {
     match t {
@@ -475,9 +479,20 @@ impl Publisher {
                 }
             }
         }
+        // Viewers are woken for video frames; audio frames wait for the next video frame (at
+        // most one frame interval) so that one wake-up and one write carry both. This halves
+        // the wake-ups and syscalls per viewer. Audio-only streams, and audio while video has
+        // stalled for AUDIO_WAKE_AFTER, wake viewers at once.
+        let wake = match frame.track {
+            TrackKind::Video => {
+                st.last_video_push = Some(now);
+                true
+            }
+            TrackKind::Audio => !has_video || st.last_video_push.is_none_or(|t| now.duration_since(t) >= AUDIO_WAKE_AFTER),
+        };
         let mut overflows = 0;
         for sub in &st.subscribers {
-            overflows += u64::from(sub.offer_frame(&frame, sync, cfg, &self.stream.hub.totals));
+            overflows += u64::from(sub.offer_frame(&frame, sync, wake, cfg, &self.stream.hub.totals));
         }
         st.overflows += overflows;
     }
@@ -541,7 +556,7 @@ impl SubShared {
     }
 
     /// Returns true when this offer overflowed the queue.
-    fn offer_frame(&self, frame: &Arc<MediaFrame>, sync: bool, cfg: &HubConfig, totals: &HubTotals) -> bool {
+    fn offer_frame(&self, frame: &Arc<MediaFrame>, sync: bool, wake: bool, cfg: &HubConfig, totals: &HubTotals) -> bool {
         let mut q = lock(&self.queue);
         let mut dropped = 0u64;
         let mut overflow = false;
@@ -580,7 +595,7 @@ impl SubShared {
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
             totals.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
-        } else {
+        } else if wake {
             self.notify.notify_one();
         }
         overflow
@@ -852,6 +867,39 @@ mod tests {
         sub.request_keyframe();
         tokio::time::timeout(Duration::from_secs(1), p.keyframe_requested()).await.unwrap();
         assert_eq!(p.stats().keyframe_requests, 1);
+    }
+
+    #[tokio::test]
+    async fn audio_waits_for_the_next_video_frame_but_not_forever() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.set_video_config(video_config());
+        p.push(vframe(0, true, 10));
+        let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
+        drain(&mut sub);
+        p.push(vframe(33, false, 10));
+        sub.recv().await.unwrap();
+        {
+            let fut = sub.recv();
+            tokio::pin!(fut);
+            assert!(tokio::time::timeout(Duration::from_millis(10), &mut fut).await.is_err());
+            // A waiting viewer is not woken for the audio frame right after a video frame...
+            p.push(MediaFrame::audio(40, Timebase::MILLIS, Bytes::from_static(b"a")));
+            assert!(tokio::time::timeout(Duration::from_millis(30), &mut fut).await.is_err());
+            // ...it comes with the next video frame.
+            p.push(vframe(66, false, 10));
+            let first = tokio::time::timeout(Duration::from_millis(100), &mut fut).await.unwrap().unwrap();
+            assert_eq!(frame_ts(&[first]), vec![(40, true)]);
+        }
+        assert_eq!(frame_ts(&[sub.recv().await.unwrap()]), vec![(66, false)]);
+        // When video stalls, audio wakes viewers by itself.
+        let fut = sub.recv();
+        tokio::pin!(fut);
+        assert!(tokio::time::timeout(Duration::from_millis(10), &mut fut).await.is_err());
+        std::thread::sleep(AUDIO_WAKE_AFTER);
+        p.push(MediaFrame::audio(80, Timebase::MILLIS, Bytes::from_static(b"b")));
+        let ev = tokio::time::timeout(Duration::from_millis(500), &mut fut).await.unwrap().unwrap();
+        assert_eq!(frame_ts(&[ev]), vec![(80, true)]);
     }
 
     #[test]

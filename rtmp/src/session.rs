@@ -221,7 +221,7 @@ impl ServerSession {
                 self.handle_command(&msg, values, events)?;
             }
             types::DATA_AMF0 | types::DATA_AMF3 => {
-                if !matches!(self.role, Role::Publishing(_)) {
+                if !matches!(self.role, Role::Publishing(_) | Role::PendingPublish(_)) {
                     return Ok(());
                 }
                 let body = if msg.type_id == types::DATA_AMF3 {
@@ -238,7 +238,9 @@ impl ServerSession {
                 }
             }
             types::AUDIO | types::VIDEO => {
-                if !matches!(self.role, Role::Publishing(_)) {
+                // Media may follow `publish` in the same read, before the application accepted
+                // it: it is reported after the PublishRequest and dropped if that is rejected.
+                if !matches!(self.role, Role::Publishing(_) | Role::PendingPublish(_)) {
                     return Err(SessionError::Protocol("media message before publish"));
                 }
                 let (timestamp, payload) = (msg.timestamp, msg.payload);
