@@ -378,6 +378,8 @@ mod tests {
     /// SPS written by x264 (ffmpeg -c:v libx264 -s 1280x720, High profile, level 3.1).
     const X264_SPS_720P: &[u8] = include_bytes!("../testdata/x264_1280x720.sps");
 
+    /// SPS written by OpenH264 in Chromium 156 for WebRTC (tests/browser/tools/capture_openh264_sps.mjs).
+    const OPENH264_SPS_480P: &[u8] = include_bytes!("../testdata/openh264_640x480.sps");
     /// x264 at 320x180 (cropping: 180 is not a multiple of 16).
     const X264_SPS_180P: &[u8] = include_bytes!("../testdata/x264_320x180.sps");
 
@@ -394,6 +396,14 @@ mod tests {
     fn x264_sps_cropped() {
         let info = parse_sps(X264_SPS_180P).unwrap();
         assert_eq!((info.width, info.height), (320, 180));
+    }
+
+    #[test]
+    fn openh264_sps() {
+        let info = parse_sps(OPENH264_SPS_480P).unwrap();
+        assert_eq!((info.width, info.height), (640, 480));
+        assert_eq!((info.profile, info.compatibility, info.level), (66, 0xc0, 31));
+        assert_eq!(info.codec_string(), "avc1.42c01f");
     }
 
     #[test]
