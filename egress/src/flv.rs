@@ -1,10 +1,10 @@
 //! FLV muxing (video_file_format_spec_v10_1 Annex E): header, tags, PreviousTagSize.
 
-use std::sync::Arc;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use media::hub::Tracks;
 use media::{AudioConfig, HubEvent, MediaFrame, MuxSlot, TrackKind, VideoConfig};
+
+use crate::viewer::{Step, ViewerState};
 use rtmp::amf0::{self, Amf0Value};
 
 /// FLV tag types.
@@ -23,10 +23,7 @@ pub fn header(tracks: Tracks) -> Bytes {
     Bytes::copy_from_slice(&[b'F', b'L', b'V', 1, flags, 0, 0, 0, 9, 0, 0, 0, 0])
 }
 
-/// FLV timestamps are 32-bit milliseconds; negative ones are clamped to 0.
-pub fn flv_timestamp(ms: i64) -> u32 {
-    ms.max(0) as u32
-}
+pub use crate::viewer::timestamp_ms as flv_timestamp;
 
 /// One tag (11-byte header, body, 4-byte PreviousTagSize) from body parts.
 pub fn tag(tag_type: u8, timestamp: u32, body: &[&[u8]]) -> Bytes {
@@ -105,78 +102,48 @@ pub fn metadata_body(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -
 /// Per-viewer FLV state: header and metadata before the first frame, a sequence header when
 /// (and only when) the configuration changes, then the shared frame tags.
 pub struct FlvViewer {
-    started: bool,
-    tracks: Tracks,
-    video: Option<Arc<VideoConfig>>,
-    audio: Option<Arc<AudioConfig>>,
-    last_ts: u32,
+    state: ViewerState,
 }
 
 impl FlvViewer {
     /// `declared` comes from the hub (tracks the publisher announced).
     pub fn new(declared: Tracks) -> Self {
         Self {
-            started: false,
-            tracks: declared,
-            video: None,
-            audio: None,
-            last_ts: 0,
+            state: ViewerState::new(declared),
         }
     }
 
     /// True once the FLV header went out.
     pub fn started(&self) -> bool {
-        self.started
+        self.state.started()
     }
 
     /// Appends the byte chunks this event produces for the viewer.
     pub fn on_event(&mut self, ev: HubEvent, out: &mut Vec<Bytes>) {
-        match ev {
-            HubEvent::VideoConfig(c) => {
-                self.tracks.video = true;
-                if self.started {
-                    out.push(tag(tag::VIDEO, self.last_ts, &[&video_config_body(&c)]));
+        self.state.on_event(ev, |step| match step {
+            Step::Start { tracks, video, audio, ts } => {
+                out.push(header(tracks));
+                // FFmpeg's FLV demuxer treats a script tag as stream metadata only at timestamp
+                // 0; at any other time it surfaces as a data stream.
+                out.push(tag(tag::SCRIPT, 0, &[&metadata_body(video, audio)]));
+                if let Some(v) = video {
+                    out.push(tag(tag::VIDEO, ts, &[&video_config_body(v)]));
                 }
-                self.video = Some(c);
+                if let Some(a) = audio {
+                    out.push(tag(tag::AUDIO, ts, &[&audio_config_body(a)]));
+                }
             }
-            HubEvent::AudioConfig(c) => {
-                self.tracks.audio = true;
-                if self.started {
-                    out.push(tag(tag::AUDIO, self.last_ts, &[&audio_config_body(&c)]));
-                }
-                self.audio = Some(c);
-            }
-            HubEvent::Frame(f) => {
-                let needs_config = match f.track {
-                    TrackKind::Video => self.video.is_none(),
-                    TrackKind::Audio => self.audio.is_none(),
-                };
-                if needs_config {
-                    return; // undecodable without its sequence header
-                }
-                if !self.started {
-                    self.started = true;
-                    let ts = flv_timestamp(f.dts_ms());
-                    out.push(header(self.tracks));
-                    // FFmpeg's FLV demuxer treats a script tag as stream metadata only at timestamp 0; later
-                    // it would surface as a data stream.
-                    out.push(tag(tag::SCRIPT, 0, &[&metadata_body(self.video.as_deref(), self.audio.as_deref())]));
-                    if let Some(v) = &self.video {
-                        out.push(tag(tag::VIDEO, ts, &[&video_config_body(v)]));
-                    }
-                    if let Some(a) = &self.audio {
-                        out.push(tag(tag::AUDIO, ts, &[&audio_config_body(a)]));
-                    }
-                }
-                self.last_ts = flv_timestamp(f.dts_ms());
-                out.push(frame_tag(&f));
-            }
-        }
+            Step::VideoConfig(c, ts) => out.push(tag(tag::VIDEO, ts, &[&video_config_body(c)])),
+            Step::AudioConfig(c, ts) => out.push(tag(tag::AUDIO, ts, &[&audio_config_body(c)])),
+            Step::Frame(f) => out.push(frame_tag(f)),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use media::Timebase;
 

@@ -12,3 +12,4 @@
 
 pub mod flv;
 pub mod rtmp_play;
+pub mod viewer;

@@ -1,13 +1,13 @@
 //! RTMP play: hub events as RTMP messages for a player (ffplay, VLC, OBS media source).
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
-use media::{AudioConfig, HubEvent, MediaFrame, MuxSlot, TrackKind, VideoConfig};
+use media::hub::Tracks;
+use media::{HubEvent, MediaFrame, MuxSlot, TrackKind};
 use rtmp::chunk::{encode_message, types};
 use rtmp::session::csid;
 
 use crate::flv::{self, AUDIO_FRAME_PREFIX};
+use crate::viewer::{Step, ViewerState};
 
 /// The message stream id and chunk size whose frame encodings are cached and shared. Our server
 /// session always answers the first createStream with 1 and sends with chunk size 4096.
@@ -38,10 +38,7 @@ fn encode_frame(f: &MediaFrame, stream_id: u32, chunk_size: usize) -> Bytes {
 pub struct RtmpPlayViewer {
     stream_id: u32,
     chunk_size: usize,
-    started: bool,
-    video: Option<Arc<VideoConfig>>,
-    audio: Option<Arc<AudioConfig>>,
-    last_ts: u32,
+    state: ViewerState,
 }
 
 impl RtmpPlayViewer {
@@ -50,68 +47,44 @@ impl RtmpPlayViewer {
         Self {
             stream_id,
             chunk_size,
-            started: false,
-            video: None,
-            audio: None,
-            last_ts: 0,
+            state: ViewerState::new(Tracks::default()),
         }
-    }
-
-    fn message(&self, out: &mut Vec<Bytes>, cs: u32, ts: u32, ty: u8, body: &[u8]) {
-        let mut b = BytesMut::with_capacity(body.len() + 32);
-        encode_message(&mut b, cs, ts, ty, self.stream_id, body, self.chunk_size);
-        out.push(b.freeze());
     }
 
     /// Appends the chunk bytes this event produces for the player.
     pub fn on_event(&mut self, ev: HubEvent, out: &mut Vec<Bytes>) {
-        match ev {
-            HubEvent::VideoConfig(c) => {
-                if self.started {
-                    self.message(out, csid::VIDEO, self.last_ts, types::VIDEO, &flv::video_config_body(&c));
+        let (sid, cs) = (self.stream_id, self.chunk_size);
+        let message = |out: &mut Vec<Bytes>, csid: u32, ts: u32, ty: u8, body: &[u8]| {
+            let mut b = BytesMut::with_capacity(body.len() + 32);
+            encode_message(&mut b, csid, ts, ty, sid, body, cs);
+            out.push(b.freeze());
+        };
+        self.state.on_event(ev, |step| match step {
+            Step::Start { video, audio, ts, .. } => {
+                message(out, csid::STATUS, 0, types::DATA_AMF0, &flv::metadata_body(video, audio));
+                if let Some(v) = video {
+                    message(out, csid::VIDEO, ts, types::VIDEO, &flv::video_config_body(v));
                 }
-                self.video = Some(c);
-            }
-            HubEvent::AudioConfig(c) => {
-                if self.started {
-                    self.message(out, csid::AUDIO, self.last_ts, types::AUDIO, &flv::audio_config_body(&c));
-                }
-                self.audio = Some(c);
-            }
-            HubEvent::Frame(f) => {
-                let has_config = match f.track {
-                    TrackKind::Video => self.video.is_some(),
-                    TrackKind::Audio => self.audio.is_some(),
-                };
-                if !has_config {
-                    return;
-                }
-                let ts = flv::flv_timestamp(f.dts_ms());
-                if !self.started {
-                    self.started = true;
-                    let meta = flv::metadata_body(self.video.as_deref(), self.audio.as_deref());
-                    self.message(out, csid::STATUS, 0, types::DATA_AMF0, &meta);
-                    if let Some(v) = self.video.clone() {
-                        self.message(out, csid::VIDEO, ts, types::VIDEO, &flv::video_config_body(&v));
-                    }
-                    if let Some(a) = self.audio.clone() {
-                        self.message(out, csid::AUDIO, ts, types::AUDIO, &flv::audio_config_body(&a));
-                    }
-                }
-                self.last_ts = ts;
-                if self.stream_id == SHARED_STREAM_ID && self.chunk_size == SHARED_CHUNK_SIZE {
-                    out.push(f.muxed(MuxSlot::RtmpPlay, |f| encode_frame(f, SHARED_STREAM_ID, SHARED_CHUNK_SIZE)));
-                } else {
-                    out.push(encode_frame(&f, self.stream_id, self.chunk_size));
+                if let Some(a) = audio {
+                    message(out, csid::AUDIO, ts, types::AUDIO, &flv::audio_config_body(a));
                 }
             }
-        }
+            Step::VideoConfig(c, ts) => message(out, csid::VIDEO, ts, types::VIDEO, &flv::video_config_body(c)),
+            Step::AudioConfig(c, ts) => message(out, csid::AUDIO, ts, types::AUDIO, &flv::audio_config_body(c)),
+            Step::Frame(f) if sid == SHARED_STREAM_ID && cs == SHARED_CHUNK_SIZE => {
+                out.push(f.muxed(MuxSlot::RtmpPlay, |f| encode_frame(f, SHARED_STREAM_ID, SHARED_CHUNK_SIZE)))
+            }
+            Step::Frame(f) => out.push(encode_frame(f, sid, cs)),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use media::AudioConfig;
     use media::Timebase;
     use rtmp::chunk::{ChunkDecoder, ChunkLimits};
 
