@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use media::{Hub, HubConfig};
 use tokio::net::{TcpListener, TcpSocket};
@@ -118,7 +119,13 @@ async fn main() -> Result<()> {
     let rtmp_task = tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone()));
     let mut http_shutdown = shutdown_rx.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http::router(state).into_make_service())
+        // Live media is latency-bound: no Nagle delay on play responses.
+        let listener = http_listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                warn!("TCP_NODELAY: {e}");
+            }
+        });
+        axum::serve(listener, http::router(state).into_make_service())
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
             })

@@ -373,3 +373,28 @@ async fn mid_stream_resolution_change_reaches_viewers_once() {
         "ffprobe decoded sizes {sizes:?}"
     );
 }
+
+/// With `http.flv_wait_ms`, an HTTP-FLV viewer that arrives before its publisher is served once
+/// the publisher comes (players that connect first, as in a watch page opened early).
+#[test]
+fn http_flv_waits_for_a_late_publisher_when_configured() {
+    let gw = Gateway::start("late", "[http]\nflv_wait_ms = 3000\n");
+    let out = gw.dir.join("late.flv");
+    let mut curl = Command::new("curl")
+        .args(["-s", "--max-time", "7", "-o"])
+        .arg(&out)
+        .arg(gw.http_url("/live/late.flv"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut publisher = publish(&gw.rtmp_url("live/late"), 10, "320x240");
+    curl.wait().unwrap();
+    assert_eq!(probe_codecs(out.to_str().unwrap()), vec!["h264", "aac"]);
+    // Past the wait, the answer is 404.
+    let t = Instant::now();
+    let (status, _, _) = gw.get("/live/never.flv");
+    assert_eq!(status, 404);
+    assert!(t.elapsed() >= Duration::from_millis(2500), "answered before flv_wait_ms");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
