@@ -44,17 +44,20 @@ publish() { # url; sets PUB
 }
 
 results=$work/results.jsonl
-run_streamgate() { # proto N
+run_streamgate() { # proto N coalesce_ms
   local http rtmp sg pub
   http=$(free_port); rtmp=$(free_port)
-  "$SG" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --log warn >"$work/sg.log" 2>&1 &
+  printf '[egress]\nwrite_coalesce_ms = %s\n' "$3" >"$work/sg.toml"
+  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --log warn >"$work/sg.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_port "$http"; wait_port "$rtmp"
   publish "rtmp://127.0.0.1:$rtmp/live/bench"; pub=$PUB
   sleep 2
   local url="http://127.0.0.1:$http/live/bench.flv"
   [ "$1" = rtmp ] && url="rtmp://127.0.0.1:$rtmp/live/bench"
-  "$LOADGEN" "$1" "$url" "$2" "$WARMUP" "$WINDOW" "$sg" | sed "s/^{/{\"server\":\"streamgate\",/" >>"$results"
+  local name=streamgate
+  [ "$3" = 0 ] || name="streamgate coalesce ${3}ms"
+  "$LOADGEN" "$1" "$url" "$2" "$WARMUP" "$WINDOW" "$sg" | sed "s/^{/{\"server\":\"$name\",/" >>"$results"
   kill "$pub" "$sg"; wait "$pub" "$sg" 2>/dev/null || true
 }
 
@@ -81,9 +84,12 @@ CONF
   kill "$pub" "$master"; wait "$pub" "$master" 2>/dev/null || true
 }
 
+# COALESCE: extra write_coalesce_ms settings to measure beside the default 0 (e.g. "66").
 for n in "${counts[@]}"; do
-  echo "N=$n: streamgate HTTP-FLV" >&2; run_streamgate http "$n"
-  echo "N=$n: streamgate RTMP" >&2; run_streamgate rtmp "$n"
+  for c in 0 ${COALESCE:-}; do
+    echo "N=$n: streamgate HTTP-FLV (coalesce $c ms)" >&2; run_streamgate http "$n" "$c"
+    echo "N=$n: streamgate RTMP (coalesce $c ms)" >&2; run_streamgate rtmp "$n" "$c"
+  done
   echo "N=$n: nginx-rtmp RTMP" >&2; run_nginx "$n"
 done
 

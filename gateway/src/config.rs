@@ -61,6 +61,13 @@ pub struct Config {
     pub hub: HubSection,
     pub rtmp: RtmpSection,
     pub http: HttpSection,
+    pub egress: EgressSection,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSection {
+    pub write_coalesce_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -174,6 +181,9 @@ impl Config {
         }
         if self.rtmp.max_message_size < 64 * 1024 {
             bail!("rtmp.max_message_size must be at least 65536");
+        }
+        if self.egress.write_coalesce_ms > 1000 {
+            bail!("egress.write_coalesce_ms must be at most 1000");
         }
         if self.hub.queue_max_frames < 16 || self.hub.queue_max_bytes < 64 * 1024 {
             bail!("hub.queue_max_frames must be >= 16 and hub.queue_max_bytes >= 65536");

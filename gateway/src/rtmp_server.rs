@@ -18,7 +18,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::io::write_all_vectored;
+use crate::io::{coalesce, write_all_vectored};
 use crate::state::SharedState;
 
 pub async fn serve(listener: TcpListener, state: SharedState) {
@@ -251,6 +251,8 @@ async fn publish_loop(
 async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<()> {
     let mut viewer = RtmpPlayViewer::new(stream_id, conn.session.out_chunk_size());
     let mut out: Vec<Bytes> = Vec::new();
+    let window = Duration::from_millis(conn.state.config.egress.write_coalesce_ms);
+    let mut last_write = None;
     loop {
         tokio::select! {
             ev = sub.recv() => {
@@ -261,6 +263,7 @@ async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdow
                     return Ok(());
                 };
                 viewer.on_event(ev, &mut out);
+                coalesce(&mut last_write, window).await;
                 // Take whatever else is already queued, so one write carries it all.
                 while let Some(Some(ev)) = sub.try_recv() {
                     viewer.on_event(ev, &mut out);
