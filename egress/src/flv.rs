@@ -101,16 +101,15 @@ pub fn metadata_body(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -
 
 /// Per-viewer FLV state: header and metadata before the first frame, a sequence header when
 /// (and only when) the configuration changes, then the shared frame tags.
+#[derive(Default)]
 pub struct FlvViewer {
     state: ViewerState,
 }
 
 impl FlvViewer {
-    /// `declared` comes from the hub (tracks the publisher announced).
-    pub fn new(declared: Tracks) -> Self {
-        Self {
-            state: ViewerState::new(declared),
-        }
+    /// A viewer that has received nothing yet.
+    pub fn new() -> Self {
+        Self { state: ViewerState::new() }
     }
 
     /// True once the FLV header went out.
@@ -202,7 +201,7 @@ mod tests {
 
     #[test]
     fn audio_only_viewer() {
-        let mut v = FlvViewer::new(Tracks::default());
+        let mut v = FlvViewer::new();
         let mut out = Vec::new();
         v.on_event(HubEvent::AudioConfig(audio_config()), &mut out);
         assert!(out.is_empty());
@@ -227,8 +226,24 @@ mod tests {
     }
 
     #[test]
+    fn video_only_viewer_header() {
+        let sps = [0x67, 0x42, 0x00, 0x1e, 0b1101_1010, 0b0000_1011, 0b0001_0011, 0b1001_0000];
+        let rec = media::avc::AvcDecoderConfig::from_parameter_sets(&sps, &[&[0x68, 0xce, 0x38, 0x80]]).unwrap();
+        let vc = Arc::new(VideoConfig::from_avcc(rec.to_bytes()).unwrap());
+        let mut v = FlvViewer::new();
+        let mut out = Vec::new();
+        v.on_event(HubEvent::VideoConfig(vc), &mut out);
+        let key = MediaFrame::video(0, 0, Timebase::MILLIS, true, Bytes::from_static(&[0, 0, 0, 1, 0x65]));
+        v.on_event(HubEvent::Frame(Arc::new(key)), &mut out);
+        assert_eq!(out[0][4], 0x01, "video-only header flags");
+        let meta = amf0::decode_all(&out[1][11..out[1].len() - 4]).unwrap();
+        assert_eq!(meta[1].get("width").and_then(Amf0Value::as_f64), Some(176.0));
+        assert!(meta[1].get("audiocodecid").is_none());
+    }
+
+    #[test]
     fn frames_without_config_are_held_back() {
-        let mut v = FlvViewer::new(Tracks { video: true, audio: true });
+        let mut v = FlvViewer::new();
         let mut out = Vec::new();
         v.on_event(
             HubEvent::Frame(Arc::new(MediaFrame::video(

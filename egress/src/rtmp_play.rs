@@ -1,7 +1,6 @@
 //! RTMP play: hub events as RTMP messages for a player (ffplay, VLC, OBS media source).
 
 use bytes::{Bytes, BytesMut};
-use media::hub::Tracks;
 use media::{HubEvent, MediaFrame, MuxSlot, TrackKind};
 use rtmp::chunk::{encode_message, types};
 use rtmp::session::csid;
@@ -47,7 +46,7 @@ impl RtmpPlayViewer {
         Self {
             stream_id,
             chunk_size,
-            state: ViewerState::new(Tracks::default()),
+            state: ViewerState::new(),
         }
     }
 

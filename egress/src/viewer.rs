@@ -11,7 +11,7 @@ use media::{AudioConfig, HubEvent, MediaFrame, TrackKind, VideoConfig};
 pub enum Step<'a> {
     /// Before the first frame: which tracks, their configurations, the first frame's timestamp.
     Start {
-        /// Tracks announced or configured.
+        /// Tracks with a configuration (what the publisher really sends).
         tracks: Tracks,
         /// Current video configuration.
         video: Option<&'a VideoConfig>,
@@ -29,9 +29,9 @@ pub enum Step<'a> {
 }
 
 /// Per-viewer state shared by every container.
+#[derive(Default)]
 pub struct ViewerState {
     started: bool,
-    tracks: Tracks,
     video: Option<Arc<VideoConfig>>,
     audio: Option<Arc<AudioConfig>>,
     last_ts: u32,
@@ -43,15 +43,9 @@ pub fn timestamp_ms(ms: i64) -> u32 {
 }
 
 impl ViewerState {
-    /// `declared` comes from the hub (tracks the publisher announced).
-    pub fn new(declared: Tracks) -> Self {
-        Self {
-            started: false,
-            tracks: declared,
-            video: None,
-            audio: None,
-            last_ts: 0,
-        }
+    /// A viewer that has received nothing yet.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// True once the start went out.
@@ -63,14 +57,12 @@ impl ViewerState {
     pub fn on_event(&mut self, ev: HubEvent, mut emit: impl FnMut(Step<'_>)) {
         match ev {
             HubEvent::VideoConfig(c) => {
-                self.tracks.video = true;
                 if self.started {
                     emit(Step::VideoConfig(&c, self.last_ts));
                 }
                 self.video = Some(c);
             }
             HubEvent::AudioConfig(c) => {
-                self.tracks.audio = true;
                 if self.started {
                     emit(Step::AudioConfig(&c, self.last_ts));
                 }
@@ -88,7 +80,10 @@ impl ViewerState {
                 if !self.started {
                     self.started = true;
                     emit(Step::Start {
-                        tracks: self.tracks,
+                        tracks: Tracks {
+                            video: self.video.is_some(),
+                            audio: self.audio.is_some(),
+                        },
                         video: self.video.as_deref(),
                         audio: self.audio.as_deref(),
                         ts,

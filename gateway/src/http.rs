@@ -127,7 +127,7 @@ async fn subscribe_waiting(st: &SharedState, key: &StreamKey, protocol: &'static
 /// The FLV byte stream of one HTTP viewer. The body is pulled by hyper only as fast as the socket
 /// drains, so a slow viewer's backlog stays in its bounded hub queue.
 fn flv_stream(sub: Subscriber, st: SharedState) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
-    let viewer = FlvViewer::new(sub.declared_tracks());
+    let viewer = FlvViewer::new();
     let window = Duration::from_millis(st.config.egress.write_coalesce_ms);
     let state = (sub, viewer, VecDeque::<Bytes>::new(), st, None);
     futures_util::stream::unfold(state, move |(mut sub, mut viewer, mut pending, st, mut last_write)| async move {
@@ -151,7 +151,7 @@ fn flv_stream(sub: Subscriber, st: SharedState) -> impl futures_util::Stream<Ite
 
 async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
     info!("viewer joined");
-    let mut viewer = FlvViewer::new(sub.declared_tracks());
+    let mut viewer = FlvViewer::new();
     let mut out = Vec::new();
     let counters: &ProtocolCounters = &st.counters.ws_flv;
     let window = Duration::from_millis(st.config.egress.write_coalesce_ms);

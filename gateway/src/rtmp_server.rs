@@ -10,7 +10,6 @@ use egress::rtmp_play::RtmpPlayViewer;
 use ingest::rtmp::{IngestOutput, RtmpIngest};
 use media::hub::PublisherInfo;
 use media::{HubError, Publisher, StreamKey, Subscriber};
-use rtmp::amf0::Amf0Value;
 use rtmp::chunk::ChunkLimits;
 use rtmp::{ServerSession, SessionConfig, SessionEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -192,11 +191,6 @@ async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Re
     }
 }
 
-fn has_codec(meta: &Amf0Value, key: &str) -> bool {
-    meta.get(key)
-        .is_some_and(|v| !matches!(v, Amf0Value::Null | Amf0Value::Undefined | Amf0Value::Boolean(false)))
-}
-
 async fn publish_loop(
     conn: &mut Conn,
     publisher: Publisher,
@@ -208,16 +202,17 @@ async fn publish_loop(
     loop {
         for ev in pending.drain(..) {
             let out = match ev {
-                SessionEvent::Metadata(meta) => Ok(Some(
-                    ingest.metadata(has_codec(&meta, "videocodecid"), has_codec(&meta, "audiocodecid")),
-                )),
+                // onMetaData only announces; the sequence headers and frames decide what is carried.
+                SessionEvent::Metadata(meta) => {
+                    debug!(?meta, "onMetaData");
+                    Ok(None)
+                }
                 SessionEvent::Video { timestamp, payload } => ingest.video(timestamp, &payload),
                 SessionEvent::Audio { timestamp, payload } => ingest.audio(timestamp, &payload),
                 SessionEvent::StreamClosed => return Ok(()),
                 _ => Ok(None),
             };
             match out {
-                Ok(Some(IngestOutput::Tracks(t))) => publisher.declare_tracks(t),
                 Ok(Some(IngestOutput::VideoConfig(c))) => {
                     let (w, h) = (c.info.width, c.info.height);
                     if publisher.set_video_config(c) {

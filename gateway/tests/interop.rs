@@ -398,3 +398,74 @@ fn http_flv_waits_for_a_late_publisher_when_configured() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// Audio-only and video-only publishers play over HTTP-FLV and RTMP with only their track.
+#[test]
+fn audio_only_and_video_only_streams_play() {
+    let gw = Gateway::start("onetrack", "");
+    for (name, drop_flag, expected) in [("sound", "-vn", "aac"), ("picture", "-an", "h264")] {
+        let key = format!("live/{name}");
+        let mut p = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=30",
+            ])
+            .args(["-re", "-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "12", drop_flag])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
+            ])
+            .arg(gw.rtmp_url(&key))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gw.stream(&key).is_none_or(|s| s["video"].is_null() && s["audio"].is_null()) {
+            assert!(Instant::now() < deadline, "{key} not live");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            probe_codecs(&gw.http_url(&format!("/{key}.flv"))),
+            vec![expected],
+            "{key} over HTTP-FLV"
+        );
+        assert_eq!(probe_codecs(&gw.rtmp_url(&key)), vec![expected], "{key} over RTMP");
+        // The FLV header announces only the track that is there.
+        let (_, _, body) = http_request_prefix(gw.http, &format!("/{key}.flv"), 13);
+        assert_eq!(body[4], if expected == "aac" { 0x04 } else { 0x01 }, "{key} FLV header flags");
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+/// Reads the first `n` body bytes of a streaming (chunked) HTTP response.
+fn http_request_prefix(port: u16, path: &str, n: usize) -> (u16, String, Vec<u8>) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let got = s.read(&mut buf).unwrap();
+        assert!(got > 0, "closed early");
+        raw.extend_from_slice(&buf[..got]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+            // Chunked: "<hex>\r\n<data>..." — the first chunk is the 13-byte FLV header.
+            let rest = &raw[end + 4..];
+            if let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+                if rest.len() >= nl + 2 + n {
+                    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                    return (status, head, rest[nl + 2..nl + 2 + n].to_vec());
+                }
+            }
+        }
+    }
+}

@@ -5,7 +5,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use media::avc::{nal_units, AvcDecoderConfig};
-use media::hub::Tracks;
 use media::{AudioConfig, MediaFrame, Timebase, VideoConfig};
 
 /// FLV codec ids.
@@ -40,8 +39,6 @@ pub enum IngestError {
 /// What a message turned into.
 #[derive(Debug)]
 pub enum IngestOutput {
-    /// Tracks announced by `onMetaData`.
-    Tracks(Tracks),
     /// A (possibly unchanged) video configuration.
     VideoConfig(VideoConfig),
     /// A (possibly unchanged) audio configuration.
@@ -106,15 +103,6 @@ impl RtmpIngest {
         }
         self.last_raw = Some(raw);
         self.wraps * (1 << 32) + i64::from(raw)
-    }
-
-    /// `onMetaData`: which tracks the publisher says it sends. Codec ids there are only hints
-    /// (FFmpeg writes numbers, OBS may write strings); the media messages decide.
-    pub fn metadata(&mut self, has_video: bool, has_audio: bool) -> IngestOutput {
-        IngestOutput::Tracks(Tracks {
-            video: has_video,
-            audio: has_audio,
-        })
     }
 
     /// A video message (FLV VIDEODATA).

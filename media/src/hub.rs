@@ -77,12 +77,12 @@ pub struct PublisherInfo {
     pub remote: String,
 }
 
-/// Which tracks a stream has or announced.
+/// Which tracks a stream carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tracks {
-    /// Video announced or present.
+    /// Video present.
     pub video: bool,
-    /// Audio announced or present.
+    /// Audio present.
     pub audio: bool,
 }
 
@@ -170,7 +170,6 @@ struct Stream {
 struct StreamState {
     video: Option<Arc<VideoConfig>>,
     audio: Option<Arc<AudioConfig>>,
-    declared: Tracks,
     gop: VecDeque<Arc<MediaFrame>>,
     gop_bytes: usize,
     subscribers: Vec<Arc<SubShared>>,
@@ -327,7 +326,6 @@ impl Stream {
         Subscriber {
             stream: self.clone(),
             shared,
-            tracks: st.declared,
         }
     }
 
@@ -386,12 +384,6 @@ impl Publisher {
         &self.stream.key
     }
 
-    /// Announces which tracks the stream will carry (e.g. from RTMP `onMetaData`), so that egress
-    /// formats that declare tracks up front (the FLV header) can do so before the first config.
-    pub fn declare_tracks(&self, tracks: Tracks) {
-        lock(&self.stream.state).declared = tracks;
-    }
-
     /// Sets the video configuration; subscribers see it only if its bytes changed.
     /// Returns true when it changed.
     pub fn set_video_config(&self, config: VideoConfig) -> bool {
@@ -401,7 +393,6 @@ impl Publisher {
         }
         let config = Arc::new(config);
         st.video = Some(config.clone());
-        st.declared.video = true;
         self.broadcast(&mut st, HubEvent::VideoConfig(config));
         true
     }
@@ -415,7 +406,6 @@ impl Publisher {
         }
         let config = Arc::new(config);
         st.audio = Some(config.clone());
-        st.declared.audio = true;
         self.broadcast(&mut st, HubEvent::AudioConfig(config));
         true
     }
@@ -449,7 +439,8 @@ impl Publisher {
                 }
             }
         }
-        let has_video = st.video.is_some() || st.declared.video;
+        // What the publisher really sends decides, not what its metadata announces.
+        let has_video = st.video.is_some();
         let sync = match frame.track {
             TrackKind::Video => frame.keyframe,
             TrackKind::Audio => !has_video,
@@ -606,7 +597,6 @@ impl SubShared {
 pub struct Subscriber {
     stream: Arc<Stream>,
     shared: Arc<SubShared>,
-    tracks: Tracks,
 }
 
 impl Subscriber {
@@ -648,11 +638,6 @@ impl Subscriber {
         (q.frames, q.bytes)
     }
 
-    /// Tracks announced when this viewer joined (configs that arrive later add to them).
-    pub fn declared_tracks(&self) -> Tracks {
-        self.tracks
-    }
-
     /// The stream's key.
     pub fn key(&self) -> &StreamKey {
         &self.stream.key
@@ -675,7 +660,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::frame::Timebase;
+    use crate::frame::{AudioConfig, Timebase};
 
     fn key(s: &str) -> StreamKey {
         StreamKey::new("live", s).unwrap()
@@ -900,6 +885,25 @@ mod tests {
         p.push(MediaFrame::audio(80, Timebase::MILLIS, Bytes::from_static(b"b")));
         let ev = tokio::time::timeout(Duration::from_millis(500), &mut fut).await.unwrap().unwrap();
         assert_eq!(frame_ts(&[ev]), vec![(80, true)]);
+    }
+
+    #[test]
+    fn audio_only_stream_serves_late_viewers_at_once() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.set_audio_config(AudioConfig::from_asc(Bytes::from_static(&[0x12, 0x10])).unwrap());
+        for i in 0..60 {
+            p.push(MediaFrame::audio(i * 23, Timebase::MILLIS, Bytes::from_static(b"aac")));
+        }
+        let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
+        let evs = drain(&mut sub);
+        assert!(matches!(evs[0], HubEvent::AudioConfig(_)));
+        let ts = frame_ts(&evs);
+        assert_eq!(ts.len(), HubConfig::default().audio_only_cache_frames);
+        assert_eq!(ts.last(), Some(&(59 * 23, true)));
+        // New audio reaches the viewer without any video keyframe.
+        p.push(MediaFrame::audio(60 * 23, Timebase::MILLIS, Bytes::from_static(b"aac")));
+        assert_eq!(frame_ts(&drain(&mut sub)), vec![(60 * 23, true)]);
     }
 
     #[test]
