@@ -236,92 +236,120 @@ fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Appends one metric family in the Prometheus text format (0.0.4).
+fn family(m: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(m, "{name}{labels} {value}");
+    }
+}
+
 async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
     let mut m = String::new();
     let streams = st.hub.streams();
     let totals = st.hub.totals();
-    let _ = writeln!(
-        m,
-        "# HELP streamgate_streams Live streams.\n# TYPE streamgate_streams gauge\nstreamgate_streams {}",
-        streams.len()
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let one = |v: u64| [(String::new(), v)];
+    let per_stream = |f: &dyn Fn(&media::hub::StreamStats) -> u64| -> Vec<(String, u64)> {
+        streams
+            .iter()
+            .map(|s| (format!("{{stream=\"{}\"}}", escape_label(&s.key.to_string())), f(s)))
+            .collect()
+    };
+    family(&mut m, "streamgate_streams", "gauge", "Live streams.", one(streams.len() as u64));
+    family(
+        &mut m,
+        "streamgate_streams_published_total",
+        "counter",
+        "Streams published.",
+        one(load(&totals.streams_published)),
     );
-    let _ = writeln!(
-        m,
-        "# TYPE streamgate_streams_published_total counter\nstreamgate_streams_published_total {}",
-        totals.streams_published.load(Ordering::Relaxed)
+    family(
+        &mut m,
+        "streamgate_publish_refused_total",
+        "counter",
+        "Publishers refused (key taken).",
+        one(load(&totals.publish_refused)),
     );
-    let _ = writeln!(
-        m,
-        "# TYPE streamgate_publish_refused_total counter\nstreamgate_publish_refused_total {}",
-        totals.publish_refused.load(Ordering::Relaxed)
+    family(
+        &mut m,
+        "streamgate_dropped_frames_total",
+        "counter",
+        "Frames dropped for slow viewers.",
+        one(load(&totals.dropped_frames)),
     );
-    let _ = writeln!(
-        m,
-        "# TYPE streamgate_dropped_frames_total counter\nstreamgate_dropped_frames_total {}",
-        totals.dropped_frames.load(Ordering::Relaxed)
+    family(
+        &mut m,
+        "streamgate_stream_bytes_in_total",
+        "counter",
+        "Payload bytes from the publisher.",
+        per_stream(&|s| s.bytes_in),
     );
-    let _ = writeln!(m, "# TYPE streamgate_stream_bytes_in_total counter");
-    for s in &streams {
-        let _ = writeln!(
-            m,
-            "streamgate_stream_bytes_in_total{{stream=\"{}\"}} {}",
-            escape_label(&s.key.to_string()),
-            s.bytes_in
-        );
-    }
-    let _ = writeln!(m, "# TYPE streamgate_stream_bitrate_in gauge");
-    for s in &streams {
-        let _ = writeln!(
-            m,
-            "streamgate_stream_bitrate_in{{stream=\"{}\"}} {}",
-            escape_label(&s.key.to_string()),
-            s.bitrate_in
-        );
-    }
-    let _ = writeln!(m, "# TYPE streamgate_stream_viewers gauge");
-    for s in &streams {
-        for (p, n) in &s.viewers {
-            let _ = writeln!(
-                m,
-                "streamgate_stream_viewers{{stream=\"{}\",protocol=\"{p}\"}} {n}",
-                escape_label(&s.key.to_string())
-            );
-        }
-    }
-    let _ = writeln!(m, "# TYPE streamgate_stream_dropped_frames_total counter");
-    for s in &streams {
-        let _ = writeln!(
-            m,
-            "streamgate_stream_dropped_frames_total{{stream=\"{}\"}} {}",
-            escape_label(&s.key.to_string()),
-            s.dropped_frames
-        );
-    }
-    for (name, c) in [
+    family(
+        &mut m,
+        "streamgate_stream_bitrate_in",
+        "gauge",
+        "Incoming bits per second.",
+        per_stream(&|s| s.bitrate_in),
+    );
+    family(
+        &mut m,
+        "streamgate_stream_dropped_frames_total",
+        "counter",
+        "Frames dropped for slow viewers.",
+        per_stream(&|s| s.dropped_frames),
+    );
+    let viewers = streams.iter().flat_map(|s| {
+        let key = escape_label(&s.key.to_string());
+        s.viewers
+            .iter()
+            .map(move |(p, n)| (format!("{{stream=\"{key}\",protocol=\"{p}\"}}"), *n as u64))
+    });
+    family(
+        &mut m,
+        "streamgate_stream_viewers",
+        "gauge",
+        "Viewers per stream and protocol.",
+        viewers,
+    );
+    let protocols = [
         ("rtmp", &st.counters.rtmp),
         ("http-flv", &st.counters.http_flv),
         ("ws-flv", &st.counters.ws_flv),
-    ] {
-        let _ = writeln!(
-            m,
-            "streamgate_connections_total{{protocol=\"{name}\"}} {}",
-            c.connections.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            m,
-            "streamgate_connection_errors_total{{protocol=\"{name}\"}} {}",
-            c.errors.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            m,
-            "streamgate_bytes_out_total{{protocol=\"{name}\"}} {}",
-            c.bytes_out.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            m,
-            "streamgate_bytes_in_total{{protocol=\"{name}\"}} {}",
-            c.bytes_in.load(Ordering::Relaxed)
-        );
-    }
+    ];
+    let per_protocol = |f: &dyn Fn(&ProtocolCounters) -> u64| -> Vec<(String, u64)> {
+        protocols
+            .iter()
+            .map(|(name, c)| (format!("{{protocol=\"{name}\"}}"), f(c)))
+            .collect()
+    };
+    family(
+        &mut m,
+        "streamgate_connections_total",
+        "counter",
+        "Connections accepted.",
+        per_protocol(&|c| load(&c.connections)),
+    );
+    family(
+        &mut m,
+        "streamgate_connection_errors_total",
+        "counter",
+        "Connections closed for bad input.",
+        per_protocol(&|c| load(&c.errors)),
+    );
+    family(
+        &mut m,
+        "streamgate_bytes_out_total",
+        "counter",
+        "Bytes sent.",
+        per_protocol(&|c| load(&c.bytes_out)),
+    );
+    family(
+        &mut m,
+        "streamgate_bytes_in_total",
+        "counter",
+        "Bytes received.",
+        per_protocol(&|c| load(&c.bytes_in)),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m)
 }
