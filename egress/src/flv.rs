@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use media::hub::Tracks;
 use media::{AudioConfig, HubEvent, MediaFrame, MuxSlot, TrackKind, VideoConfig};
 
-use crate::viewer::{Step, ViewerState};
+use crate::viewer::{timestamp_ms, Step, ViewerState};
 use rtmp::amf0::{self, Amf0Value};
 
 /// FLV tag types.
@@ -22,8 +22,6 @@ pub fn header(tracks: Tracks) -> Bytes {
     let flags = (u8::from(tracks.audio) << 2) | u8::from(tracks.video);
     Bytes::copy_from_slice(&[b'F', b'L', b'V', 1, flags, 0, 0, 0, 9, 0, 0, 0, 0])
 }
-
-pub use crate::viewer::timestamp_ms as flv_timestamp;
 
 /// One tag (11-byte header, body, 4-byte PreviousTagSize) from body parts.
 pub fn tag(tag_type: u8, timestamp: u32, body: &[&[u8]]) -> Bytes {
@@ -54,7 +52,7 @@ pub const AUDIO_FRAME_PREFIX: [u8; 2] = [0xaf, 1];
 /// The tag of a frame, muxed once and shared by every FLV viewer.
 pub fn frame_tag(frame: &MediaFrame) -> Bytes {
     frame.muxed(MuxSlot::Flv, |f| {
-        let ts = flv_timestamp(f.dts_ms());
+        let ts = timestamp_ms(f.dts_ms());
         match f.track {
             TrackKind::Video => tag(tag::VIDEO, ts, &[&video_frame_prefix(f), &f.data]),
             TrackKind::Audio => tag(tag::AUDIO, ts, &[&AUDIO_FRAME_PREFIX, &f.data]),

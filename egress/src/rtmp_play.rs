@@ -6,7 +6,7 @@ use rtmp::chunk::{encode_message, types};
 use rtmp::session::csid;
 
 use crate::flv::{self, AUDIO_FRAME_PREFIX};
-use crate::viewer::{Step, ViewerState};
+use crate::viewer::{timestamp_ms, Step, ViewerState};
 
 /// The message stream id and chunk size whose frame encodings are cached and shared. Our server
 /// session always answers the first createStream with 1 and sends with chunk size 4096.
@@ -15,7 +15,7 @@ pub const SHARED_STREAM_ID: u32 = 1;
 pub const SHARED_CHUNK_SIZE: usize = 4096;
 
 fn encode_frame(f: &MediaFrame, stream_id: u32, chunk_size: usize) -> Bytes {
-    let ts = flv::flv_timestamp(f.dts_ms());
+    let ts = timestamp_ms(f.dts_ms());
     let mut body = BytesMut::with_capacity(f.data.len() + 5);
     let (cs, ty) = match f.track {
         TrackKind::Video => {

@@ -75,19 +75,26 @@ fn audio_codec_name(id: u8) -> String {
 }
 
 /// Converts one RTMP publisher's messages into hub inputs.
-#[derive(Default)]
 pub struct RtmpIngest {
     length_size: u8,
     last_raw: Option<u32>,
     wraps: i64,
 }
 
+impl Default for RtmpIngest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RtmpIngest {
     /// A fresh converter.
     pub fn new() -> Self {
+        // NAL length prefixes are 4 bytes until an AVC sequence header says otherwise.
         Self {
             length_size: 4,
-            ..Default::default()
+            last_raw: None,
+            wraps: 0,
         }
     }
 

@@ -159,7 +159,6 @@ struct Stream {
     key: StreamKey,
     publisher: PublisherInfo,
     started: SystemTime,
-    config: HubConfig,
     state: Mutex<StreamState>,
     keyframe_notify: Notify,
     keyframe_requests: AtomicU64,
@@ -236,7 +235,6 @@ impl Hub {
             key: key.clone(),
             publisher: info,
             started: SystemTime::now(),
-            config: self.inner.config.clone(),
             state: Mutex::default(),
             keyframe_notify: Notify::new(),
             keyframe_requests: AtomicU64::new(0),
@@ -447,7 +445,7 @@ impl Publisher {
         };
         let frame = Arc::new(frame);
         // GOP cache.
-        let cfg = &self.stream.config;
+        let cfg = &self.stream.hub.config;
         if has_video {
             if frame.track == TrackKind::Video && frame.keyframe {
                 st.gop.clear();
