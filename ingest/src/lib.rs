@@ -5,3 +5,4 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod rtmp;
+pub mod webrtc;

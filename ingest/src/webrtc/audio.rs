@@ -1,0 +1,316 @@
+//! Opus -> AAC-LC 48 kHz, with FFmpeg's decoders and encoder (ffmpeg-next).
+//!
+//! * Opus packets carry 2.5-120 ms (usually 20 ms = 960 samples); AAC frames take exactly 1024
+//!   samples, so decoded PCM waits in a FIFO.
+//! * Output timestamps come from sample counts: the first sample of each AAC frame is
+//!   `fifo_pts`, advanced by 1024 per frame. Incoming packet timestamps only detect gaps: a gap
+//!   up to [`MAX_CONCEAL_SAMPLES`] (a lost packet, or DTX silence) is filled with silence so the
+//!   output stays continuous; a longer one restarts the FIFO at the new timestamp. Nothing else
+//!   is added or dropped.
+//! * Mono publishers give mono AAC (64 kb/s), stereo ones stereo (128 kb/s), decided from the
+//!   first packet's TOC byte (RFC 6716 §3.1).
+//! * Encoder delay, bounded and documented: the FIFO holds < 1024 samples (21.3 ms) and FFmpeg's
+//!   AAC encoder outputs a frame one frame after its input (1024 samples, 21.3 ms), so audio
+//!   leaves at most ~43 ms after it arrived. Packet timestamps are already corrected for the
+//!   encoder's 1024-sample priming (the first frame is stamped 21.3 ms before the first sample).
+
+use bytes::Bytes;
+use ffmpeg_next as ff;
+use media::aac::AacInfo;
+use media::frame::AudioConfig;
+
+/// Opus and AAC here run at 48 kHz.
+pub const SAMPLE_RATE: u32 = 48_000;
+/// Gaps up to one second are concealed with silence.
+pub const MAX_CONCEAL_SAMPLES: i64 = 48_000;
+const AAC_FRAME: usize = 1024;
+
+/// Transcoder errors (each ends this stream's audio, not the process).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AudioError {
+    /// FFmpeg lacks a codec.
+    #[error("FFmpeg has no {0} codec")]
+    CodecMissing(&'static str),
+    /// FFmpeg refused to open or run a codec.
+    #[error("{0}: {1}")]
+    Ffmpeg(&'static str, ff::Error),
+    /// The decoder produced something other than float planar samples.
+    #[error("unexpected decoded sample format")]
+    SampleFormat,
+}
+
+/// One AAC frame with its timestamp in 48 kHz samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AacFrame {
+    /// Presentation time, 48 kHz.
+    pub pts: i64,
+    /// Raw AAC frame.
+    pub data: Bytes,
+}
+
+/// What the transcoder counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AudioCounters {
+    /// Opus packets decoded.
+    pub packets: u64,
+    /// Silence samples inserted for lost packets.
+    pub concealed_samples: u64,
+    /// Packets that did not decode (treated as lost).
+    pub decode_errors: u64,
+    /// Late or duplicate packets skipped.
+    pub late_packets: u64,
+    /// Gaps too long to conceal (the FIFO restarted).
+    pub restarts: u64,
+}
+
+/// Whether an Opus packet's TOC byte says stereo.
+pub fn opus_is_stereo(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|toc| toc & 0x04 != 0)
+}
+
+/// Opus -> AAC for one stream.
+pub struct OpusToAac {
+    decoder: ff::decoder::Audio,
+    encoder: ff::encoder::Audio,
+    channels: usize,
+    fifo: [Vec<f32>; 2],
+    fifo_pts: i64,
+    next_pts: Option<i64>,
+    config: AudioConfig,
+    decoded: ff::frame::Audio,
+    counters: AudioCounters,
+}
+
+impl OpusToAac {
+    /// A transcoder giving stereo AAC if `stereo`, mono otherwise.
+    pub fn new(stereo: bool) -> Result<Self, AudioError> {
+        ff::init().map_err(|e| AudioError::Ffmpeg("init", e))?;
+        let channels = if stereo { 2 } else { 1 };
+        let dec_codec = ff::decoder::find(ff::codec::Id::OPUS).ok_or(AudioError::CodecMissing("Opus decoder"))?;
+        let decoder = ff::codec::Context::new_with_codec(dec_codec)
+            .decoder()
+            .audio()
+            .map_err(|e| AudioError::Ffmpeg("opening the Opus decoder", e))?;
+        let enc_codec = ff::encoder::find(ff::codec::Id::AAC).ok_or(AudioError::CodecMissing("AAC encoder"))?;
+        let mut enc = ff::codec::Context::new_with_codec(enc_codec)
+            .encoder()
+            .audio()
+            .map_err(|e| AudioError::Ffmpeg("creating the AAC encoder", e))?;
+        enc.set_rate(SAMPLE_RATE as i32);
+        enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Planar));
+        enc.set_channel_layout(ff::ChannelLayout::default(channels as i32));
+        enc.set_bit_rate(64_000 * channels);
+        enc.set_time_base(ff::Rational::new(1, SAMPLE_RATE as i32));
+        let encoder = enc.open_as(enc_codec).map_err(|e| AudioError::Ffmpeg("opening the AAC encoder", e))?;
+        let info = AacInfo {
+            object_type: 2,
+            sample_rate: SAMPLE_RATE,
+            channels: channels as u8,
+        };
+        let asc = info.to_asc().ok_or(AudioError::CodecMissing("AudioSpecificConfig"))?;
+        let config = AudioConfig::from_asc(asc).map_err(|_| AudioError::CodecMissing("AudioSpecificConfig"))?;
+        Ok(Self {
+            decoder,
+            encoder,
+            channels,
+            fifo: [Vec::with_capacity(4096), Vec::with_capacity(4096)],
+            fifo_pts: 0,
+            next_pts: None,
+            config,
+            decoded: ff::frame::Audio::empty(),
+            counters: AudioCounters::default(),
+        })
+    }
+
+    /// The AAC configuration of the output.
+    pub fn config(&self) -> &AudioConfig {
+        &self.config
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> AudioCounters {
+        self.counters
+    }
+
+    /// Moves every timestamp by `delta` samples (A/V realignment); no samples change.
+    pub fn shift(&mut self, delta: i64) {
+        self.fifo_pts += delta;
+        if let Some(n) = &mut self.next_pts {
+            *n += delta;
+        }
+    }
+
+    /// Takes one Opus packet whose first sample is at `pts` (48 kHz); appends finished AAC
+    /// frames to `out`.
+    pub fn push(&mut self, pts: i64, packet: &[u8], out: &mut Vec<AacFrame>) -> Result<(), AudioError> {
+        match self.next_pts {
+            None => self.fifo_pts = pts,
+            Some(expected) => {
+                let gap = pts - expected;
+                if gap < -(AAC_FRAME as i64) / 2 {
+                    // Older than what we already have: a duplicate or a very late packet.
+                    self.counters.late_packets += 1;
+                    return Ok(());
+                }
+                if gap > MAX_CONCEAL_SAMPLES {
+                    self.counters.restarts += 1;
+                    self.fifo[0].clear();
+                    self.fifo[1].clear();
+                    self.fifo_pts = pts;
+                } else if gap > 0 {
+                    self.counters.concealed_samples += gap as u64;
+                    for ch in 0..self.channels {
+                        self.fifo[ch].resize(self.fifo[ch].len() + gap as usize, 0.0);
+                    }
+                }
+            }
+        }
+        let decoded = self.decode(packet)?;
+        if decoded == 0 {
+            // Undecodable: the next packet's gap is concealed.
+            if self.next_pts.is_none() {
+                self.next_pts = Some(pts);
+            }
+        } else {
+            self.next_pts = Some(pts + decoded as i64);
+        }
+        self.drain(out)
+    }
+
+    /// Decodes into the FIFO; returns the number of samples added.
+    fn decode(&mut self, packet: &[u8]) -> Result<usize, AudioError> {
+        if packet.is_empty() {
+            return Ok(0);
+        }
+        let pkt = ff::Packet::copy(packet);
+        if self.decoder.send_packet(&pkt).is_err() {
+            self.counters.decode_errors += 1;
+            return Ok(0);
+        }
+        self.counters.packets += 1;
+        let mut added = 0;
+        while self.decoder.receive_frame(&mut self.decoded).is_ok() {
+            let f = &self.decoded;
+            if f.format() != ff::format::Sample::F32(ff::format::sample::Type::Planar) || f.planes() == 0 {
+                return Err(AudioError::SampleFormat);
+            }
+            let n = f.samples();
+            let planes = f.planes();
+            for ch in 0..self.channels {
+                let plane = f.plane::<f32>(ch.min(planes - 1));
+                self.fifo[ch].extend_from_slice(&plane[..n.min(plane.len())]);
+            }
+            added += n;
+        }
+        Ok(added)
+    }
+
+    fn drain(&mut self, out: &mut Vec<AacFrame>) -> Result<(), AudioError> {
+        while self.fifo[0].len() >= AAC_FRAME {
+            let layout = ff::ChannelLayout::default(self.channels as i32);
+            let mut frame = ff::frame::Audio::new(ff::format::Sample::F32(ff::format::sample::Type::Planar), AAC_FRAME, layout);
+            frame.set_rate(SAMPLE_RATE);
+            frame.set_pts(Some(self.fifo_pts));
+            for ch in 0..self.channels {
+                frame.plane_mut::<f32>(ch)[..AAC_FRAME].copy_from_slice(&self.fifo[ch][..AAC_FRAME]);
+                self.fifo[ch].drain(..AAC_FRAME);
+            }
+            self.fifo_pts += AAC_FRAME as i64;
+            self.encoder.send_frame(&frame).map_err(|e| AudioError::Ffmpeg("AAC encoding", e))?;
+            let mut pkt = ff::Packet::empty();
+            while self.encoder.receive_packet(&mut pkt).is_ok() {
+                if let (Some(pts), Some(data)) = (pkt.pts(), pkt.data()) {
+                    out.push(AacFrame {
+                        pts,
+                        data: Bytes::copy_from_slice(data),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opus packets from FFmpeg's libopus encoder (20 ms, mono, 440 Hz), generated in the test
+    /// with FFmpeg's own encoder so no binary test data is needed.
+    fn opus_packets(n: usize, stereo: bool) -> Vec<Vec<u8>> {
+        ff::init().unwrap();
+        let codec = ff::encoder::find_by_name("libopus").unwrap();
+        let ch = if stereo { 2 } else { 1 };
+        let mut enc = ff::codec::Context::new_with_codec(codec).encoder().audio().unwrap();
+        enc.set_rate(48_000);
+        enc.set_format(ff::format::Sample::I16(ff::format::sample::Type::Packed));
+        enc.set_channel_layout(ff::ChannelLayout::default(ch));
+        enc.set_bit_rate(32_000);
+        enc.set_time_base(ff::Rational::new(1, 48_000));
+        let mut enc = enc.open_as(codec).unwrap();
+        let mut out = Vec::new();
+        let mut t = 0usize;
+        while out.len() < n {
+            let mut f = ff::frame::Audio::new(ff::format::Sample::I16(ff::format::sample::Type::Packed), 960, ff::ChannelLayout::default(ch));
+            f.set_pts(Some(t as i64));
+            let buf = f.plane_mut::<i16>(0);
+            for (i, s) in buf.iter_mut().enumerate() {
+                let k = t + i / ch as usize;
+                *s = ((k as f32 * 440.0 * std::f32::consts::TAU / 48_000.0).sin() * 8000.0) as i16;
+            }
+            t += 960;
+            enc.send_frame(&f).unwrap();
+            let mut p = ff::Packet::empty();
+            while enc.receive_packet(&mut p).is_ok() {
+                out.push(p.data().unwrap().to_vec());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn continuous_timestamps_from_sample_counts() {
+        let pkts = opus_packets(100, false);
+        assert!(!opus_is_stereo(&pkts[0]));
+        let mut t = OpusToAac::new(false).unwrap();
+        assert_eq!(t.config().info.channels, 1);
+        let mut out = Vec::new();
+        for (i, p) in pkts.iter().enumerate() {
+            t.push(10_000 + i as i64 * 960, p, &mut out).unwrap();
+        }
+        // 96,000 samples in: 93 full AAC frames through the FIFO, one held by the encoder.
+        assert!(out.len() >= 90, "{}", out.len());
+        assert_eq!(out[0].pts, 10_000 - 1024, "priming accounted for");
+        for w in out.windows(2) {
+            assert_eq!(w[1].pts - w[0].pts, 1024);
+        }
+        assert_eq!(t.counters().concealed_samples, 0);
+    }
+
+    #[test]
+    fn lost_packet_is_concealed_and_stays_continuous() {
+        let pkts = opus_packets(50, true);
+        assert!(opus_is_stereo(&pkts[0]));
+        let mut t = OpusToAac::new(true).unwrap();
+        let mut out = Vec::new();
+        for (i, p) in pkts.iter().enumerate() {
+            if i == 10 || i == 11 {
+                continue; // lost
+            }
+            t.push(i as i64 * 960, p, &mut out).unwrap();
+        }
+        assert_eq!(t.counters().concealed_samples, 1920);
+        for w in out.windows(2) {
+            assert_eq!(w[1].pts - w[0].pts, 1024);
+        }
+        // A duplicate is skipped; a garbage packet does not stop the stream.
+        t.push(20 * 960, &pkts[20], &mut out).unwrap();
+        assert_eq!(t.counters().late_packets, 1);
+        t.push(50 * 960, &[0xff, 0xff, 0xff], &mut out).unwrap();
+        t.push(51 * 960, &pkts[0], &mut out).unwrap();
+        // A gap of more than a second restarts the FIFO instead of inserting a minute of silence.
+        t.push(60 * 48_000, &pkts[1], &mut out).unwrap();
+        assert_eq!(t.counters().restarts, 1);
+    }
+}

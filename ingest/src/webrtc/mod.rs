@@ -1,0 +1,12 @@
+//! WebRTC ingest (WHIP): sans-IO pieces; the UDP socket and tasks live in the gateway.
+//!
+//! * [`endpoint`]: many str0m `Rtc` sessions on one UDP port, routed by ICE ufrag and address.
+//! * [`h264`]: H.264 access units -> AVCC frames and sequence headers.
+//! * [`audio`]: Opus -> AAC-LC.
+//! * [`timing`]: RTP time -> hub timeline, A/V alignment from RTCP sender reports.
+//! * [`pipeline`]: one publisher's media, from depacketized frames to hub operations.
+
+pub mod audio;
+pub mod h264;
+pub mod timing;
+pub mod pipeline;

@@ -1,0 +1,274 @@
+//! One WebRTC publisher's media: depacketized frames in, hub operations out.
+//!
+//! The hub must know a stream's tracks before viewers start (FLV headers announce them), so
+//! operations are held back until every negotiated track has its configuration (video: the first
+//! IDR with SPS/PPS; audio: the first decoded Opus packet), at most [`STARTUP_HOLD`] of media.
+//! When released, audio older than the first video frame is discarded so both tracks start
+//! together.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use media::frame::{AudioConfig, MediaFrame, Timebase, VideoConfig};
+
+use super::audio::{opus_is_stereo, AacFrame, AudioError, OpusToAac};
+use super::h264::H264Track;
+use super::timing::{SessionTiming, Track};
+
+/// Longest stretch of media (by timestamp) held while waiting for the other track's config.
+pub const STARTUP_HOLD_MS: i64 = 3000;
+
+const VIDEO_TB: Timebase = Timebase::MPEG;
+const AUDIO_TB: Timebase = Timebase { num: 1, den: 48_000 };
+
+/// A depacketized frame from the WebRTC stack.
+#[derive(Debug, Clone)]
+pub struct RtpFrame {
+    /// Video (H.264 access unit, Annex-B) or audio (one Opus packet).
+    pub track: Track,
+    /// Extended RTP timestamp.
+    pub rtp_time: u64,
+    /// When its first packet arrived.
+    pub arrival: Instant,
+    /// False when packets before it were lost.
+    pub contiguous: bool,
+    /// Payload.
+    pub data: Arc<[u8]>,
+    /// Latest RTCP sender report of this track: NTP time and RTP timestamp.
+    pub sender_report: Option<(SystemTime, u32)>,
+}
+
+/// What to do on the hub.
+#[derive(Debug)]
+pub enum HubOp {
+    /// Set the video configuration.
+    VideoConfig(VideoConfig),
+    /// Set the audio configuration.
+    AudioConfig(AudioConfig),
+    /// Push a frame.
+    Frame(MediaFrame),
+}
+
+/// Per-publisher state.
+pub struct Pipeline {
+    timing: SessionTiming,
+    video: H264Track,
+    audio: Option<OpusToAac>,
+    want_video: bool,
+    want_audio: bool,
+    audio_error: Option<String>,
+    last_sr: [Option<(SystemTime, u32)>; 2],
+    held: Vec<HubOp>,
+    released: bool,
+    aac: Vec<AacFrame>,
+}
+
+impl Pipeline {
+    /// A pipeline for the negotiated tracks.
+    pub fn new(video: bool, audio: bool) -> Self {
+        Self {
+            timing: SessionTiming::new(),
+            video: H264Track::new(),
+            audio: None,
+            want_video: video,
+            want_audio: audio,
+            audio_error: None,
+            last_sr: [None, None],
+            held: Vec::new(),
+            released: false,
+            aac: Vec::new(),
+        }
+    }
+
+    /// The H.264 track's state (counters).
+    pub fn video(&self) -> &H264Track {
+        &self.video
+    }
+
+    /// The audio transcoder, once started.
+    pub fn audio(&self) -> Option<&OpusToAac> {
+        self.audio.as_ref()
+    }
+
+    /// Why audio was given up, if it was.
+    pub fn audio_error(&self) -> Option<&str> {
+        self.audio_error.as_deref()
+    }
+
+    /// Takes one frame; appends hub operations to `ops`. Returns true when a keyframe should be
+    /// requested from the sender.
+    pub fn push(&mut self, f: RtpFrame, ops: &mut Vec<HubOp>) -> bool {
+        let ti = usize::from(f.track == Track::Audio);
+        if let Some((ntp, rtp)) = f.sender_report {
+            if self.last_sr[ti] != f.sender_report {
+                self.last_sr[ti] = f.sender_report;
+                if let Some(delta) = self.timing.sender_report(f.track, ntp, rtp) {
+                    if let Some(a) = &mut self.audio {
+                        a.shift(delta);
+                    }
+                }
+            }
+        }
+        let pts = self.timing.pts(f.track, f.rtp_time, f.arrival);
+        let mut out = Vec::new();
+        let mut want_keyframe = false;
+        match f.track {
+            Track::Video => {
+                let r = self.video.push(&f.data, f.contiguous);
+                want_keyframe = r.want_keyframe;
+                if let Some(cfg) = r.config {
+                    out.push(HubOp::VideoConfig(cfg));
+                }
+                if let Some((data, key)) = r.frame {
+                    out.push(HubOp::Frame(MediaFrame::video(pts, pts, VIDEO_TB, key, data)));
+                }
+            }
+            Track::Audio => {
+                if let Err(e) = self.transcode(pts, &f.data, &mut out) {
+                    // Audio is lost for this stream; video goes on.
+                    self.audio_error = Some(e.to_string());
+                    self.audio = None;
+                    self.want_audio = false;
+                }
+            }
+        }
+        self.release(out, ops);
+        want_keyframe
+    }
+
+    fn transcode(&mut self, pts: i64, packet: &[u8], out: &mut Vec<HubOp>) -> Result<(), AudioError> {
+        if self.audio_error.is_some() {
+            return Ok(());
+        }
+        let a = match &mut self.audio {
+            Some(a) => a,
+            None => {
+                let a = OpusToAac::new(opus_is_stereo(packet))?;
+                out.push(HubOp::AudioConfig(a.config().clone()));
+                self.audio.insert(a)
+            }
+        };
+        a.push(pts, packet, &mut self.aac)?;
+        for f in self.aac.drain(..) {
+            out.push(HubOp::Frame(MediaFrame::audio(f.pts, AUDIO_TB, f.data)));
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, out: Vec<HubOp>, ops: &mut Vec<HubOp>) {
+        if self.released {
+            ops.extend(out);
+            return;
+        }
+        self.held.extend(out);
+        let has_video = self.video.config().is_some();
+        let has_audio = self.audio.is_some();
+        let ready = (has_video || !self.want_video) && (has_audio || !self.want_audio);
+        let span_ms = held_span_ms(&self.held);
+        if !ready && span_ms < STARTUP_HOLD_MS {
+            return;
+        }
+        self.released = true;
+        // Configurations first, then frames; audio before the first video frame is dropped.
+        let first_video_ms = self.held.iter().find_map(|op| match op {
+            HubOp::Frame(f) if f.track == media::frame::TrackKind::Video => Some(f.pts_ms()),
+            _ => None,
+        });
+        let held = std::mem::take(&mut self.held);
+        let (configs, frames): (Vec<_>, Vec<_>) = held.into_iter().partition(|op| !matches!(op, HubOp::Frame(_)));
+        ops.extend(configs);
+        ops.extend(frames.into_iter().filter(|op| match (op, first_video_ms) {
+            (HubOp::Frame(f), Some(v)) if f.track == media::frame::TrackKind::Audio => f.pts_ms() + 22 >= v,
+            _ => true,
+        }));
+    }
+}
+
+fn held_span_ms(held: &[HubOp]) -> i64 {
+    let mut lo = i64::MAX;
+    let mut hi = i64::MIN;
+    for op in held {
+        if let HubOp::Frame(f) = op {
+            lo = lo.min(f.pts_ms());
+            hi = hi.max(f.pts_ms());
+        }
+    }
+    if lo > hi {
+        0
+    } else {
+        hi - lo
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SPS: &[u8] = include_bytes!("../../../media/testdata/openh264_640x480.sps");
+
+    fn idr(extra: u8) -> Arc<[u8]> {
+        let mut v = vec![0, 0, 0, 1];
+        v.extend_from_slice(SPS);
+        v.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 0, 1, 0x65, extra]);
+        v.into()
+    }
+
+    fn frame(track: Track, rtp: u64, at: Instant, data: Arc<[u8]>) -> RtpFrame {
+        RtpFrame {
+            track,
+            rtp_time: rtp,
+            arrival: at,
+            contiguous: true,
+            data,
+            sender_report: None,
+        }
+    }
+
+    #[test]
+    fn video_only_is_released_at_first_idr() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(true, false);
+        let mut ops = Vec::new();
+        let want = p.push(frame(Track::Video, 0, t0, vec![0, 0, 0, 1, 0x41, 1].into()), &mut ops);
+        assert!(want && ops.is_empty());
+        p.push(frame(Track::Video, 3000, t0 + Duration::from_millis(33), idr(1)), &mut ops);
+        assert!(matches!(ops[0], HubOp::VideoConfig(_)));
+        match &ops[1] {
+            HubOp::Frame(f) => assert!(f.keyframe && f.pts_ms() == 133),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn held_until_both_configs_and_early_audio_dropped() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(true, true);
+        let mut ops = Vec::new();
+        // Audio that does not decode still starts the transcoder (config known)...
+        p.push(frame(Track::Audio, 0, t0, vec![0xfc, 0xff, 0xfe].into()), &mut ops);
+        assert!(ops.is_empty(), "held until video has a config");
+        p.push(frame(Track::Video, 90_000, t0 + Duration::from_millis(1000), idr(2)), &mut ops);
+        let kinds: Vec<&str> = ops
+            .iter()
+            .map(|o| match o {
+                HubOp::VideoConfig(_) => "v-config",
+                HubOp::AudioConfig(_) => "a-config",
+                HubOp::Frame(_) => "frame",
+            })
+            .collect();
+        assert_eq!(kinds, ["a-config", "v-config", "frame"]);
+    }
+
+    #[test]
+    fn hold_is_bounded_when_video_never_decodes() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(true, false);
+        let mut ops = Vec::new();
+        for i in 0..200u64 {
+            p.push(frame(Track::Video, i * 3000, t0, vec![0, 0, 0, 1, 0x41, 1].into()), &mut ops);
+        }
+        assert!(ops.is_empty());
+        assert!(p.held.is_empty(), "P-frames before an IDR are dropped, not held");
+    }
+}
