@@ -62,6 +62,21 @@ pub struct Config {
     pub rtmp: RtmpSection,
     pub http: HttpSection,
     pub egress: EgressSection,
+    pub webrtc: WebRtcSection,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRtcSection {
+    pub pli_interval_ms: u64,
+    pub keyframe_request_min_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub max_sessions: usize,
+    pub video_reorder_packets: usize,
+    pub whip_token: String,
+    pub ice_servers: Vec<String>,
+    pub udp_receive_buffer: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

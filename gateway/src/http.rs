@@ -12,7 +12,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use egress::flv::FlvViewer;
@@ -24,6 +24,7 @@ use tracing::{debug, info, Instrument};
 
 use crate::io::coalesce;
 use crate::state::{ProtocolCounters, SharedState};
+use crate::whip;
 
 pub fn router(state: SharedState) -> Router {
     let origin = match state.config.http.cors_allow_origin.as_str() {
@@ -32,13 +33,26 @@ pub fn router(state: SharedState) -> Router {
     };
     let cors = CorsLayer::new()
         .allow_origin(origin)
-        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-        .allow_headers(Any);
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+        ])
+        .allow_headers(Any)
+        .expose_headers([header::LOCATION, header::LINK, header::ETAG]);
     Router::new()
         .route("/", get(index))
         .route("/api/v1/streams", get(api_streams))
         .route("/metrics", get(metrics))
         .route("/{app}/{file}", get(play))
+        .route("/whip/{app}/{stream}", post(whip::post).options(whip::options))
+        .route(
+            "/whip/{app}/{stream}/{session}",
+            delete(whip::delete).patch(whip::patch).options(whip::session_options),
+        )
         .layer(cors)
         .with_state(state)
 }
@@ -257,6 +271,73 @@ async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
             .collect()
     };
     family(&mut m, "streamgate_streams", "gauge", "Live streams.", one(streams.len() as u64));
+    let w = &st.webrtc_counters;
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions_total",
+        "counter",
+        "WHIP sessions created.",
+        one(load(&w.sessions)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions",
+        "gauge",
+        "WHIP sessions alive.",
+        one(load(&w.sessions_active)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_datagrams_in_total",
+        "counter",
+        "UDP datagrams received.",
+        one(load(&w.datagrams_in)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_bytes_in_total",
+        "counter",
+        "UDP bytes received.",
+        one(load(&w.bytes_in)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_datagrams_dropped_total",
+        "counter",
+        "UDP datagrams dropped: matching no session, or not STUN/DTLS/RTP/RTCP.",
+        [
+            ("{reason=\"unroutable\"}".to_owned(), load(&w.datagrams_unroutable)),
+            ("{reason=\"malformed\"}".to_owned(), load(&w.datagrams_malformed)),
+        ],
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_rtp_packets_total",
+        "counter",
+        "RTP packets received, retransmissions included.",
+        one(load(&w.rtp_packets)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_nacks_total",
+        "counter",
+        "RTCP NACKs sent to publishers.",
+        one(load(&w.nacks)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_plis_total",
+        "counter",
+        "RTCP PLIs sent to publishers.",
+        one(load(&w.plis)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_frames_dropped_total",
+        "counter",
+        "Depacketized frames dropped because a publisher's media task fell behind.",
+        one(load(&w.frames_dropped_queue)),
+    );
     family(
         &mut m,
         "streamgate_streams_published_total",

@@ -1,11 +1,14 @@
 //! `streamgate`: the gateway binary. Wires ingest, the hub and egress to listeners.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod auth;
 mod config;
 mod http;
 mod io;
 mod rtmp_server;
 mod state;
+mod webrtc_server;
+mod whip;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,11 +98,18 @@ async fn main() -> Result<()> {
     let rtmp_listener = bind_tcp(config.server.rtmp, send_buffer).with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
     let http_addr = http_listener.local_addr()?;
     let rtmp_addr = rtmp_listener.local_addr()?;
+    let (udp_socket, endpoint_config) = webrtc_server::bind(&config)?;
+    let udp_addr = udp_socket.local_addr()?;
+    let (webrtc, webrtc_rx) = webrtc_server::channel();
+    let publish_auth = auth::from_config(&config);
     let state = Arc::new(AppState {
         config,
         hub,
         counters: Counters::default(),
         shutdown: shutdown_rx.clone(),
+        webrtc,
+        webrtc_counters: Default::default(),
+        publish_auth,
     });
 
     let h = display_host(http_addr);
@@ -108,6 +118,7 @@ async fn main() -> Result<()> {
     println!("streamgate {} is running", env!("CARGO_PKG_VERSION"));
     println!("  home page        http://{h}:{hp}/");
     println!("  publish (RTMP)   rtmp://{r}:{rp}/live/demo   (OBS: server rtmp://{r}:{rp}/live, key demo)");
+    println!("  publish (WHIP)   http://{h}:{hp}/whip/live/demo   (WebRTC media on UDP {udp_addr})");
     println!("  play RTMP        rtmp://{r}:{rp}/live/demo");
     println!("  play HTTP-FLV    http://{h}:{hp}/live/demo.flv");
     println!("  play WS-FLV      ws://{h}:{hp}/live/demo.flv");
@@ -117,6 +128,7 @@ async fn main() -> Result<()> {
     info!(http = %http_addr, rtmp = %rtmp_addr, "listening");
 
     let rtmp_task = tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone()));
+    let webrtc_task = tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_rx, state.clone()));
     let mut http_shutdown = shutdown_rx.clone();
     let http_task = tokio::spawn(async move {
         // Live media is latency-bound: no Nagle delay on play responses.
@@ -138,6 +150,7 @@ async fn main() -> Result<()> {
     // Publishers close, which ends every viewer's stream; give connections a moment to finish.
     let done = async {
         let _ = rtmp_task.await;
+        let _ = webrtc_task.await;
         let _ = http_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(5), done).await.is_err() {

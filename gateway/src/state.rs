@@ -41,6 +41,11 @@ pub struct AppState {
     pub counters: Counters,
     /// Flips to true on SIGINT/SIGTERM.
     pub shutdown: watch::Receiver<bool>,
+    /// Commands to the WebRTC task.
+    pub webrtc: crate::webrtc_server::WebRtcHandle,
+    pub webrtc_counters: Arc<crate::webrtc_server::WebRtcCounters>,
+    /// Decides who may publish (the WHIP bearer token today; a hook for real auth later).
+    pub publish_auth: Box<dyn crate::auth::PublishAuth>,
 }
 
 pub type SharedState = Arc<AppState>;

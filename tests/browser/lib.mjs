@@ -43,15 +43,18 @@ export async function waitPort(port, ms = 10000) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export async function startGateway() {
+export async function startGateway(extraArgs = []) {
   const http = await freePort();
   const rtmp = await freePort();
-  const proc = spawn(gatewayBin(), ['--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`, '--log', 'warn'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  const udp = await freePort();
+  const proc = spawn(
+    gatewayBin(),
+    ['--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`, '--webrtc-udp', `127.0.0.1:${udp}`, '--log', process.env.GATEWAY_LOG || 'warn', ...extraArgs],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
   await waitPort(http);
   await waitPort(rtmp);
-  return { proc, http, rtmp, stop: () => proc.kill('SIGTERM') };
+  return { proc, http, rtmp, udp, stop: () => proc.kill('SIGTERM') };
 }
 
 export function startClockPublisher(url, seconds) {
@@ -75,9 +78,13 @@ export async function waitLive(httpPort, key, ms = 10000) {
 /// a user's site would be: CORS is part of what is tested).
 export async function startPageServer() {
   const page = readFileSync(join(here, 'latency.html'));
+  const whip = readFileSync(join(here, 'whip.html'));
   const lib = readFileSync(join(here, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
   const server = createServer((req, res) => {
-    if (req.url.startsWith('/mpegts.js')) {
+    if (req.url.startsWith('/whip.html')) {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(whip);
+    } else if (req.url.startsWith('/mpegts.js')) {
       res.writeHead(200, { 'content-type': 'text/javascript' });
       res.end(lib);
     } else {
@@ -89,8 +96,11 @@ export async function startPageServer() {
   return { port, close: () => server.close() };
 }
 
-export async function launchChromium() {
+export async function launchChromium({ camera = false } = {}) {
   // Playwright gives every launch a fresh temporary profile (what --user-data-dir would do).
+  const media = camera
+    ? ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream', '--allow-loopback-in-peer-connection']
+    : [];
   return chromium.launch({
     headless: true,
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -98,6 +108,7 @@ export async function launchChromium() {
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--autoplay-policy=no-user-gesture-required', '--disable-features=LocalNetworkAccessChecks',
+      ...media,
     ],
   });
 }
@@ -135,4 +146,22 @@ export function summarize(probe, seconds) {
     medianMs: median(all),
     p95Ms: all.length ? [...all].sort((a, b) => a - b)[Math.floor(all.length * 0.95)] : NaN,
   };
+}
+
+/// Opens a page that publishes the fake camera and microphone to `whipUrl`; resolves once the
+/// peer connection is connected. Returns the page (call `page.evaluate(() => window.unpublish())`).
+export async function whipPublish(browser, pagePort, whipUrl, { codec = 'h264', token = '', timeoutMs = 15000 } = {}) {
+  const page = await browser.newPage();
+  const q = new URLSearchParams({ url: whipUrl, codec, token });
+  await page.goto(`http://127.0.0.1:${pagePort}/whip.html?${q}`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const w = await page.evaluate(() => window.whip);
+    if (w.state === 'connected') return page;
+    if (w.state === 'error' || w.state === 'failed' || Date.now() > deadline) {
+      await page.close();
+      throw new Error(`WHIP publish to ${whipUrl}: ${w.state} ${JSON.stringify(w.errors)} (HTTP ${w.status})`);
+    }
+    await sleep(100);
+  }
 }

@@ -86,6 +86,8 @@ impl OpusToAac {
     /// A transcoder giving stereo AAC if `stereo`, mono otherwise.
     pub fn new(stereo: bool) -> Result<Self, AudioError> {
         ff::init().map_err(|e| AudioError::Ffmpeg("init", e))?;
+        // FFmpeg's own log lines (encoder statistics on close) would bypass tracing.
+        ff::util::log::set_level(ff::util::log::Level::Error);
         let channels = if stereo { 2 } else { 1 };
         let dec_codec = ff::decoder::find(ff::codec::Id::OPUS).ok_or(AudioError::CodecMissing("Opus decoder"))?;
         let decoder = ff::codec::Context::new_with_codec(dec_codec)
@@ -102,7 +104,9 @@ impl OpusToAac {
         enc.set_channel_layout(ff::ChannelLayout::default(channels as i32));
         enc.set_bit_rate(64_000 * channels);
         enc.set_time_base(ff::Rational::new(1, SAMPLE_RATE as i32));
-        let encoder = enc.open_as(enc_codec).map_err(|e| AudioError::Ffmpeg("opening the AAC encoder", e))?;
+        let encoder = enc
+            .open_as(enc_codec)
+            .map_err(|e| AudioError::Ffmpeg("opening the AAC encoder", e))?;
         let info = AacInfo {
             object_type: 2,
             sample_rate: SAMPLE_RATE,
@@ -252,7 +256,11 @@ mod tests {
         let mut out = Vec::new();
         let mut t = 0usize;
         while out.len() < n {
-            let mut f = ff::frame::Audio::new(ff::format::Sample::I16(ff::format::sample::Type::Packed), 960, ff::ChannelLayout::default(ch));
+            let mut f = ff::frame::Audio::new(
+                ff::format::Sample::I16(ff::format::sample::Type::Packed),
+                960,
+                ff::ChannelLayout::default(ch),
+            );
             f.set_pts(Some(t as i64));
             let buf = f.plane_mut::<i16>(0);
             for (i, s) in buf.iter_mut().enumerate() {

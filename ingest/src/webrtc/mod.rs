@@ -7,6 +7,7 @@
 //! * [`pipeline`]: one publisher's media, from depacketized frames to hub operations.
 
 pub mod audio;
+pub mod endpoint;
 pub mod h264;
-pub mod timing;
 pub mod pipeline;
+pub mod timing;

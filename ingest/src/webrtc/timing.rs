@@ -35,7 +35,11 @@ struct TrackClock {
 
 impl TrackClock {
     fn new(clock: i64) -> Self {
-        Self { clock, start: None, sr: None }
+        Self {
+            clock,
+            start: None,
+            sr: None,
+        }
     }
 
     /// Sender's NTP time of the track's first RTP timestamp, in seconds relative to `epoch`.
@@ -152,9 +156,15 @@ mod tests {
         assert_eq!(corr, Some(960));
         assert_eq!(s.pts(Track::Audio, 5000, t0), 4800 + 2400);
         // A later report within the threshold changes nothing.
-        assert_eq!(s.sender_report(Track::Audio, ntp + Duration::from_millis(2052), 5000 + 96_000), None);
+        assert_eq!(
+            s.sender_report(Track::Audio, ntp + Duration::from_millis(2052), 5000 + 96_000),
+            None
+        );
         // A drift beyond it is corrected.
-        assert_eq!(s.sender_report(Track::Audio, ntp + Duration::from_millis(3070), 5000 + 144_000), Some(960));
+        assert_eq!(
+            s.sender_report(Track::Audio, ntp + Duration::from_millis(3070), 5000 + 144_000),
+            Some(960)
+        );
         assert_eq!(s.realignments(), 2);
     }
 

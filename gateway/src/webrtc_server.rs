@@ -1,0 +1,373 @@
+//! The WebRTC shell: one UDP socket for every WHIP publisher, one task driving the sans-IO
+//! [`Endpoint`], and one media task per publisher (depacketized frames -> transcoding -> hub).
+//!
+//! * The UDP task never waits on a publisher's media task: frames go through a bounded channel;
+//!   when it is full the frame is dropped, counted, and the media task asks for a keyframe.
+//! * Keyframe requests (RTCP PLI) come from the media task: periodically
+//!   (`webrtc.pli_interval_ms`), after loss the stack could not repair, and when a viewer asks the
+//!   hub for one, at most once per `webrtc.keyframe_request_min_ms`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ingest::webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId};
+use ingest::webrtc::pipeline::{HubOp, Pipeline, RtpFrame};
+use media::{Publisher, StreamKey};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::state::SharedState;
+
+/// Frames queued between the UDP task and one publisher's media task.
+const MEDIA_QUEUE: usize = 1024;
+/// Longest wait of the UDP task between timer checks.
+const MAX_TICK: Duration = Duration::from_millis(200);
+
+/// What the HTTP side asks of the WebRTC task.
+pub enum Command {
+    /// A WHIP offer for a key already claimed on the hub.
+    Offer {
+        sdp: String,
+        publisher: Publisher,
+        reply: oneshot::Sender<Result<Accepted, OfferError>>,
+    },
+    /// WHIP DELETE.
+    Delete { token: String, reply: oneshot::Sender<bool> },
+    /// Ask a publisher for a keyframe (from its media task).
+    Keyframe { id: SessionId },
+}
+
+/// A WHIP session that was created.
+pub struct Accepted {
+    pub token: String,
+    pub answer: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WebRtcCounters {
+    pub sessions: AtomicU64,
+    pub sessions_active: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub datagrams_unroutable: AtomicU64,
+    pub datagrams_malformed: AtomicU64,
+    pub frames_dropped_queue: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub nacks: AtomicU64,
+    pub plis: AtomicU64,
+    pub rtp_packets: AtomicU64,
+}
+
+/// Handle used by HTTP routes.
+#[derive(Clone)]
+pub struct WebRtcHandle {
+    pub tx: mpsc::Sender<Command>,
+}
+
+/// Addresses advertised as ICE host candidates for a socket bound to `bind`.
+pub fn candidate_addrs(bind: SocketAddr, public_ip: Option<IpAddr>) -> Vec<SocketAddr> {
+    let port = bind.port();
+    let mut out = Vec::new();
+    if let Some(ip) = public_ip {
+        out.push(SocketAddr::new(ip, port));
+    }
+    if bind.ip().is_unspecified() {
+        // The address of the interface that routes outwards (no packet is sent), then loopback.
+        if public_ip.is_none() {
+            if let Some(ip) = primary_ip() {
+                out.push(SocketAddr::new(ip, port));
+            }
+        }
+        out.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    } else if public_ip != Some(bind.ip()) {
+        out.push(bind);
+    }
+    out.dedup();
+    out
+}
+
+fn primary_ip() -> Option<IpAddr> {
+    let s = StdUdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+/// Binds the UDP port (with a large receive buffer) and starts the task.
+pub fn bind(config: &crate::config::Config) -> Result<(UdpSocket, EndpointConfig)> {
+    let bind = config.server.webrtc_udp;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if config.webrtc.udp_receive_buffer > 0 {
+        if let Err(e) = sock.set_recv_buffer_size(config.webrtc.udp_receive_buffer as usize) {
+            warn!("SO_RCVBUF: {e}");
+        }
+    }
+    sock.bind(&bind.into()).with_context(|| format!("binding WebRTC UDP {bind}"))?;
+    sock.set_nonblocking(true)?;
+    let std_sock: StdUdpSocket = sock.into();
+    let socket = UdpSocket::from_std(std_sock)?;
+    let local = socket.local_addr()?;
+    let public_ip = config.server.public_ip.parse::<IpAddr>().ok();
+    let w = &config.webrtc;
+    let config = EndpointConfig {
+        candidates: candidate_addrs(local, public_ip),
+        max_sessions: w.max_sessions,
+        connect_timeout: Duration::from_millis(w.connect_timeout_ms),
+        idle_timeout: Duration::from_millis(w.idle_timeout_ms),
+        video_reorder_packets: w.video_reorder_packets,
+    };
+    info!(udp = %local, candidates = ?config.candidates, "WebRTC listening");
+    Ok((socket, config))
+}
+
+/// The command channel between HTTP routes and the WebRTC task.
+pub fn channel() -> (WebRtcHandle, mpsc::Receiver<Command>) {
+    let (tx, rx) = mpsc::channel(256);
+    (WebRtcHandle { tx }, rx)
+}
+
+/// Runs the WebRTC task until shutdown.
+pub async fn serve(socket: UdpSocket, config: EndpointConfig, rx: mpsc::Receiver<Command>, st: SharedState) {
+    let tx = st.webrtc.tx.clone();
+    let counters = st.webrtc_counters.clone();
+    run(socket, Endpoint::new(config), rx, tx, st, counters).await
+}
+
+struct Live {
+    token: String,
+    key: StreamKey,
+    media: mpsc::Sender<RtpFrame>,
+}
+
+async fn run(
+    socket: UdpSocket,
+    mut ep: Endpoint,
+    mut rx: mpsc::Receiver<Command>,
+    tx: mpsc::Sender<Command>,
+    st: SharedState,
+    counters: Arc<WebRtcCounters>,
+) {
+    let mut shutdown = st.shutdown.clone();
+    let mut live: HashMap<SessionId, Live> = HashMap::new();
+    let mut tokens: HashMap<String, SessionId> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    let mut out = Outputs::default();
+    loop {
+        let now = Instant::now();
+        let deadline = ep.next_deadline().unwrap_or(now + MAX_TICK).min(now + MAX_TICK);
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                match r {
+                    Ok((n, src)) => {
+                        counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        ep.handle_datagram(Instant::now(), src, &buf[..n], &mut out);
+                        // Take what else is queued before writing, up to a bound.
+                        for _ in 0..64 {
+                            match socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => {
+                                    counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                                    counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                                    ep.handle_datagram(Instant::now(), src, &buf[..n], &mut out);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(e) => debug!("WebRTC UDP receive: {e}"),
+                }
+            }
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    Command::Offer { sdp, publisher, reply } => {
+                        let r = ep.accept_offer(Instant::now(), &sdp, &mut out);
+                        let r = r.map(|(id, answer, neg)| {
+                            let token = random_token();
+                            let key = publisher.key().clone();
+                            let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE);
+                            let span = tracing::info_span!("whip", %key, session = id);
+                            tokio::spawn(media_task(id, publisher, neg, mrx, tx.clone(), st.clone()).instrument(span));
+                            live.insert(id, Live { token: token.clone(), key, media: mtx });
+                            tokens.insert(token.clone(), id);
+                            counters.sessions.fetch_add(1, Ordering::Relaxed);
+                            counters.sessions_active.fetch_add(1, Ordering::Relaxed);
+                            Accepted { token, answer }
+                        });
+                        let _ = reply.send(r);
+                    }
+                    Command::Delete { token, reply } => {
+                        let found = tokens.get(&token).copied();
+                        if let Some(id) = found {
+                            ep.close(id, &mut out);
+                        }
+                        let _ = reply.send(found.is_some());
+                    }
+                    Command::Keyframe { id } => {
+                        if ep.request_keyframe(id, &mut out) {
+                            counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                ep.handle_timeout(Instant::now(), &mut out);
+            }
+            _ = shutdown.changed() => {
+                let ids: Vec<SessionId> = live.keys().copied().collect();
+                for id in ids {
+                    ep.close(id, &mut out);
+                }
+                flush(&socket, &mut out, &mut live, &mut tokens, &counters, &mut ep).await;
+                break;
+            }
+        }
+        flush(&socket, &mut out, &mut live, &mut tokens, &counters, &mut ep).await;
+    }
+}
+
+async fn flush(
+    socket: &UdpSocket,
+    out: &mut Outputs,
+    live: &mut HashMap<SessionId, Live>,
+    tokens: &mut HashMap<String, SessionId>,
+    counters: &WebRtcCounters,
+    ep: &mut Endpoint,
+) {
+    for t in out.transmits.drain(..) {
+        if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                // The kernel buffer is full: wait once rather than drop handshake packets.
+                let _ = socket.send_to(&t.contents, t.destination).await;
+            } else {
+                debug!(to = %t.destination, "WebRTC UDP send: {e}");
+            }
+        }
+    }
+    for ev in out.events.drain(..) {
+        match ev {
+            EndpointEvent::Media(id, frame) => {
+                if let Some(l) = live.get(&id) {
+                    if l.media.try_send(frame).is_err() {
+                        counters.frames_dropped_queue.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            EndpointEvent::Connected(id) => {
+                if let Some(l) = live.get(&id) {
+                    info!(key = %l.key, session = id, "WebRTC publisher connected");
+                }
+            }
+            EndpointEvent::Closed(id, reason) => {
+                if let Some(l) = live.remove(&id) {
+                    tokens.remove(&l.token);
+                    counters.sessions_active.fetch_sub(1, Ordering::Relaxed);
+                    match reason {
+                        CloseReason::Requested | CloseReason::Disconnected => {
+                            info!(key = %l.key, session = id, "WebRTC publisher left: {reason}")
+                        }
+                        _ => warn!(key = %l.key, session = id, "WebRTC publisher ended: {reason}"),
+                    }
+                }
+            }
+        }
+    }
+    let c = ep.counters();
+    counters.datagrams_unroutable.store(c.unroutable, Ordering::Relaxed);
+    counters.datagrams_malformed.store(c.malformed, Ordering::Relaxed);
+    counters.nacks.store(c.nacks, Ordering::Relaxed);
+    counters.plis.store(c.plis, Ordering::Relaxed);
+    counters.rtp_packets.store(c.rtp_packets, Ordering::Relaxed);
+}
+
+async fn media_task(
+    id: SessionId,
+    publisher: Publisher,
+    neg: Negotiated,
+    mut rx: mpsc::Receiver<RtpFrame>,
+    tx: mpsc::Sender<Command>,
+    st: SharedState,
+) {
+    let w = &st.config.webrtc;
+    let min_gap = Duration::from_millis(w.keyframe_request_min_ms);
+    let periodic = (w.pli_interval_ms > 0).then(|| Duration::from_millis(w.pli_interval_ms));
+    let mut pipeline = Pipeline::new(neg.video, neg.audio);
+    let mut last_request: Option<Instant> = None;
+    let mut pending_request = false;
+    let mut ops = Vec::new();
+    let mut tick = tokio::time::interval(periodic.unwrap_or(Duration::from_secs(3600)).min(min_gap));
+    let mut last_periodic = Instant::now();
+    let mut audio_error_logged = false;
+    loop {
+        tokio::select! {
+            f = rx.recv() => {
+                let Some(f) = f else { break };
+                pending_request |= pipeline.push(f, &mut ops);
+                for op in ops.drain(..) {
+                    match op {
+                        HubOp::VideoConfig(c) => {
+                            info!(width = c.info.width, height = c.info.height, codec = %c.info.codec_string(), "video configuration");
+                            publisher.set_video_config(c);
+                        }
+                        HubOp::AudioConfig(c) => {
+                            info!(channels = c.info.channels, "audio: Opus -> AAC");
+                            publisher.set_audio_config(c);
+                        }
+                        HubOp::Frame(f) => publisher.push(f),
+                    }
+                }
+                if !audio_error_logged {
+                    if let Some(e) = pipeline.audio_error() {
+                        warn!("audio stopped: {e}");
+                        audio_error_logged = true;
+                    }
+                }
+            }
+            _ = publisher.keyframe_requested() => pending_request = true,
+            _ = tick.tick() => {
+                if let Some(p) = periodic {
+                    if last_periodic.elapsed() >= p {
+                        last_periodic = Instant::now();
+                        pending_request = true;
+                    }
+                }
+            }
+        }
+        if pending_request && last_request.is_none_or(|t| t.elapsed() >= min_gap) {
+            pending_request = false;
+            last_request = Some(Instant::now());
+            if tx.try_send(Command::Keyframe { id }).is_err() {
+                pending_request = true;
+            }
+        }
+    }
+    let c = pipeline.video().counters();
+    let a = pipeline.audio().map(|a| a.counters()).unwrap_or_default();
+    info!(
+        sequence_headers = c.configs,
+        dropped_waiting_keyframe = c.dropped_waiting_keyframe,
+        opus_packets = a.packets,
+        concealed_samples = a.concealed_samples,
+        "WebRTC stream ended"
+    );
+}
+
+/// 128 random bits from the ICE credential generator (a CSPRNG), as a URL-safe token.
+fn random_token() -> String {
+    let a = str0m::IceCreds::new();
+    format!("{}{}", a.ufrag, a.pass)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(32)
+        .collect()
+}

@@ -1,0 +1,521 @@
+//! Many WebRTC publishers on one UDP port (sans-IO).
+//!
+//! Each publisher is a str0m [`Rtc`] in ICE-lite mode with its own ICE credentials. A datagram
+//! is routed in O(1): STUN by the local ufrag in its USERNAME, everything else (DTLS, SRTP,
+//! SRTCP) by the source address learnt from an accepted STUN request. `Rtc::accepts` guards the
+//! final hand-over, so a datagram never reaches a session it does not belong to; datagrams that
+//! match nothing are counted and dropped.
+//!
+//! The shell (the gateway) owns the socket: it feeds [`Endpoint::handle_datagram`] and
+//! [`Endpoint::handle_timeout`], sends the [`Outputs::transmits`], and acts on
+//! [`Outputs::events`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+
+use super::pipeline::RtpFrame;
+use super::timing::Track;
+
+/// Limits and addresses.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Host candidates to advertise (public address for 1:1 NAT, LAN address, loopback).
+    pub candidates: Vec<SocketAddr>,
+    /// Most sessions at once.
+    pub max_sessions: usize,
+    /// A session that is not connected after this long is dropped.
+    pub connect_timeout: Duration,
+    /// A connected session that received nothing for this long is ended.
+    pub idle_timeout: Duration,
+    /// Packets the video reorder buffer holds (at least the packets of the largest keyframe).
+    pub video_reorder_packets: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            candidates: Vec::new(),
+            max_sessions: 1000,
+            connect_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(4),
+            video_reorder_packets: 400,
+        }
+    }
+}
+
+/// Identifies a session inside the endpoint.
+pub type SessionId = u64;
+
+/// Why an offer was refused (each maps to a WHIP 4xx/5xx).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    /// The SDP does not parse.
+    #[error("malformed SDP offer: {0}")]
+    BadSdp(String),
+    /// str0m refused the offer (no fingerprint, inconsistent BUNDLE, ...).
+    #[error("offer not acceptable: {0}")]
+    Rejected(String),
+    /// No media line carries a codec we take.
+    #[error("{0}")]
+    NoCodec(String),
+    /// Too many sessions.
+    #[error("too many WebRTC sessions ({0})")]
+    Full(usize),
+    /// No address to advertise.
+    #[error("no ICE candidate address configured")]
+    NoCandidate,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Closed on request (WHIP DELETE, shutdown).
+    Requested,
+    /// ICE never completed.
+    ConnectTimeout,
+    /// Nothing received for `idle_timeout`.
+    Idle,
+    /// ICE disconnected or DTLS closed.
+    Disconnected,
+    /// The WebRTC stack reported an error.
+    Error(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Requested => f.write_str("closed on request"),
+            Self::ConnectTimeout => f.write_str("ICE/DTLS did not complete in time"),
+            Self::Idle => f.write_str("publisher went silent"),
+            Self::Disconnected => f.write_str("publisher disconnected"),
+            Self::Error(e) => write!(f, "WebRTC error: {e}"),
+        }
+    }
+}
+
+/// What happened, for the shell.
+#[derive(Debug)]
+pub enum EndpointEvent {
+    /// ICE and DTLS are up.
+    Connected(SessionId),
+    /// A depacketized frame.
+    Media(SessionId, RtpFrame),
+    /// The session is gone.
+    Closed(SessionId, CloseReason),
+}
+
+/// Output of one call.
+#[derive(Default)]
+pub struct Outputs {
+    /// Datagrams to send.
+    pub transmits: Vec<Transmit>,
+    /// Events.
+    pub events: Vec<EndpointEvent>,
+}
+
+/// Counters over the endpoint's life.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EndpointCounters {
+    /// Datagrams that matched no session.
+    pub unroutable: u64,
+    /// Datagrams that are neither STUN, DTLS, RTP nor RTCP.
+    pub malformed: u64,
+    /// Errors from sessions' `handle_input` (the datagram was dropped).
+    pub input_errors: u64,
+    /// RTP packets received (retransmissions included), all sessions.
+    pub rtp_packets: u64,
+    /// NACKs sent, all sessions.
+    pub nacks: u64,
+    /// PLIs sent, all sessions.
+    pub plis: u64,
+}
+
+/// Per-session receive statistics (from str0m's ingress stats).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    /// RTP packets received, retransmissions included.
+    pub packets: u64,
+    /// NACKs sent.
+    pub nacks: u64,
+    /// PLIs sent.
+    pub plis: u64,
+    /// Fraction lost in the last receiver report (before retransmission).
+    pub loss: f32,
+}
+
+/// What the offer negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// A video line with H.264.
+    pub video: bool,
+    /// An audio line with Opus.
+    pub audio: bool,
+}
+
+struct Session {
+    rtc: Rtc,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    created: Instant,
+    last_rx: Instant,
+    deadline: Instant,
+    connected: bool,
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    stats: [SessionStats; 2],
+    dead: Option<CloseReason>,
+}
+
+/// Most source addresses one session may be reached from.
+const MAX_ADDRS_PER_SESSION: usize = 8;
+
+/// The endpoint.
+pub struct Endpoint {
+    config: EndpointConfig,
+    sessions: HashMap<SessionId, Session>,
+    by_ufrag: HashMap<String, SessionId>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    next_id: SessionId,
+    counters: EndpointCounters,
+}
+
+impl Endpoint {
+    /// An endpoint with no sessions.
+    pub fn new(config: EndpointConfig) -> Self {
+        Self {
+            config,
+            sessions: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_id: 1,
+            counters: EndpointCounters::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> EndpointCounters {
+        self.counters
+    }
+
+    /// Sessions alive.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True without sessions.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Receive statistics of a session: (video, audio).
+    pub fn stats(&self, id: SessionId) -> Option<(SessionStats, SessionStats)> {
+        self.sessions.get(&id).map(|s| (s.stats[0], s.stats[1]))
+    }
+
+    /// Accepts a WHIP offer: a new session and its SDP answer.
+    pub fn accept_offer(&mut self, now: Instant, offer: &str, out: &mut Outputs) -> Result<(SessionId, String, Negotiated), OfferError> {
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(OfferError::Full(self.config.max_sessions));
+        }
+        if self.config.candidates.is_empty() {
+            return Err(OfferError::NoCandidate);
+        }
+        let mids: Vec<Mid> = offer
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .filter(|m| !m.is_empty() && m.len() <= 16)
+            .map(Mid::from)
+            .collect();
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut cfg = Rtc::builder()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_reordering_size_video(self.config.video_reorder_packets)
+            .set_stats_interval(Some(Duration::from_secs(1)));
+        // Every H.264 profile browsers offer, packetization-mode 1 only (FU-A/STAP-A), each with
+        // an RTX payload type so that NACKed packets can be resent.
+        let cc = cfg.codec_config();
+        for (pt, rtx, profile) in [
+            (108u8, 109u8, 0x42e01f_u32),
+            (127, 121, 0x42001f),
+            (123, 119, 0x4d001f),
+            (114, 115, 0x64001f),
+            (116, 117, 0x640c1f),
+        ] {
+            cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
+        }
+        let mut rtc = cfg.build(now);
+        for addr in &self.config.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "ICE candidate refused"),
+            }
+        }
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| OfferError::Rejected(e.to_string()))?;
+        let mut session = Session {
+            rtc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            created: now,
+            last_rx: now,
+            deadline: now,
+            connected: false,
+            video_mid: None,
+            audio_mid: None,
+            stats: [SessionStats::default(); 2],
+            dead: None,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        for mid in mids {
+            let Some(m) = session.rtc.media(mid) else { continue };
+            if m.disabled() || !m.direction().is_receiving() {
+                continue;
+            }
+            match m.kind() {
+                MediaKind::Video if session.video_mid.is_none() => session.video_mid = Some(mid),
+                MediaKind::Audio if session.audio_mid.is_none() => session.audio_mid = Some(mid),
+                _ => {}
+            }
+        }
+        drain(id, &mut session, &mut self.counters, out);
+        let negotiated = Negotiated {
+            video: session.video_mid.is_some(),
+            audio: session.audio_mid.is_some(),
+        };
+        if !negotiated.video && !negotiated.audio {
+            return Err(OfferError::NoCodec(
+                "the offer has no media we take: video must offer H.264 with packetization-mode=1, audio must offer Opus".into(),
+            ));
+        }
+        self.by_ufrag.insert(ufrag, id);
+        self.sessions.insert(id, session);
+        Ok((id, answer.to_sdp_string(), negotiated))
+    }
+
+    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+        let c = &self.config.candidates;
+        c.iter()
+            .find(|a| a.ip().is_loopback() == source.ip().is_loopback() && a.is_ipv4() == source.is_ipv4())
+            .or_else(|| c.first())
+            .copied()
+            .unwrap_or(source)
+    }
+
+    /// Routes one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8], out: &mut Outputs) {
+        let contents = match DatagramRecv::try_from(buf) {
+            Ok(c) => c,
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        let destination = self.destination_for(source);
+        let mut id = self.by_addr.get(&source).copied();
+        let mut stun = false;
+        if id.is_none() {
+            if let Ok(msg) = str0m::ice::StunMessage::parse(buf) {
+                stun = true;
+                if let Some((local, _)) = msg.split_username() {
+                    id = self.by_ufrag.get(local).copied();
+                }
+            }
+        }
+        let Some(id) = id else {
+            self.counters.unroutable += 1;
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            self.counters.unroutable += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        if !s.rtc.accepts(&input) {
+            self.counters.unroutable += 1;
+            return;
+        }
+        s.last_rx = now;
+        if let Err(e) = s.rtc.handle_input(input) {
+            self.counters.input_errors += 1;
+            tracing::debug!(session = id, error = %e, "datagram refused");
+        }
+        if stun && !s.addrs.contains(&source) && s.addrs.len() < MAX_ADDRS_PER_SESSION {
+            s.addrs.push(source);
+            self.by_addr.insert(source, id);
+        }
+        drain(id, s, &mut self.counters, out);
+        self.reap(out);
+    }
+
+    /// The earliest instant a session needs [`Endpoint::handle_timeout`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sessions.values().map(|s| s.deadline).min()
+    }
+
+    /// Drives timers: str0m's own, and connect/idle timeouts.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outputs) {
+        for (&id, s) in self.sessions.iter_mut() {
+            if s.dead.is_none() {
+                if !s.connected && now.saturating_duration_since(s.created) > self.config.connect_timeout {
+                    s.dead = Some(CloseReason::ConnectTimeout);
+                } else if s.connected && now.saturating_duration_since(s.last_rx) > self.config.idle_timeout {
+                    s.dead = Some(CloseReason::Idle);
+                }
+            }
+            if s.dead.is_some() || s.deadline > now {
+                continue;
+            }
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                s.dead = Some(CloseReason::Error(e.to_string()));
+                continue;
+            }
+            drain(id, s, &mut self.counters, out);
+        }
+        self.reap(out);
+    }
+
+    /// Asks a publisher for a keyframe (RTCP PLI). False if the session or its video is gone.
+    pub fn request_keyframe(&mut self, id: SessionId, out: &mut Outputs) -> bool {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        let Some(mid) = s.video_mid else {
+            return false;
+        };
+        let sent = match s.rtc.writer(mid) {
+            Some(mut w) if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) => {
+                w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+            }
+            _ => false,
+        };
+        drain(id, s, &mut self.counters, out);
+        sent
+    }
+
+    /// Ends a session (WHIP DELETE, shutdown).
+    pub fn close(&mut self, id: SessionId, out: &mut Outputs) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.rtc.disconnect();
+            s.dead.get_or_insert(CloseReason::Requested);
+            drain(id, s, &mut self.counters, out);
+        }
+        self.reap(out);
+    }
+
+    fn reap(&mut self, out: &mut Outputs) {
+        let dead: Vec<SessionId> = self.sessions.iter().filter(|(_, s)| s.dead.is_some()).map(|(id, _)| *id).collect();
+        for id in dead {
+            if let Some(s) = self.sessions.remove(&id) {
+                self.by_ufrag.remove(&s.ufrag);
+                for a in &s.addrs {
+                    if self.by_addr.get(a) == Some(&id) {
+                        self.by_addr.remove(a);
+                    }
+                }
+                out.events
+                    .push(EndpointEvent::Closed(id, s.dead.unwrap_or(CloseReason::Disconnected)));
+            }
+        }
+    }
+}
+
+/// Polls a session until it waits for time to pass (str0m's contract after every mutation).
+fn drain(id: SessionId, s: &mut Session, counters: &mut EndpointCounters, out: &mut Outputs) {
+    loop {
+        match s.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                s.deadline = t;
+                break;
+            }
+            Ok(Output::Transmit(t)) => out.transmits.push(t),
+            Ok(Output::Event(e)) => on_event(id, s, e, counters, out),
+            Err(e) => {
+                s.dead.get_or_insert(CloseReason::Error(e.to_string()));
+                break;
+            }
+        }
+    }
+    if !s.rtc.is_alive() {
+        s.dead.get_or_insert(CloseReason::Disconnected);
+    }
+}
+
+fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCounters, out: &mut Outputs) {
+    match e {
+        Event::Connected => {
+            s.connected = true;
+            out.events.push(EndpointEvent::Connected(id));
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            s.dead.get_or_insert(CloseReason::Disconnected);
+        }
+        Event::MediaAdded(m) => {
+            let enabled = s.rtc.media(m.mid).is_some_and(|media| !media.disabled());
+            if !enabled || !m.direction.is_receiving() {
+                return;
+            }
+            match m.kind {
+                MediaKind::Video if s.video_mid.is_none() => s.video_mid = Some(m.mid),
+                MediaKind::Audio if s.audio_mid.is_none() => s.audio_mid = Some(m.mid),
+                _ => {}
+            }
+        }
+        Event::MediaData(d) => {
+            let track = if Some(d.mid) == s.video_mid && d.params.spec().codec == Codec::H264 {
+                Track::Video
+            } else if Some(d.mid) == s.audio_mid && d.params.spec().codec == Codec::Opus {
+                Track::Audio
+            } else {
+                return;
+            };
+            out.events.push(EndpointEvent::Media(
+                id,
+                RtpFrame {
+                    track,
+                    rtp_time: d.time.numer(),
+                    arrival: d.network_time,
+                    contiguous: d.contiguous,
+                    data: d.data,
+                    sender_report: d.last_sender_info.map(|si| (si.ntp_time, si.rtp_time.numer() as u32)),
+                },
+            ));
+        }
+        Event::MediaIngressStats(st) => {
+            let i = if Some(st.mid) == s.video_mid { 0 } else { 1 };
+            let old = s.stats[i];
+            counters.rtp_packets += st.packets.saturating_sub(old.packets);
+            counters.nacks += st.nacks.saturating_sub(old.nacks);
+            counters.plis += st.plis.saturating_sub(old.plis);
+            s.stats[i] = SessionStats {
+                packets: st.packets,
+                nacks: st.nacks,
+                plis: st.plis,
+                loss: st.loss.unwrap_or(0.0),
+            };
+        }
+        _ => {}
+    }
+}

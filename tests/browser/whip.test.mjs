@@ -1,0 +1,226 @@
+// Headless Chromium (fake camera and microphone) publishes with WHIP; FFmpeg pulls the result
+// over HTTP-FLV and RTMP and judges it with ffprobe. Also: two publishers on one UDP port,
+// garbage datagrams on that port, DELETE, re-publish, a resolution switch, refused offers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startGateway, startPageServer, launchChromium, whipPublish, waitLive, sleep } from './lib.mjs';
+
+const dir = mkdtempSync(join(tmpdir(), 'streamgate-whip-'));
+
+function run(cmd, args) {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('close', (code) => resolve({ code, err }));
+  });
+}
+
+const captureHttp = (url, secs, file) => run('curl', ['-s', '-m', String(secs), '-o', file, url]);
+const captureRtmp = (url, secs, file) => run('ffmpeg', ['-v', 'error', '-y', '-i', url, '-t', String(secs), '-c', 'copy', '-f', 'flv', file]);
+
+function probe(file) {
+  const out = execFileSync('ffprobe', ['-v', 'error', '-show_streams', '-show_packets', '-of', 'json', file], { maxBuffer: 64 << 20 });
+  return JSON.parse(out);
+}
+
+/// Checks a capture: H.264 + AAC, frame rate, monotonic DTS, both tracks start together, and
+/// FFmpeg decodes it without an error.
+async function judge(file, label) {
+  const p = probe(file);
+  const codecs = p.streams.map((s) => s.codec_name).sort();
+  assert.deepEqual(codecs, ['aac', 'h264'], `${label}: codecs ${codecs}`);
+  const v = p.packets.filter((x) => x.codec_type === 'video');
+  const a = p.packets.filter((x) => x.codec_type === 'audio');
+  assert.ok(v.length && a.length, `${label}: ${v.length} video, ${a.length} audio packets`);
+  assert.ok(v[0].flags.includes('K'), `${label}: first video packet is not a keyframe`);
+  for (const t of [v, a]) {
+    for (let i = 1; i < t.length; i++) assert.ok(Number(t[i].dts_time) >= Number(t[i - 1].dts_time), `${label}: DTS went backwards at ${i}`);
+  }
+  const span = Number(v.at(-1).dts_time) - Number(v[0].dts_time);
+  const fps = (v.length - 1) / span;
+  const startGap = Math.abs(Number(a[0].pts_time) - Number(v[0].pts_time));
+  const dec = await run('ffmpeg', ['-v', 'error', '-i', file, '-f', 'null', '-']);
+  const r = { label, video: v.length, audio: a.length, span: span.toFixed(2), fps: fps.toFixed(1), startGapMs: Math.round(startGap * 1000), decodeErrors: dec.err.trim() };
+  console.log(JSON.stringify(r));
+  assert.ok(span >= 8, `${label}: only ${span.toFixed(1)} s of video`);
+  assert.ok(fps >= 15, `${label}: ${fps.toFixed(1)} fps`);
+  assert.ok(startGap <= 0.1, `${label}: audio and video start ${Math.round(startGap * 1000)} ms apart`);
+  assert.equal(dec.err.trim(), '', `${label}: FFmpeg decode errors`);
+  return r;
+}
+
+/// AVC sequence headers (FLV video tags with AVCPacketType 0) in a capture, as hex strings.
+function sequenceHeaders(file) {
+  const b = readFileSync(file);
+  const out = [];
+  let pos = 9 + 4; // header + PreviousTagSize0
+  while (pos + 11 <= b.length) {
+    const type = b[pos] & 0x1f;
+    const size = b.readUIntBE(pos + 1, 3);
+    const body = b.subarray(pos + 11, pos + 11 + size);
+    if (body.length < size) break;
+    if (type === 9 && (body[0] & 0x0f) === 7 && body[1] === 0) out.push(body.subarray(5).toString('hex'));
+    pos += 11 + size + 4;
+  }
+  return out;
+}
+
+async function streams(gw) {
+  return (await fetch(`http://127.0.0.1:${gw.http}/api/v1/streams`).then((r) => r.json())).streams;
+}
+
+/// Junk on the media port: random bytes, RTP-looking and STUN-looking datagrams.
+async function sprayGarbage(port, count) {
+  const s = createSocket('udp4');
+  for (let i = 0; i < count; i++) {
+    const n = 1 + Math.floor(Math.random() * 1400);
+    const d = Buffer.alloc(n);
+    for (let j = 0; j < n; j++) d[j] = Math.floor(Math.random() * 256);
+    if (i % 3 === 0) d[0] = 0x80; // RTP version 2
+    if (i % 3 === 1 && n > 20) { d[0] = 0; d[1] = 1; d.writeUInt32BE(0x2112a442, 4); } // STUN binding request
+    await new Promise((r) => s.send(d, port, '127.0.0.1', r));
+    if (i % 100 === 0) await sleep(5);
+  }
+  s.close();
+}
+
+test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP', { timeout: 120000 }, async () => {
+  const gw = await startGateway();
+  const pages = await startPageServer();
+  const browser = await launchChromium({ camera: true });
+  try {
+    // One prefers H.264; the other prefers VP8 but offers H.264 too, which the gateway picks.
+    await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/h264`, { codec: 'h264' });
+    await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/second`, { codec: 'vp8' });
+    await waitLive(gw.http, 'live/h264');
+    await waitLive(gw.http, 'live/second');
+    const f1 = join(dir, 'h264.flv');
+    const f2 = join(dir, 'h264-rtmp.flv');
+    const f3 = join(dir, 'second.flv');
+    const garbage = sprayGarbage(gw.udp, 3000);
+    await Promise.all([
+      captureHttp(`http://127.0.0.1:${gw.http}/live/h264.flv`, 10, f1),
+      captureRtmp(`rtmp://127.0.0.1:${gw.rtmp}/live/h264`, 10, f2),
+      captureHttp(`http://127.0.0.1:${gw.http}/live/second.flv`, 10, f3),
+      garbage,
+    ]);
+    await judge(f1, 'HTTP-FLV');
+    await judge(f2, 'RTMP');
+    await judge(f3, 'HTTP-FLV (VP8 preferred, H.264 taken)');
+    const metrics = await fetch(`http://127.0.0.1:${gw.http}/metrics`).then((r) => r.text());
+    const unroutable = Number(/streamgate_webrtc_datagrams_dropped_total\{reason="unroutable"\} (\d+)/.exec(metrics)?.[1]);
+    assert.ok(unroutable > 0, 'garbage datagrams are counted');
+  } finally {
+    await browser.close();
+    pages.close();
+    gw.stop();
+  }
+});
+
+test('WHIP: DELETE ends the stream within 5 s; the key can be published again', { timeout: 90000 }, async () => {
+  const gw = await startGateway();
+  const pages = await startPageServer();
+  const browser = await launchChromium({ camera: true });
+  try {
+    const url = `http://127.0.0.1:${gw.http}/whip/live/again`;
+    const page = await whipPublish(browser, pages.port, url);
+    await waitLive(gw.http, 'live/again');
+    // A second publisher for a live key is refused.
+    const conflict = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: (await page.evaluate(() => window.pc.localDescription.sdp)) });
+    assert.equal(conflict.status, 409);
+    const t0 = Date.now();
+    assert.equal(await page.evaluate(() => window.unpublish()), 200);
+    while ((await streams(gw)).some((s) => s.key === 'live/again')) {
+      assert.ok(Date.now() - t0 < 5000, 'stream still listed 5 s after DELETE');
+      await sleep(100);
+    }
+    console.log(`stream gone ${Date.now() - t0} ms after DELETE`);
+    await page.close();
+    // A publisher that simply vanishes (tab closed, no DELETE) ends too.
+    const p2 = await whipPublish(browser, pages.port, url);
+    await waitLive(gw.http, 'live/again');
+    const t1 = Date.now();
+    await p2.close();
+    while ((await streams(gw)).some((s) => s.key === 'live/again')) {
+      assert.ok(Date.now() - t1 < 6000, 'stream still listed 6 s after the publisher vanished');
+      await sleep(100);
+    }
+    console.log(`stream gone ${Date.now() - t1} ms after the tab closed`);
+  } finally {
+    await browser.close();
+    pages.close();
+    gw.stop();
+  }
+});
+
+test('WHIP: a resolution switch gives one new sequence header, not one per keyframe', { timeout: 90000 }, async () => {
+  const gw = await startGateway();
+  const pages = await startPageServer();
+  const browser = await launchChromium({ camera: true });
+  try {
+    const page = await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/resize`);
+    await waitLive(gw.http, 'live/resize');
+    const file = join(dir, 'resize.flv');
+    const cap = captureHttp(`http://127.0.0.1:${gw.http}/live/resize.flv`, 14, file);
+    await sleep(6000);
+    await page.evaluate(() => window.resize(320, 240));
+    await cap;
+    const seq = sequenceHeaders(file);
+    for (let i = 1; i < seq.length; i++) assert.notEqual(seq[i], seq[i - 1], `sequence header ${i} repeats the previous one`);
+    assert.ok(seq.length >= 2, `${seq.length} sequence headers: the switch did not reach the viewer`);
+    const frames = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v', '-show_entries', 'frame=width,height', '-of', 'json', file])).frames;
+    assert.equal(frames.at(-1).width, 320);
+    assert.equal(frames[0].width, 640);
+    console.log(`${seq.length} sequence headers over 14 s with periodic keyframes; ${frames.length} frames`);
+  } finally {
+    await browser.close();
+    pages.close();
+    gw.stop();
+  }
+});
+
+test('WHIP: refused offers get a clear 4xx', { timeout: 60000 }, async () => {
+  const gw = await startGateway();
+  const pages = await startPageServer();
+  const browser = await launchChromium({ camera: true });
+  try {
+    const url = `http://127.0.0.1:${gw.http}/whip/live/bad`;
+    const post = (body, type = 'application/sdp') => fetch(url, { method: 'POST', headers: { 'content-type': type }, body });
+    let r = await post('v=0\r\nthis is not sdp');
+    assert.equal(r.status, 400, await r.text());
+    r = await post('x', 'text/plain');
+    assert.equal(r.status, 415);
+    r = await fetch(`http://127.0.0.1:${gw.http}/whip/live/..`, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: 'v=0' });
+    assert.ok(r.status === 400 || r.status === 404, `path trick: ${r.status}`);
+    r = await post('a'.repeat(100_000));
+    assert.equal(r.status, 413);
+    // A real browser offer with VP9 only (no H.264): 406 with the reason.
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${pages.port}/whip.html?url=about:blank`);
+    const sdp = await page.evaluate(async () => {
+      const pc = new RTCPeerConnection();
+      const t = pc.addTransceiver('video', { direction: 'sendonly' });
+      t.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/VP9'));
+      return (await pc.createOffer()).sdp;
+    });
+    r = await post(sdp);
+    const text = await r.text();
+    assert.equal(r.status, 406, text);
+    assert.match(text, /H\.264/);
+    assert.ok(!(await streams(gw)).some((s) => s.key === 'live/bad'), 'refused offer left the key claimed');
+    r = await fetch(`${url}/nosuchsession`, { method: 'DELETE' });
+    assert.equal(r.status, 404);
+    r = await fetch(url, { method: 'OPTIONS' });
+    assert.ok(r.status === 204 || r.status === 200);
+  } finally {
+    await browser.close();
+    pages.close();
+    gw.stop();
+  }
+});
