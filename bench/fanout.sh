@@ -48,7 +48,7 @@ run_streamgate() { # proto N coalesce_ms
   local http rtmp sg pub
   http=$(free_port); rtmp=$(free_port)
   printf '[egress]\nwrite_coalesce_ms = %s\n' "$3" >"$work/sg.toml"
-  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --log warn >"$work/sg.log" 2>&1 &
+  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn >"$work/sg.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_port "$http"; wait_port "$rtmp"
   publish "rtmp://127.0.0.1:$rtmp/live/bench"; pub=$PUB

@@ -19,7 +19,7 @@ echo "== FFmpeg as the player (RTMP and HTTP-FLV, 10 s each)"
 SG=$CARGO_TARGET_DIR/release/streamgate
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http=$(port); rtmp=$(port)
-"$SG" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --log warn &
+"$SG" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn &
 sg=$!
 trap 'kill $sg $pub 2>/dev/null || true' EXIT
 sleep 0.5

@@ -47,7 +47,9 @@ impl Gateway {
         let cfg = dir.join("streamgate.toml");
         std::fs::write(
             &cfg,
-            format!("[server]\nhttp = \"127.0.0.1:{http}\"\nrtmp = \"127.0.0.1:{rtmp}\"\nlog = \"info\"\n{extra}"),
+            format!(
+                "[server]\nhttp = \"127.0.0.1:{http}\"\nrtmp = \"127.0.0.1:{rtmp}\"\nwebrtc_udp = \"127.0.0.1:0\"\nlog = \"info\"\n{extra}"
+            ),
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("gateway.log")).unwrap();

@@ -234,6 +234,8 @@ impl Endpoint {
             .filter(|m| !m.is_empty() && m.len() <= 16)
             .map(Mid::from)
             .collect();
+        let offers_video = offer.lines().any(|l| l.starts_with("m=video ") && !l.starts_with("m=video 0 "));
+        let offers_audio = offer.lines().any(|l| l.starts_with("m=audio ") && !l.starts_with("m=audio 0 "));
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
@@ -297,10 +299,17 @@ impl Endpoint {
             video: session.video_mid.is_some(),
             audio: session.audio_mid.is_some(),
         };
-        if !negotiated.video && !negotiated.audio {
+        // A track the publisher sends but we cannot take would vanish silently: refuse instead.
+        if offers_video && !negotiated.video {
             return Err(OfferError::NoCodec(
-                "the offer has no media we take: video must offer H.264 with packetization-mode=1, audio must offer Opus".into(),
+                "video: the offer has no H.264 with packetization-mode=1 (VP8/VP9 are not taken yet)".into(),
             ));
+        }
+        if offers_audio && !negotiated.audio {
+            return Err(OfferError::NoCodec("audio: the offer has no Opus".into()));
+        }
+        if !negotiated.video && !negotiated.audio {
+            return Err(OfferError::NoCodec("the offer has no audio or video line to receive".into()));
         }
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
@@ -517,5 +526,129 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
             };
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = include_str!("../../testdata/chromium156_offer.sdp");
+
+    fn endpoint() -> Endpoint {
+        Endpoint::new(EndpointConfig {
+            candidates: vec!["127.0.0.1:8000".parse().unwrap()],
+            max_sessions: 2,
+            ..EndpointConfig::default()
+        })
+    }
+
+    /// A tiny deterministic generator for hostile bytes (no rand crate).
+    fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chromium_offer_gets_h264_and_opus() {
+        let mut ep = endpoint();
+        let mut out = Outputs::default();
+        let (_, answer, neg) = ep.accept_offer(Instant::now(), OFFER, &mut out).unwrap();
+        assert_eq!(neg, Negotiated { video: true, audio: true });
+        assert!(answer.contains("a=ice-lite"));
+        assert!(answer.contains("H264/90000"));
+        assert!(answer.contains("opus/48000"));
+        assert!(!answer.contains("VP8/90000"), "only codecs we take are answered");
+        assert!(answer.contains("127.0.0.1 8000 typ host"), "{answer}");
+        assert!(answer.contains("packetization-mode=1"));
+    }
+
+    #[test]
+    fn offers_we_cannot_take_are_refused_with_a_reason() {
+        let mut ep = endpoint();
+        let mut out = Outputs::default();
+        let now = Instant::now();
+        assert!(matches!(
+            ep.accept_offer(now, "v=0\r\nnonsense", &mut out),
+            Err(OfferError::BadSdp(_))
+        ));
+        // Video without H.264 (the codec renamed away): refused, naming what is missing.
+        match ep.accept_offer(now, &OFFER.replace("H264/90000", "H26X/90000"), &mut out) {
+            Err(OfferError::NoCodec(m)) => assert!(m.contains("H.264"), "{m}"),
+            other => panic!("{:?}", other.map(|r| r.2)),
+        }
+        match ep.accept_offer(now, &OFFER.replace("opus/48000", "opux/48000"), &mut out) {
+            Err(OfferError::NoCodec(m)) => assert!(m.contains("Opus"), "{m}"),
+            other => panic!("{:?}", other.map(|r| r.2)),
+        }
+        assert!(ep.is_empty(), "refused offers leave no session");
+        let no_fingerprint: String = OFFER
+            .lines()
+            .filter(|l| !l.starts_with("a=fingerprint"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        assert!(ep.accept_offer(now, &no_fingerprint, &mut out).is_err());
+        // Session limit.
+        ep.accept_offer(now, OFFER, &mut out).unwrap();
+        ep.accept_offer(now, OFFER, &mut out).unwrap();
+        assert!(matches!(ep.accept_offer(now, OFFER, &mut out), Err(OfferError::Full(2))));
+    }
+
+    #[test]
+    fn hostile_datagrams_are_dropped_and_counted() {
+        let mut ep = endpoint();
+        let mut out = Outputs::default();
+        let now = Instant::now();
+        let (id, _, _) = ep.accept_offer(now, OFFER, &mut out).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        for i in 0..20_000 {
+            let len = 1 + (i * 7919) % 1500;
+            let mut d = noise(&mut seed, len);
+            match i % 4 {
+                0 => d[0] = 0x80, // RTP/RTCP-looking
+                1 => d[0] = 22,   // DTLS-looking
+                2 if len >= 20 => {
+                    // STUN binding request with a magic cookie and a garbage body
+                    d[0] = 0;
+                    d[1] = 1;
+                    d[4..8].copy_from_slice(&0x2112_a442u32.to_be_bytes());
+                }
+                _ => {}
+            }
+            ep.handle_datagram(now, src, &d, &mut out);
+        }
+        let c = ep.counters();
+        assert_eq!(c.unroutable + c.malformed, 20_000, "{c:?}");
+        assert!(out.events.iter().all(|e| !matches!(e, EndpointEvent::Media(..))));
+        assert_eq!(ep.len(), 1, "the session survives");
+        assert!(ep.by_addr.is_empty(), "no address learnt from garbage");
+        // The session is dropped when ICE never completes.
+        ep.handle_timeout(now + Duration::from_secs(16), &mut out);
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, EndpointEvent::Closed(i, CloseReason::ConnectTimeout) if *i == id)));
+        assert!(ep.is_empty() && ep.by_ufrag.is_empty());
+    }
+
+    #[test]
+    fn close_frees_the_session() {
+        let mut ep = endpoint();
+        let mut out = Outputs::default();
+        let (id, _, _) = ep.accept_offer(Instant::now(), OFFER, &mut out).unwrap();
+        ep.close(id, &mut out);
+        assert!(ep.is_empty());
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, EndpointEvent::Closed(i, CloseReason::Requested) if *i == id)));
+        assert!(!ep.request_keyframe(id, &mut out));
     }
 }
