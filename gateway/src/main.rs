@@ -137,7 +137,7 @@ async fn main() -> Result<()> {
                 warn!("TCP_NODELAY: {e}");
             }
         });
-        axum::serve(listener, http::router(state).into_make_service())
+        axum::serve(listener, http::router(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
             })

@@ -3,10 +3,11 @@
 //! Location ends it. Trickle ICE (`PATCH`) is not needed by an ICE-lite server and is answered
 //! `405`, as the RFC allows.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ingest::webrtc::endpoint::OfferError;
@@ -58,7 +59,13 @@ pub async fn session_options() -> Response {
 }
 
 /// `POST /whip/{app}/{stream}`.
-pub async fn post(State(st): State<SharedState>, Path((app, stream)): Path<(String, String)>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(st): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((app, stream)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let key = match StreamKey::new(&app, &stream) {
         Ok(k) => k,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
@@ -82,11 +89,11 @@ pub async fn post(State(st): State<SharedState>, Path((app, stream)): Path<(Stri
     let Ok(sdp) = String::from_utf8(sdp.to_vec()) else {
         return plain(StatusCode::BAD_REQUEST, "SDP offer is not UTF-8");
     };
-    let remote = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("whip")
-        .to_owned();
+    // The HTTP peer; a proxy's X-Forwarded-For is shown beside it, not trusted instead of it.
+    let remote = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(xff) => format!("{peer} (x-forwarded-for {})", xff.chars().take(64).collect::<String>()),
+        None => peer.to_string(),
+    };
     let publisher = match st.hub.publish(
         key.clone(),
         PublisherInfo {

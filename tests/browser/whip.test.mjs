@@ -130,7 +130,9 @@ test('WHIP: DELETE ends the stream within 5 s; the key can be published again', 
   try {
     const url = `http://127.0.0.1:${gw.http}/whip/live/again`;
     const page = await whipPublish(browser, pages.port, url);
-    await waitLive(gw.http, 'live/again');
+    const live = await waitLive(gw.http, 'live/again');
+    assert.equal(live.publisher.protocol, 'webrtc');
+    assert.match(live.publisher.remote, /^127\.0\.0\.1:\d+$/);
     // A second publisher for a live key is refused.
     const conflict = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: (await page.evaluate(() => window.pc.localDescription.sdp)) });
     assert.equal(conflict.status, 409);
