@@ -75,7 +75,8 @@ async fn index(State(st): State<SharedState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html)
 }
 
-fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+/// A short text/plain answer (errors of every HTTP route).
+pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into() + "\n").into_response()
 }
 

@@ -16,6 +16,7 @@ use media::{HubError, StreamKey};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use crate::http::plain;
 use crate::state::SharedState;
 use crate::webrtc_server::Command;
 
@@ -23,10 +24,6 @@ use crate::webrtc_server::Command;
 const MAX_OFFER: usize = 64 * 1024;
 const ALLOW: &str = "OPTIONS, POST";
 const ALLOW_SESSION: &str = "OPTIONS, DELETE, PATCH";
-
-fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into() + "\n").into_response()
-}
 
 fn link_headers(st: &SharedState, h: &mut HeaderMap) {
     for url in &st.config.webrtc.ice_servers {
