@@ -138,7 +138,8 @@ pub struct EndpointCounters {
     pub plis: u64,
 }
 
-/// Per-session receive statistics (from str0m's ingress stats).
+/// A session's last ingress statistics from str0m (cumulative), kept to add only the growth
+/// to the endpoint's counters.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SessionStats {
     /// RTP packets received, retransmissions included.
@@ -147,8 +148,6 @@ pub struct SessionStats {
     pub nacks: u64,
     /// PLIs sent.
     pub plis: u64,
-    /// Fraction lost in the last receiver report (before retransmission).
-    pub loss: f32,
 }
 
 /// What the offer negotiated.
@@ -213,11 +212,6 @@ impl Endpoint {
     /// True without sessions.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
-    }
-
-    /// Receive statistics of a session: (video, audio).
-    pub fn stats(&self, id: SessionId) -> Option<(SessionStats, SessionStats)> {
-        self.sessions.get(&id).map(|s| (s.stats[0], s.stats[1]))
     }
 
     /// Accepts a WHIP offer: a new session and its SDP answer.
@@ -376,7 +370,8 @@ impl Endpoint {
             self.by_addr.insert(source, id);
         }
         drain(id, s, &mut self.counters, out);
-        self.reap(out);
+        // Only this session can have died here; timers reap the others.
+        self.remove_if_dead(id, out);
     }
 
     /// The earliest instant a session needs [`Endpoint::handle_timeout`].
@@ -431,22 +426,31 @@ impl Endpoint {
             s.dead.get_or_insert(CloseReason::Requested);
             drain(id, s, &mut self.counters, out);
         }
-        self.reap(out);
+        self.remove_if_dead(id, out);
     }
 
+    /// Removes every session marked dead (timers may mark any of them).
     fn reap(&mut self, out: &mut Outputs) {
         let dead: Vec<SessionId> = self.sessions.iter().filter(|(_, s)| s.dead.is_some()).map(|(id, _)| *id).collect();
         for id in dead {
-            if let Some(s) = self.sessions.remove(&id) {
-                self.by_ufrag.remove(&s.ufrag);
-                for a in &s.addrs {
-                    if self.by_addr.get(a) == Some(&id) {
-                        self.by_addr.remove(a);
-                    }
+            self.remove_if_dead(id, out);
+        }
+    }
+
+    /// Removes one session if it is marked dead, with its routes, and reports it closed.
+    fn remove_if_dead(&mut self, id: SessionId, out: &mut Outputs) {
+        if self.sessions.get(&id).is_none_or(|s| s.dead.is_none()) {
+            return;
+        }
+        if let Some(s) = self.sessions.remove(&id) {
+            self.by_ufrag.remove(&s.ufrag);
+            for a in &s.addrs {
+                if self.by_addr.get(a) == Some(&id) {
+                    self.by_addr.remove(a);
                 }
-                out.events
-                    .push(EndpointEvent::Closed(id, s.dead.unwrap_or(CloseReason::Disconnected)));
             }
+            out.events
+                .push(EndpointEvent::Closed(id, s.dead.unwrap_or(CloseReason::Disconnected)));
         }
     }
 }
@@ -522,7 +526,6 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
                 packets: st.packets,
                 nacks: st.nacks,
                 plis: st.plis,
-                loss: st.loss.unwrap_or(0.0),
             };
         }
         _ => {}

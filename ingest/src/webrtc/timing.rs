@@ -8,7 +8,7 @@
 //! [`REALIGN_THRESHOLD_MS`] (so RTP clock drift cannot accumulate). Video is the reference and
 //! never moves.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// Timestamps start here, so that encoder priming (AAC starts 1024 samples early) stays positive.
 pub const TIMELINE_START_MS: i64 = 100;
@@ -131,14 +131,10 @@ impl SessionTiming {
     }
 }
 
-/// Milliseconds between two instants, for logs.
-pub fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn arrival_mapping_then_sender_reports_align_audio() {
