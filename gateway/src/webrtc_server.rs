@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -25,6 +24,8 @@ use crate::state::SharedState;
 
 /// Frames queued between the UDP task and one publisher's media task.
 const MEDIA_QUEUE: usize = 1024;
+/// Datagrams taken from the socket in one go before the outputs are written.
+const RECV_BATCH: usize = 65;
 /// Longest wait of the UDP task between timer checks.
 const MAX_TICK: Duration = Duration::from_millis(200);
 
@@ -99,7 +100,7 @@ fn primary_ip() -> Option<IpAddr> {
     (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
-/// Binds the UDP port (with a large receive buffer) and starts the task.
+/// Binds the UDP port (with a large receive buffer) and says which candidates to advertise.
 pub fn bind(config: &crate::config::Config) -> Result<(UdpSocket, EndpointConfig)> {
     let bind = config.server.webrtc_udp;
     let sock = socket2::Socket::new(
@@ -136,30 +137,18 @@ pub fn channel() -> (WebRtcHandle, mpsc::Receiver<Command>) {
     (WebRtcHandle { tx }, rx)
 }
 
-/// Runs the WebRTC task until shutdown.
-pub async fn serve(socket: UdpSocket, config: EndpointConfig, rx: mpsc::Receiver<Command>, st: SharedState) {
-    let tx = st.webrtc.tx.clone();
-    let counters = st.webrtc_counters.clone();
-    run(socket, Endpoint::new(config), rx, tx, st, counters).await
-}
-
 struct Live {
     token: String,
     key: StreamKey,
     media: mpsc::Sender<RtpFrame>,
 }
 
-async fn run(
-    socket: UdpSocket,
-    mut ep: Endpoint,
-    mut rx: mpsc::Receiver<Command>,
-    tx: mpsc::Sender<Command>,
-    st: SharedState,
-    counters: Arc<WebRtcCounters>,
-) {
+/// Runs the WebRTC task until shutdown.
+pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Receiver<Command>, st: SharedState) {
+    let mut ep = Endpoint::new(config);
+    let counters = &st.webrtc_counters;
     let mut shutdown = st.shutdown.clone();
     let mut live: HashMap<SessionId, Live> = HashMap::new();
-    let mut tokens: HashMap<String, SessionId> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     let mut out = Outputs::default();
     loop {
@@ -167,24 +156,15 @@ async fn run(
         let deadline = ep.next_deadline().unwrap_or(now + MAX_TICK).min(now + MAX_TICK);
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
-                match r {
-                    Ok((n, src)) => {
-                        counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        ep.handle_datagram(Instant::now(), src, &buf[..n], &mut out);
-                        // Take what else is queued before writing, up to a bound.
-                        for _ in 0..64 {
-                            match socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => {
-                                    counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                                    counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                                    ep.handle_datagram(Instant::now(), src, &buf[..n], &mut out);
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    Err(e) => debug!("WebRTC UDP receive: {e}"),
+                // Take what else is queued (up to a bound) before writing.
+                let mut next = r.map_err(|e| debug!("WebRTC UDP receive: {e}")).ok();
+                let mut taken = 0;
+                while let Some((n, src)) = next {
+                    counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    ep.handle_datagram(Instant::now(), src, &buf[..n], &mut out);
+                    taken += 1;
+                    next = if taken < RECV_BATCH { socket.try_recv_from(&mut buf).ok() } else { None };
                 }
             }
             cmd = rx.recv() => {
@@ -197,17 +177,16 @@ async fn run(
                             let key = publisher.key().clone();
                             let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE);
                             let span = tracing::info_span!("whip", %key, session = id);
-                            tokio::spawn(media_task(id, publisher, neg, mrx, tx.clone(), st.clone()).instrument(span));
+                            tokio::spawn(media_task(id, publisher, neg, mrx, st.clone()).instrument(span));
                             live.insert(id, Live { token: token.clone(), key, media: mtx });
-                            tokens.insert(token.clone(), id);
                             counters.sessions.fetch_add(1, Ordering::Relaxed);
-                            counters.sessions_active.fetch_add(1, Ordering::Relaxed);
                             Accepted { token, answer }
                         });
                         let _ = reply.send(r);
                     }
                     Command::Delete { token, reply } => {
-                        let found = tokens.get(&token).copied();
+                        // DELETE is rare: a scan of the live sessions beats a second map to keep in step.
+                        let found = live.iter().find(|(_, l)| l.token == token).map(|(id, _)| *id);
                         if let Some(id) = found {
                             ep.close(id, &mut out);
                         }
@@ -228,22 +207,15 @@ async fn run(
                 for id in ids {
                     ep.close(id, &mut out);
                 }
-                flush(&socket, &mut out, &mut live, &mut tokens, &counters, &mut ep).await;
+                flush(&socket, &mut out, &mut live, counters, &ep).await;
                 break;
             }
         }
-        flush(&socket, &mut out, &mut live, &mut tokens, &counters, &mut ep).await;
+        flush(&socket, &mut out, &mut live, counters, &ep).await;
     }
 }
 
-async fn flush(
-    socket: &UdpSocket,
-    out: &mut Outputs,
-    live: &mut HashMap<SessionId, Live>,
-    tokens: &mut HashMap<String, SessionId>,
-    counters: &WebRtcCounters,
-    ep: &mut Endpoint,
-) {
+async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<SessionId, Live>, counters: &WebRtcCounters, ep: &Endpoint) {
     for t in out.transmits.drain(..) {
         if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -270,8 +242,6 @@ async fn flush(
             }
             EndpointEvent::Closed(id, reason) => {
                 if let Some(l) = live.remove(&id) {
-                    tokens.remove(&l.token);
-                    counters.sessions_active.fetch_sub(1, Ordering::Relaxed);
                     match reason {
                         CloseReason::Requested | CloseReason::Disconnected => {
                             info!(key = %l.key, session = id, "WebRTC publisher left: {reason}")
@@ -282,6 +252,7 @@ async fn flush(
             }
         }
     }
+    counters.sessions_active.store(live.len() as u64, Ordering::Relaxed);
     let c = ep.counters();
     counters.datagrams_unroutable.store(c.unroutable, Ordering::Relaxed);
     counters.datagrams_malformed.store(c.malformed, Ordering::Relaxed);
@@ -290,14 +261,7 @@ async fn flush(
     counters.rtp_packets.store(c.rtp_packets, Ordering::Relaxed);
 }
 
-async fn media_task(
-    id: SessionId,
-    publisher: Publisher,
-    neg: Negotiated,
-    mut rx: mpsc::Receiver<RtpFrame>,
-    tx: mpsc::Sender<Command>,
-    st: SharedState,
-) {
+async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx: mpsc::Receiver<RtpFrame>, st: SharedState) {
     let w = &st.config.webrtc;
     let min_gap = Duration::from_millis(w.keyframe_request_min_ms);
     let periodic = (w.pli_interval_ms > 0).then(|| Duration::from_millis(w.pli_interval_ms));
@@ -305,8 +269,9 @@ async fn media_task(
     let mut last_request: Option<Instant> = None;
     let mut pending_request = false;
     let mut ops = Vec::new();
-    let mut tick = tokio::time::interval(periodic.unwrap_or(Duration::from_secs(3600)).min(min_gap));
-    let mut last_periodic = Instant::now();
+    // Without a periodic request the interval's branch is disabled; its period is then unused.
+    let period = periodic.unwrap_or(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut audio_error_logged = false;
     loop {
         tokio::select! {
@@ -334,19 +299,12 @@ async fn media_task(
                 }
             }
             _ = publisher.keyframe_requested() => pending_request = true,
-            _ = tick.tick() => {
-                if let Some(p) = periodic {
-                    if last_periodic.elapsed() >= p {
-                        last_periodic = Instant::now();
-                        pending_request = true;
-                    }
-                }
-            }
+            _ = tick.tick(), if periodic.is_some() => pending_request = true,
         }
         if pending_request && last_request.is_none_or(|t| t.elapsed() >= min_gap) {
             pending_request = false;
             last_request = Some(Instant::now());
-            if tx.try_send(Command::Keyframe { id }).is_err() {
+            if st.webrtc.tx.try_send(Command::Keyframe { id }).is_err() {
                 pending_request = true;
             }
         }
