@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use media::frame::{AudioConfig, MediaFrame, Timebase, VideoConfig};
+use media::frame::{AudioConfig, MediaFrame, Timebase, TrackKind, VideoConfig};
 
 use super::audio::{opus_is_stereo, AacFrame, AudioError, OpusToAac};
 use super::h264::H264Track;
@@ -17,6 +17,10 @@ use super::timing::{SessionTiming, Track};
 
 /// Longest stretch of media (by timestamp) held while waiting for the other track's config.
 pub const STARTUP_HOLD_MS: i64 = 3000;
+
+/// An AAC frame's duration (1024 samples at 48 kHz), rounded up: audio that ends after the first
+/// video frame starts is kept.
+const AAC_FRAME_MS: i64 = 22;
 
 const VIDEO_TB: Timebase = Timebase::MPEG;
 const AUDIO_TB: Timebase = Timebase { num: 1, den: 48_000 };
@@ -110,21 +114,22 @@ impl Pipeline {
             }
         }
         let pts = self.timing.pts(f.track, f.rtp_time, f.arrival);
-        let mut out = Vec::new();
+        // This frame's operations go straight to `ops`; while held back they move to `held`.
+        let start = ops.len();
         let mut want_keyframe = false;
         match f.track {
             Track::Video => {
                 let r = self.video.push(&f.data, f.contiguous);
                 want_keyframe = r.want_keyframe;
                 if let Some(cfg) = r.config {
-                    out.push(HubOp::VideoConfig(cfg));
+                    ops.push(HubOp::VideoConfig(cfg));
                 }
                 if let Some((data, key)) = r.frame {
-                    out.push(HubOp::Frame(MediaFrame::video(pts, pts, VIDEO_TB, key, data)));
+                    ops.push(HubOp::Frame(MediaFrame::video(pts, pts, VIDEO_TB, key, data)));
                 }
             }
             Track::Audio => {
-                if let Err(e) = self.transcode(pts, &f.data, &mut out) {
+                if let Err(e) = self.transcode(pts, &f.data, ops) {
                     // Audio is lost for this stream; video goes on.
                     self.audio_error = Some(e.to_string());
                     self.audio = None;
@@ -132,7 +137,10 @@ impl Pipeline {
                 }
             }
         }
-        self.release(out, ops);
+        if !self.released {
+            self.held.extend(ops.drain(start..));
+            self.release_when_ready(ops);
+        }
         want_keyframe
     }
 
@@ -155,12 +163,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn release(&mut self, out: Vec<HubOp>, ops: &mut Vec<HubOp>) {
-        if self.released {
-            ops.extend(out);
-            return;
-        }
-        self.held.extend(out);
+    fn release_when_ready(&mut self, ops: &mut Vec<HubOp>) {
         let has_video = self.video.config().is_some();
         let has_audio = self.audio.is_some();
         let ready = (has_video || !self.want_video) && (has_audio || !self.want_audio);
@@ -171,14 +174,14 @@ impl Pipeline {
         self.released = true;
         // Configurations first, then frames; audio before the first video frame is dropped.
         let first_video_ms = self.held.iter().find_map(|op| match op {
-            HubOp::Frame(f) if f.track == media::frame::TrackKind::Video => Some(f.pts_ms()),
+            HubOp::Frame(f) if f.track == TrackKind::Video => Some(f.pts_ms()),
             _ => None,
         });
         let held = std::mem::take(&mut self.held);
         let (configs, frames): (Vec<_>, Vec<_>) = held.into_iter().partition(|op| !matches!(op, HubOp::Frame(_)));
         ops.extend(configs);
         ops.extend(frames.into_iter().filter(|op| match (op, first_video_ms) {
-            (HubOp::Frame(f), Some(v)) if f.track == media::frame::TrackKind::Audio => f.pts_ms() + 22 >= v,
+            (HubOp::Frame(f), Some(v)) if f.track == TrackKind::Audio => f.pts_ms() + AAC_FRAME_MS >= v,
             _ => true,
         }));
     }
