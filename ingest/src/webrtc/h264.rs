@@ -48,6 +48,10 @@ pub struct H264Track {
     sps: Option<Bytes>,
     pps: Vec<Bytes>,
     current: Option<VideoConfig>,
+    /// `sps`/`pps` changed since the configuration was last built from them.
+    params_changed: bool,
+    /// The parameter sets in force build a configuration (an IDR can be decoded).
+    params_usable: bool,
     waiting_keyframe: bool,
     counters: H264Counters,
 }
@@ -65,6 +69,8 @@ impl H264Track {
             sps: None,
             pps: Vec::new(),
             current: None,
+            params_changed: false,
+            params_usable: false,
             waiting_keyframe: true,
             counters: H264Counters::default(),
         }
@@ -107,20 +113,23 @@ impl H264Track {
             self.take_parameter_sets(au_sps, &au_pps);
         }
         if keyframe {
-            match self.build_config() {
-                Some(cfg) => {
-                    if self.current.as_ref() != Some(&cfg) {
-                        self.current = Some(cfg.clone());
-                        self.counters.configs += 1;
-                        out.config = Some(cfg);
+            // Browsers repeat SPS/PPS before every IDR: rebuild only when their bytes changed.
+            if self.params_changed {
+                self.params_changed = false;
+                self.params_usable = match self.build_config() {
+                    Some(cfg) => {
+                        if self.current.as_ref() != Some(&cfg) {
+                            self.current = Some(cfg.clone());
+                            self.counters.configs += 1;
+                            out.config = Some(cfg);
+                        }
+                        true
                     }
-                    self.waiting_keyframe = false;
-                }
-                None => {
-                    // An IDR without usable parameter sets cannot be decoded by anyone.
-                    self.waiting_keyframe = true;
-                }
+                    None => false,
+                };
             }
+            // An IDR without usable parameter sets cannot be decoded by anyone.
+            self.waiting_keyframe = !self.params_usable;
         }
         if self.waiting_keyframe || body.is_empty() {
             if !body.is_empty() {
@@ -139,6 +148,7 @@ impl H264Track {
                 self.counters.bad_parameter_sets += 1;
             } else if self.sps.as_deref() != Some(sps) {
                 self.sps = Some(Bytes::copy_from_slice(sps));
+                self.params_changed = true;
             }
         }
         if !pps.is_empty() {
@@ -146,20 +156,13 @@ impl H264Track {
                 self.counters.bad_parameter_sets += 1;
             } else if self.pps.len() != pps.len() || self.pps.iter().zip(pps).any(|(a, b)| a.as_ref() != *b) {
                 self.pps = pps.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+                self.params_changed = true;
             }
         }
     }
 
     fn build_config(&mut self) -> Option<VideoConfig> {
         let sps = self.sps.as_ref()?;
-        if let Some(cur) = &self.current {
-            // Same parameter sets as in force: no rebuild (the common case, once per IDR).
-            if let Ok(rec) = AvcDecoderConfig::parse(&cur.avcc) {
-                if rec.sps.first() == Some(sps) && rec.pps == self.pps {
-                    return Some(cur.clone());
-                }
-            }
-        }
         let pps: Vec<&[u8]> = self.pps.iter().map(|p| p.as_ref()).collect();
         let rec = match AvcDecoderConfig::from_parameter_sets(sps, &pps) {
             Ok(r) => r,
