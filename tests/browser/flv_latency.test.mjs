@@ -4,27 +4,23 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startGateway, startClockPublisher, waitLive, startPageServer, launchChromium, playAndMeasure, summarize,
+  withGatewayAndBrowser, startClockPublisher, waitLive, playAndMeasure, summarize,
 } from './lib.mjs';
 
 const LONG = Number(process.env.LATENCY_SECONDS || 120);
 
 async function session(transport, seconds, key) {
-  const gw = await startGateway();
-  const pub = startClockPublisher(`rtmp://127.0.0.1:${gw.rtmp}/live/${key}`, seconds + 15);
-  const pages = await startPageServer();
-  const browser = await launchChromium();
-  try {
-    await waitLive(gw.http, `live/${key}`);
-    const scheme = transport === 'ws' ? 'ws' : 'http';
-    const probe = await playAndMeasure(browser, pages.port, `${scheme}://127.0.0.1:${gw.http}/live/${key}.flv`, seconds);
-    return summarize(probe, seconds);
-  } finally {
-    await browser.close();
-    pages.close();
-    pub.kill('SIGTERM');
-    gw.stop();
-  }
+  return withGatewayAndBrowser({}, async ({ gw, pages, browser }) => {
+    const pub = startClockPublisher(`rtmp://127.0.0.1:${gw.rtmp}/live/${key}`, seconds + 15);
+    try {
+      await waitLive(gw.http, `live/${key}`);
+      const scheme = transport === 'ws' ? 'ws' : 'http';
+      const probe = await playAndMeasure(browser, pages.port, `${scheme}://127.0.0.1:${gw.http}/live/${key}.flv`, seconds);
+      return summarize(probe, seconds);
+    } finally {
+      pub.kill('SIGTERM');
+    }
+  });
 }
 
 test(`WS-FLV: ${LONG} s mpegts.js session, latency does not creep`, { timeout: (LONG + 90) * 1000 }, async () => {

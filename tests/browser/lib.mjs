@@ -165,3 +165,18 @@ export async function whipPublish(browser, pagePort, whipUrl, { codec = 'h264', 
     await sleep(100);
   }
 }
+
+/// Runs `fn({ gw, pages, browser })` with a fresh gateway, page server and Chromium (with the
+/// fake camera and microphone when `camera`), and stops all three afterwards, whatever happens.
+export async function withGatewayAndBrowser({ camera = false } = {}, fn) {
+  const gw = await startGateway();
+  const pages = await startPageServer();
+  const browser = await launchChromium({ camera });
+  try {
+    return await fn({ gw, pages, browser });
+  } finally {
+    await browser.close();
+    pages.close();
+    gw.stop();
+  }
+}

@@ -8,7 +8,7 @@ import { createSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startGateway, startPageServer, launchChromium, whipPublish, waitLive, sleep } from './lib.mjs';
+import { withGatewayAndBrowser, whipPublish, waitLive, sleep } from './lib.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'streamgate-whip-'));
 
@@ -97,10 +97,7 @@ async function sprayGarbage(port, count) {
 }
 
 test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP', { timeout: 120000 }, async () => {
-  const gw = await startGateway();
-  const pages = await startPageServer();
-  const browser = await launchChromium({ camera: true });
-  try {
+  await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
     // One prefers H.264; the other prefers VP8 but offers H.264 too, which the gateway picks.
     await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/h264`, { codec: 'h264' });
     await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/second`, { codec: 'vp8' });
@@ -122,18 +119,11 @@ test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP
     const metrics = await fetch(`http://127.0.0.1:${gw.http}/metrics`).then((r) => r.text());
     const unroutable = Number(/streamgate_webrtc_datagrams_dropped_total\{reason="unroutable"\} (\d+)/.exec(metrics)?.[1]);
     assert.ok(unroutable > 0, 'garbage datagrams are counted');
-  } finally {
-    await browser.close();
-    pages.close();
-    gw.stop();
-  }
+  });
 });
 
 test('WHIP: DELETE ends the stream within 5 s; the key can be published again', { timeout: 90000 }, async () => {
-  const gw = await startGateway();
-  const pages = await startPageServer();
-  const browser = await launchChromium({ camera: true });
-  try {
+  await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
     const url = `http://127.0.0.1:${gw.http}/whip/live/again`;
     const page = await whipPublish(browser, pages.port, url);
     const live = await waitLive(gw.http, 'live/again');
@@ -160,18 +150,11 @@ test('WHIP: DELETE ends the stream within 5 s; the key can be published again', 
       await sleep(100);
     }
     console.log(`stream gone ${Date.now() - t1} ms after the tab closed`);
-  } finally {
-    await browser.close();
-    pages.close();
-    gw.stop();
-  }
+  });
 });
 
 test('WHIP: a resolution switch gives one new sequence header, not one per keyframe', { timeout: 90000 }, async () => {
-  const gw = await startGateway();
-  const pages = await startPageServer();
-  const browser = await launchChromium({ camera: true });
-  try {
+  await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
     const page = await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/resize`);
     await waitLive(gw.http, 'live/resize');
     const file = join(dir, 'resize.flv');
@@ -186,18 +169,11 @@ test('WHIP: a resolution switch gives one new sequence header, not one per keyfr
     assert.equal(frames.at(-1).width, 320);
     assert.equal(frames[0].width, 640);
     console.log(`${seq.length} sequence headers over 14 s with periodic keyframes; ${frames.length} frames`);
-  } finally {
-    await browser.close();
-    pages.close();
-    gw.stop();
-  }
+  });
 });
 
 test('WHIP: refused offers get a clear 4xx', { timeout: 60000 }, async () => {
-  const gw = await startGateway();
-  const pages = await startPageServer();
-  const browser = await launchChromium({ camera: true });
-  try {
+  await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
     const url = `http://127.0.0.1:${gw.http}/whip/live/bad`;
     const post = (body, type = 'application/sdp') => fetch(url, { method: 'POST', headers: { 'content-type': type }, body });
     let r = await post('v=0\r\nthis is not sdp');
@@ -226,9 +202,5 @@ test('WHIP: refused offers get a clear 4xx', { timeout: 60000 }, async () => {
     assert.equal(r.status, 404);
     r = await fetch(url, { method: 'OPTIONS' });
     assert.ok(r.status === 204 || r.status === 200);
-  } finally {
-    await browser.close();
-    pages.close();
-    gw.stop();
-  }
+  });
 });
