@@ -208,22 +208,20 @@ pub struct Packet {
     pub key: bool,
 }
 
-/// ffprobe's packets of a file (both tracks), in file order.
-pub fn probe_packets(file: &Path) -> Vec<Packet> {
+/// ffprobe's `-show_entries ENTRIES` of `target` as CSV lines (no section names).
+fn ffprobe_csv(entries: &str, target: &std::ffi::OsStr) -> String {
     require("ffprobe");
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=codec_type,pts_time,dts_time,duration_time,flags",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
+        .args(["-v", "error", "-show_entries", entries, "-of", "csv=p=0", "-rw_timeout", "8000000"])
+        .arg(target)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// ffprobe's packets of a file (both tracks), in file order.
+pub fn probe_packets(file: &Path) -> Vec<Packet> {
+    let text = ffprobe_csv("packet=codec_type,pts_time,dts_time,duration_time,flags", file.as_os_str());
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
@@ -245,22 +243,7 @@ pub fn probe_packets(file: &Path) -> Vec<Packet> {
 
 /// `codec_name`s ffprobe finds, in stream order.
 pub fn probe_codecs(target: &str) -> Vec<String> {
-    require("ffprobe");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-            "-rw_timeout",
-            "8000000",
-        ])
-        .arg(target)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    ffprobe_csv("stream=codec_name", target.as_ref())
         .lines()
         .map(|l| l.trim().to_owned())
         .filter(|l| !l.is_empty())
