@@ -1,5 +1,6 @@
 //! WebRTC ingest (WHIP): sans-IO pieces; the UDP socket and tasks live in the gateway.
 //!
+//! * [`client`]: a WHIP publisher for tests and load generation.
 //! * [`endpoint`]: many str0m `Rtc` sessions on one UDP port, routed by ICE ufrag and address.
 //! * [`h264`]: H.264 access units -> AVCC frames and sequence headers.
 //! * [`audio`]: Opus -> AAC-LC.
@@ -7,6 +8,7 @@
 //! * [`pipeline`]: one publisher's media, from depacketized frames to hub operations.
 
 pub mod audio;
+pub mod client;
 pub mod endpoint;
 pub mod h264;
 pub mod pipeline;
