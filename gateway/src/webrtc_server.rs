@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ingest::webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId};
 use ingest::webrtc::pipeline::{HubOp, Pipeline, RtpFrame};
+use ingest::webrtc::timing::Track;
 use media::{Publisher, StreamKey};
+use str0m::format::Codec;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
@@ -273,15 +275,23 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     let period = periodic.unwrap_or(Duration::from_secs(3600));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut audio_error_logged = false;
+    let mut video_error_logged = false;
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
     loop {
         tokio::select! {
             f = rx.recv() => {
                 let Some(f) = f else { break };
-                pending_request |= pipeline.push(f, &mut ops);
+                // VP8/VP9 -> H.264 takes milliseconds per frame: off the async workers' hands.
+                let heavy = f.track == Track::Video && f.codec != Codec::H264 && multi_thread;
+                pending_request |= if heavy {
+                    tokio::task::block_in_place(|| pipeline.push(f, &mut ops))
+                } else {
+                    pipeline.push(f, &mut ops)
+                };
                 for op in ops.drain(..) {
                     match op {
                         HubOp::VideoConfig(c) => {
-                            info!(width = c.info.width, height = c.info.height, codec = %c.info.codec_string(), "video configuration");
+                            info!(width = c.info.width, height = c.info.height, codec = %c.info.codec_string(), transcoded = pipeline.transcodes_video(), "video configuration");
                             publisher.set_video_config(c);
                         }
                         HubOp::AudioConfig(c) => {
@@ -289,6 +299,12 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                             publisher.set_audio_config(c);
                         }
                         HubOp::Frame(f) => publisher.push(f),
+                    }
+                }
+                if !video_error_logged {
+                    if let Some(e) = pipeline.video_error() {
+                        warn!("video stopped: {e}");
+                        video_error_logged = true;
                     }
                 }
                 if !audio_error_logged {
@@ -311,6 +327,16 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     }
     let c = pipeline.video().counters();
     let a = pipeline.audio().map(|a| a.counters()).unwrap_or_default();
+    if let Some(t) = pipeline.transcoder() {
+        let t = t.counters();
+        info!(
+            decoded = t.decoded,
+            encoded = t.encoded,
+            decode_errors = t.decode_errors,
+            skipped_waiting_keyframe = t.skipped_waiting_keyframe,
+            "VP8/VP9 -> H.264 transcoder ended"
+        );
+    }
     info!(
         sequence_headers = c.configs,
         dropped_waiting_keyframe = c.dropped_waiting_keyframe,

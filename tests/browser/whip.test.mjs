@@ -98,9 +98,12 @@ async function sprayGarbage(port, count) {
 
 test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP', { timeout: 120000 }, async () => {
   await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
-    // One prefers H.264; the other prefers VP8 but offers H.264 too, which the gateway picks.
+    // One prefers H.264 (passed through); the other offers VP8 only (transcoded to H.264).
     await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/h264`, { codec: 'h264' });
-    await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/second`, { codec: 'vp8' });
+    const vp8 = await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/second`, { codec: 'vp8only' });
+    const answer = await vp8.evaluate(() => window.whip.answer);
+    assert.match(answer, /VP8\/90000/);
+    assert.doesNotMatch(answer, /H264/);
     await waitLive(gw.http, 'live/h264');
     await waitLive(gw.http, 'live/second');
     const f1 = join(dir, 'h264.flv');
@@ -115,7 +118,7 @@ test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP
     ]);
     await judge(f1, 'HTTP-FLV');
     await judge(f2, 'RTMP');
-    await judge(f3, 'HTTP-FLV (VP8 preferred, H.264 taken)');
+    await judge(f3, 'HTTP-FLV (VP8 transcoded)');
     const metrics = await fetch(`http://127.0.0.1:${gw.http}/metrics`).then((r) => r.text());
     const unroutable = Number(/streamgate_webrtc_datagrams_dropped_total\{reason="unroutable"\} (\d+)/.exec(metrics)?.[1]);
     assert.ok(unroutable > 0, 'garbage datagrams are counted');
@@ -184,19 +187,20 @@ test('WHIP: refused offers get a clear 4xx', { timeout: 60000 }, async () => {
     assert.ok(r.status === 400 || r.status === 404, `path trick: ${r.status}`);
     r = await post('a'.repeat(100_000));
     assert.equal(r.status, 413);
-    // A real browser offer with VP9 only (no H.264): 406 with the reason.
+    // A real browser offer with AV1 only (no H.264, VP8 or VP9): 406 with the reason.
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${pages.port}/whip.html?url=about:blank`);
     const sdp = await page.evaluate(async () => {
       const pc = new RTCPeerConnection();
       const t = pc.addTransceiver('video', { direction: 'sendonly' });
-      t.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/VP9'));
+      t.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/AV1'));
       return (await pc.createOffer()).sdp;
     });
     r = await post(sdp);
     const text = await r.text();
     assert.equal(r.status, 406, text);
     assert.match(text, /H\.264/);
+    assert.match(sdp, /AV1/);
     assert.ok(!(await streams(gw)).some((s) => s.key === 'live/bad'), 'refused offer left the key claimed');
     r = await fetch(`${url}/nosuchsession`, { method: 'DELETE' });
     assert.equal(r.status, 404);

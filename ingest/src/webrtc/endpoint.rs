@@ -230,6 +230,9 @@ impl Endpoint {
             .collect();
         let offers_video = offer.lines().any(|l| l.starts_with("m=video ") && !l.starts_with("m=video 0 "));
         let offers_audio = offer.lines().any(|l| l.starts_with("m=audio ") && !l.starts_with("m=audio 0 "));
+        // H.264 is passed through; VP8/VP9 are transcoded, so they are answered only when the
+        // offer has no H.264 we take (str0m would otherwise answer in the offer's order).
+        let offers_h264 = offers_h264_mode1(offer);
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
@@ -251,6 +254,9 @@ impl Endpoint {
             (116, 117, 0x640c1f),
         ] {
             cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
+        }
+        if !offers_h264 {
+            cfg = cfg.enable_vp8(true).enable_vp9(true);
         }
         let mut rtc = cfg.build(now);
         for addr in &self.config.candidates {
@@ -296,7 +302,7 @@ impl Endpoint {
         // A track the publisher sends but we cannot take would vanish silently: refuse instead.
         if offers_video && !negotiated.video {
             return Err(OfferError::NoCodec(
-                "video: the offer has no H.264 with packetization-mode=1 (VP8/VP9 are not taken yet)".into(),
+                "video: the offer has none of H.264 (packetization-mode=1), VP8 or VP9".into(),
             ));
         }
         if offers_audio && !negotiated.audio {
@@ -455,6 +461,21 @@ impl Endpoint {
     }
 }
 
+/// Whether an SDP offer has an H.264 payload type with packetization-mode=1.
+fn offers_h264_mode1(sdp: &str) -> bool {
+    let h264_pts: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, codec)| codec.trim_end().eq_ignore_ascii_case("H264/90000"))
+        .map(|(pt, _)| pt)
+        .collect();
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=fmtp:"))
+        .filter_map(|l| l.split_once(' '))
+        .any(|(pt, params)| h264_pts.contains(&pt) && params.split(';').any(|p| p.trim() == "packetization-mode=1"))
+}
+
 /// Polls a session until it waits for time to pass (str0m's contract after every mutation).
 fn drain(id: SessionId, s: &mut Session, counters: &mut EndpointCounters, out: &mut Outputs) {
     loop {
@@ -497,9 +518,10 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
             }
         }
         Event::MediaData(d) => {
-            let track = if Some(d.mid) == s.video_mid && d.params.spec().codec == Codec::H264 {
+            let codec = d.params.spec().codec;
+            let track = if Some(d.mid) == s.video_mid && matches!(codec, Codec::H264 | Codec::Vp8 | Codec::Vp9) {
                 Track::Video
-            } else if Some(d.mid) == s.audio_mid && d.params.spec().codec == Codec::Opus {
+            } else if Some(d.mid) == s.audio_mid && codec == Codec::Opus {
                 Track::Audio
             } else {
                 return;
@@ -508,6 +530,7 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
                 id,
                 RtpFrame {
                     track,
+                    codec,
                     rtp_time: d.time.numer(),
                     arrival: d.network_time,
                     contiguous: d.contiguous,
@@ -581,9 +604,13 @@ mod tests {
             ep.accept_offer(now, "v=0\r\nnonsense", &mut out),
             Err(OfferError::BadSdp(_))
         ));
-        // Video without H.264 (the codec renamed away): refused, naming what is missing.
-        match ep.accept_offer(now, &OFFER.replace("H264/90000", "H26X/90000"), &mut out) {
-            Err(OfferError::NoCodec(m)) => assert!(m.contains("H.264"), "{m}"),
+        // Video without H.264, VP8 or VP9 (renamed away): refused, naming what is missing.
+        let av1_only = OFFER
+            .replace("H264/90000", "H26X/90000")
+            .replace("VP8/90000", "VP8X/90000")
+            .replace("VP9/90000", "VP9X/90000");
+        match ep.accept_offer(now, &av1_only, &mut out) {
+            Err(OfferError::NoCodec(m)) => assert!(m.contains("H.264") && m.contains("VP8"), "{m}"),
             other => panic!("{:?}", other.map(|r| r.2)),
         }
         match ep.accept_offer(now, &OFFER.replace("opus/48000", "opux/48000"), &mut out) {
@@ -601,6 +628,23 @@ mod tests {
         ep.accept_offer(now, OFFER, &mut out).unwrap();
         ep.accept_offer(now, OFFER, &mut out).unwrap();
         assert!(matches!(ep.accept_offer(now, OFFER, &mut out), Err(OfferError::Full(2))));
+    }
+
+    #[test]
+    fn vp8_is_answered_only_without_h264() {
+        let mut ep = endpoint();
+        let mut out = Outputs::default();
+        let now = Instant::now();
+        assert!(offers_h264_mode1(OFFER));
+        let no_h264 = OFFER.replace("H264/90000", "H26X/90000");
+        assert!(!offers_h264_mode1(&no_h264));
+        let (_, answer, neg) = ep.accept_offer(now, &no_h264, &mut out).unwrap();
+        assert_eq!(neg, Negotiated { video: true, audio: true });
+        assert!(answer.contains("VP8/90000"), "{answer}");
+        assert!(!answer.contains("H264/90000"));
+        // H.264 with packetization-mode=0 only is not H.264 we take.
+        let mode0 = OFFER.replace("packetization-mode=1", "packetization-mode=0");
+        assert!(!offers_h264_mode1(&mode0));
     }
 
     #[test]

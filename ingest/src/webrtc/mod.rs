@@ -5,6 +5,7 @@
 //! * [`h264`]: H.264 access units -> AVCC frames and sequence headers.
 //! * [`audio`]: Opus -> AAC-LC.
 //! * [`timing`]: RTP time -> hub timeline, A/V alignment from RTCP sender reports.
+//! * [`transcode`]: VP8/VP9 -> H.264.
 //! * [`pipeline`]: one publisher's media, from depacketized frames to hub operations.
 
 pub mod audio;
@@ -13,3 +14,4 @@ pub mod endpoint;
 pub mod h264;
 pub mod pipeline;
 pub mod timing;
+pub mod transcode;

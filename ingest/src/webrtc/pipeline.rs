@@ -9,11 +9,14 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use str0m::format::Codec;
+
 use media::frame::{AudioConfig, MediaFrame, Timebase, TrackKind, VideoConfig};
 
 use super::audio::{opus_is_stereo, AacFrame, AudioError, OpusToAac};
 use super::h264::H264Track;
 use super::timing::{SessionTiming, Track};
+use super::transcode::{H264Out, SourceCodec, VideoError, VpxToH264};
 
 /// Longest stretch of media (by timestamp) held while waiting for the other track's config.
 pub const STARTUP_HOLD_MS: i64 = 3000;
@@ -28,8 +31,10 @@ const AUDIO_TB: Timebase = Timebase { num: 1, den: 48_000 };
 /// A depacketized frame from the WebRTC stack.
 #[derive(Debug, Clone)]
 pub struct RtpFrame {
-    /// Video (H.264 access unit, Annex-B) or audio (one Opus packet).
+    /// Video (H.264 access unit, Annex-B, or a VP8/VP9 frame) or audio (one Opus packet).
     pub track: Track,
+    /// The payload's codec (H.264, VP8, VP9 or Opus).
+    pub codec: Codec,
     /// Extended RTP timestamp.
     pub rtp_time: u64,
     /// When its first packet arrived.
@@ -61,6 +66,9 @@ pub struct Pipeline {
     want_video: bool,
     want_audio: bool,
     audio_error: Option<String>,
+    transcoder: Option<VpxToH264>,
+    video_error: Option<String>,
+    h264_out: Vec<H264Out>,
     last_sr: [Option<(SystemTime, u32)>; 2],
     held: Vec<HubOp>,
     released: bool,
@@ -77,6 +85,9 @@ impl Pipeline {
             want_video: video,
             want_audio: audio,
             audio_error: None,
+            transcoder: None,
+            video_error: None,
+            h264_out: Vec::new(),
             last_sr: [None, None],
             held: Vec::new(),
             released: false,
@@ -92,6 +103,21 @@ impl Pipeline {
     /// The audio transcoder, once started.
     pub fn audio(&self) -> Option<&OpusToAac> {
         self.audio.as_ref()
+    }
+
+    /// The VP8/VP9 -> H.264 transcoder, once started.
+    pub fn transcoder(&self) -> Option<&VpxToH264> {
+        self.transcoder.as_ref()
+    }
+
+    /// True when video is transcoded (each push may then take milliseconds of CPU).
+    pub fn transcodes_video(&self) -> bool {
+        self.transcoder.is_some()
+    }
+
+    /// Why video was given up, if it was.
+    pub fn video_error(&self) -> Option<&str> {
+        self.video_error.as_deref()
     }
 
     /// Why audio was given up, if it was.
@@ -118,16 +144,24 @@ impl Pipeline {
         let start = ops.len();
         let mut want_keyframe = false;
         match f.track {
-            Track::Video => {
-                let r = self.video.push(&f.data, f.contiguous);
-                want_keyframe = r.want_keyframe;
-                if let Some(cfg) = r.config {
-                    ops.push(HubOp::VideoConfig(cfg));
-                }
-                if let Some((data, key)) = r.frame {
-                    ops.push(HubOp::Frame(MediaFrame::video(pts, pts, VIDEO_TB, key, data)));
-                }
+            Track::Video if f.codec == Codec::H264 => {
+                want_keyframe = self.h264(pts, &f.data, f.contiguous, ops);
             }
+            Track::Video => match self.transcode_video(&f) {
+                Ok(want) => {
+                    want_keyframe = want;
+                    for o in std::mem::take(&mut self.h264_out) {
+                        let out_pts = pts + (o.rtp_time as i64 - f.rtp_time as i64);
+                        want_keyframe |= self.h264(out_pts, &o.annexb, true, ops);
+                    }
+                }
+                Err(e) => {
+                    // Video is lost for this stream; audio goes on.
+                    self.video_error = Some(e.to_string());
+                    self.transcoder = None;
+                    self.want_video = false;
+                }
+            },
             Track::Audio => {
                 if let Err(e) = self.transcode(pts, &f.data, ops) {
                     // Audio is lost for this stream; video goes on.
@@ -142,6 +176,34 @@ impl Pipeline {
             self.release_when_ready(ops);
         }
         want_keyframe
+    }
+
+    /// One H.264 access unit (Annex-B) to the hub; true when a keyframe should be requested.
+    fn h264(&mut self, pts: i64, annexb: &[u8], contiguous: bool, ops: &mut Vec<HubOp>) -> bool {
+        let r = self.video.push(annexb, contiguous);
+        if let Some(cfg) = r.config {
+            ops.push(HubOp::VideoConfig(cfg));
+        }
+        if let Some((data, key)) = r.frame {
+            ops.push(HubOp::Frame(MediaFrame::video(pts, pts, VIDEO_TB, key, data)));
+        }
+        r.want_keyframe
+    }
+
+    fn transcode_video(&mut self, f: &RtpFrame) -> Result<bool, VideoError> {
+        if self.video_error.is_some() {
+            return Ok(false);
+        }
+        let source = match f.codec {
+            Codec::Vp8 => SourceCodec::Vp8,
+            Codec::Vp9 => SourceCodec::Vp9,
+            _ => return Ok(false),
+        };
+        let t = match &mut self.transcoder {
+            Some(t) => t,
+            None => self.transcoder.insert(VpxToH264::new(source)?),
+        };
+        t.push(&f.data, f.contiguous, f.rtp_time, &mut self.h264_out)
     }
 
     fn transcode(&mut self, pts: i64, packet: &[u8], out: &mut Vec<HubOp>) -> Result<(), AudioError> {
@@ -220,6 +282,7 @@ mod tests {
     fn frame(track: Track, rtp: u64, at: Instant, data: Arc<[u8]>) -> RtpFrame {
         RtpFrame {
             track,
+            codec: if track == Track::Video { Codec::H264 } else { Codec::Opus },
             rtp_time: rtp,
             arrival: at,
             contiguous: true,
