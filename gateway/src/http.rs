@@ -334,6 +334,16 @@ async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
     );
     family(
         &mut m,
+        "streamgate_webrtc_video_frames_total",
+        "counter",
+        "WebRTC video frames: pushed to the hub, or dropped after a loss NACK could not repair (until the next keyframe).",
+        [
+            ("{result=\"delivered\"}".to_owned(), load(&w.video_frames)),
+            ("{result=\"unrepaired\"}".to_owned(), load(&w.video_frames_unrepaired)),
+        ],
+    );
+    family(
+        &mut m,
         "streamgate_webrtc_frames_dropped_total",
         "counter",
         "Depacketized frames dropped because a publisher's media task fell behind.",

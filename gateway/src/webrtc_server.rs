@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use ingest::webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId};
 use ingest::webrtc::pipeline::{HubOp, Pipeline, RtpFrame};
 use ingest::webrtc::timing::Track;
+use media::frame::TrackKind;
 use media::{Publisher, StreamKey};
 use str0m::format::Codec;
 use tokio::net::UdpSocket;
@@ -65,6 +66,10 @@ pub struct WebRtcCounters {
     pub nacks: AtomicU64,
     pub plis: AtomicU64,
     pub rtp_packets: AtomicU64,
+    /// Video frames pushed to the hub.
+    pub video_frames: AtomicU64,
+    /// Video frames dropped because packets before them were lost for good (until the next IDR).
+    pub video_frames_unrepaired: AtomicU64,
 }
 
 /// Handle used by HTTP routes.
@@ -276,6 +281,8 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut audio_error_logged = false;
     let mut video_error_logged = false;
+    let mut unrepaired_seen = 0;
+    let counters = &st.webrtc_counters;
     let multi_thread = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
     loop {
         tokio::select! {
@@ -298,9 +305,18 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                             info!(channels = c.info.channels, "audio: Opus -> AAC");
                             publisher.set_audio_config(c);
                         }
-                        HubOp::Frame(f) => publisher.push(f),
+                        HubOp::Frame(f) => {
+                            if f.track == TrackKind::Video {
+                                counters.video_frames.fetch_add(1, Ordering::Relaxed);
+                            }
+                            publisher.push(f)
+                        }
                     }
                 }
+                let unrepaired = pipeline.video().counters().dropped_waiting_keyframe
+                    + pipeline.transcoder().map_or(0, |t| t.counters().skipped_waiting_keyframe);
+                counters.video_frames_unrepaired.fetch_add(unrepaired - unrepaired_seen, Ordering::Relaxed);
+                unrepaired_seen = unrepaired;
                 if !video_error_logged {
                     if let Some(e) = pipeline.video_error() {
                         warn!("video stopped: {e}");

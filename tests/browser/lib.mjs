@@ -28,11 +28,11 @@ export async function freePort() {
   });
 }
 
-export async function waitPort(port, ms = 10000) {
+export async function waitPort(port, ms = 10000, host = '127.0.0.1') {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     const ok = await new Promise((resolve) => {
-      const c = createConnection({ port, host: '127.0.0.1' }, () => { c.end(); resolve(true); });
+      const c = createConnection({ port, host }, () => { c.end(); resolve(true); });
       c.on('error', () => resolve(false));
     });
     if (ok) return;
@@ -43,18 +43,20 @@ export async function waitPort(port, ms = 10000) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export async function startGateway(extraArgs = []) {
+/// Starts the gateway on free ports of `host` (loopback unless a test made another address);
+/// WebRTC UDP on `udpHost`.
+export async function startGateway(extraArgs = [], host = '127.0.0.1', udpHost = host) {
   const http = await freePort();
   const rtmp = await freePort();
   const udp = await freePort();
   const proc = spawn(
     gatewayBin(),
-    ['--http', `127.0.0.1:${http}`, '--rtmp', `127.0.0.1:${rtmp}`, '--webrtc-udp', `127.0.0.1:${udp}`, '--log', process.env.GATEWAY_LOG || 'warn', ...extraArgs],
+    ['--http', `${host}:${http}`, '--rtmp', `${host}:${rtmp}`, '--webrtc-udp', `${udpHost}:${udp}`, '--log', process.env.GATEWAY_LOG || 'warn', ...extraArgs],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
-  await waitPort(http);
-  await waitPort(rtmp);
-  return { proc, http, rtmp, udp, stop: () => proc.kill('SIGTERM') };
+  await waitPort(http, 10000, host);
+  await waitPort(rtmp, 10000, host);
+  return { proc, host, http, rtmp, udp, stop: () => proc.kill('SIGTERM') };
 }
 
 export function startClockPublisher(url, seconds) {
@@ -63,10 +65,10 @@ export function startClockPublisher(url, seconds) {
   });
 }
 
-export async function waitLive(httpPort, key, ms = 10000) {
+export async function waitLive(httpPort, key, ms = 10000, host = '127.0.0.1') {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    const r = await fetch(`http://127.0.0.1:${httpPort}/api/v1/streams`).then((r) => r.json());
+    const r = await fetch(`http://${host}:${httpPort}/api/v1/streams`).then((r) => r.json());
     const s = r.streams.find((s) => s.key === key);
     if (s && s.video) return s;
     await sleep(100);
@@ -76,7 +78,7 @@ export async function waitLive(httpPort, key, ms = 10000) {
 
 /// Serves the probe page and mpegts.js from this folder (a separate origin from the gateway, as
 /// a user's site would be: CORS is part of what is tested).
-export async function startPageServer() {
+export async function startPageServer(host = '127.0.0.1') {
   const page = readFileSync(join(here, 'latency.html'));
   const whip = readFileSync(join(here, 'whip.html'));
   const lib = readFileSync(join(here, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
@@ -92,23 +94,25 @@ export async function startPageServer() {
       res.end(page);
     }
   });
-  const port = await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+  const port = await new Promise((resolve) => server.listen(0, host, () => resolve(server.address().port)));
   return { port, close: () => server.close() };
 }
 
-export async function launchChromium({ camera = false } = {}) {
+/// `executablePath` lets a test run Chromium through a wrapper (e.g. inside a network namespace).
+export async function launchChromium({ camera = false, executablePath = process.env.CHROMIUM || '/usr/bin/chromium', args = [] } = {}) {
   // Playwright gives every launch a fresh temporary profile (what --user-data-dir would do).
   const media = camera
     ? ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream', '--allow-loopback-in-peer-connection']
     : [];
   return chromium.launch({
     headless: true,
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--autoplay-policy=no-user-gesture-required', '--disable-features=LocalNetworkAccessChecks',
       ...media,
+      ...args,
     ],
   });
 }
@@ -150,10 +154,10 @@ export function summarize(probe, seconds) {
 
 /// Opens a page that publishes the fake camera and microphone to `whipUrl`; resolves once the
 /// peer connection is connected. Returns the page (call `page.evaluate(() => window.unpublish())`).
-export async function whipPublish(browser, pagePort, whipUrl, { codec = 'h264', token = '', timeoutMs = 15000 } = {}) {
+export async function whipPublish(browser, pagePort, whipUrl, { codec = 'h264', token = '', timeoutMs = 15000, pageHost = '127.0.0.1' } = {}) {
   const page = await browser.newPage();
   const q = new URLSearchParams({ url: whipUrl, codec, token });
-  await page.goto(`http://127.0.0.1:${pagePort}/whip.html?${q}`);
+  await page.goto(`http://${pageHost}:${pagePort}/whip.html?${q}`);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const w = await page.evaluate(() => window.whip);
