@@ -1,0 +1,285 @@
+//! `whipload`: WebRTC publishers and transcoding costs for benchmarks.
+//!
+//! ```text
+//! whipload publish HTTP_BASE N WARMUP_SECS WINDOW_SECS VIDEO.h264 AUDIO.ogg SERVER_PID
+//!     N WHIP publishers (real ICE, DTLS, SRTP: ingest::webrtc::client::WhipClient), each
+//!     POSTing to HTTP_BASE/whip/bench/pub{i} and sending the prerecorded H.264 access units
+//!     (20 fps) and Opus packets (20 ms) in a loop. Prints one JSON line: server CPU and RSS
+//!     over the window, per publisher.
+//! whipload transcode-cost VIDEO.webm AUDIO.ogg...
+//!     Runs the gateway's VP8 -> H.264 and Opus -> AAC transcoders over the files as fast as
+//!     they go and prints the CPU time per second of media (= share of one core in real time).
+//! ```
+//! Everything is bounded: publishers stop after WARMUP + WINDOW seconds.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ffmpeg_next as ff;
+use ingest::webrtc::audio::{opus_is_stereo, OpusToAac};
+use ingest::webrtc::client::WhipClient;
+use ingest::webrtc::transcode::{SourceCodec, VpxToH264};
+use media::avc::annexb_nal_units;
+use streamgate_loadgen::{proc_cpu_and_rss, split_url};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const VIDEO_PERIOD: Duration = Duration::from_millis(50);
+const AUDIO_PERIOD: Duration = Duration::from_millis(20);
+
+/// The packets of the best stream of a media type in a file, in order.
+fn read_packets(path: &str, kind: ff::media::Type) -> Result<Vec<Vec<u8>>> {
+    ff::init()?;
+    ff::util::log::set_level(ff::util::log::Level::Error);
+    let mut ictx = ff::format::input(&path).with_context(|| format!("opening {path}"))?;
+    let index = ictx
+        .streams()
+        .best(kind)
+        .with_context(|| format!("{path}: no {kind:?} stream"))?
+        .index();
+    let mut out = Vec::new();
+    for (stream, packet) in ictx.packets() {
+        if stream.index() == index {
+            if let Some(d) = packet.data() {
+                out.push(d.to_vec());
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("{path}: no packets");
+    }
+    Ok(out)
+}
+
+fn cpu_self() -> f64 {
+    proc_cpu_and_rss(&[std::process::id()]).0
+}
+
+fn transcode_cost(video: &str, audio: &[String]) -> Result<()> {
+    let vp8 = read_packets(video, ff::media::Type::Video)?;
+    let mut t = VpxToH264::new(SourceCodec::Vp8)?;
+    let mut out = Vec::new();
+    let c0 = cpu_self();
+    let w0 = Instant::now();
+    let mut bytes = 0;
+    for (i, f) in vp8.iter().enumerate() {
+        t.push(f, true, i as u64 * 4500, &mut out)?;
+        bytes += out.drain(..).map(|o| o.annexb.len()).sum::<usize>();
+    }
+    let vcpu = cpu_self() - c0;
+    let vwall = w0.elapsed().as_secs_f64();
+    let vsecs = vp8.len() as f64 * VIDEO_PERIOD.as_secs_f64();
+    let mut audio_results = Vec::new();
+    for path in audio {
+        let opus = read_packets(path, ff::media::Type::Audio)?;
+        let stereo = opus_is_stereo(&opus[0]);
+        let mut a = OpusToAac::new(stereo)?;
+        let mut aac = Vec::new();
+        let c1 = cpu_self();
+        for (i, p) in opus.iter().enumerate() {
+            a.push(i as i64 * 960, p, &mut aac)?;
+            aac.clear();
+        }
+        let acpu = cpu_self() - c1;
+        let asecs = opus.len() as f64 * AUDIO_PERIOD.as_secs_f64();
+        audio_results.push(serde_json::json!({
+            "file": path, "channels": if stereo { 2 } else { 1 }, "packets": opus.len(), "media_s": asecs,
+            "cpu_s": acpu, "core_percent": acpu / asecs * 100.0,
+        }));
+    }
+    let c = t.counters();
+    println!(
+        "{}",
+        serde_json::json!({
+            "vp8_to_h264": {
+                "frames": vp8.len(), "media_s": vsecs, "cpu_s": vcpu, "wall_s": vwall,
+                "core_percent": vcpu / vsecs * 100.0,
+                "ms_per_frame": vwall * 1000.0 / vp8.len() as f64,
+                "h264_kbit_per_s": bytes as f64 * 8.0 / vsecs / 1000.0,
+                "encoded": c.encoded, "decode_errors": c.decode_errors,
+            },
+            "opus_to_aac": audio_results,
+        })
+    );
+    Ok(())
+}
+
+/// One HTTP/1.1 request; returns status, headers (lower-case names) and body.
+async fn http(hostport: &str, method: &str, path: &str, body: &str) -> Result<(u16, Vec<(String, String)>, String)> {
+    let mut s = TcpStream::connect(hostport).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").context("HTTP response without header end")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("HTTP status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body.to_owned()))
+}
+
+#[derive(Default)]
+struct Stats {
+    connected: AtomicU64,
+    failed: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+struct Media {
+    video: Vec<Vec<Vec<u8>>>,
+    audio: Vec<Vec<u8>>,
+}
+
+async fn publisher(hostport: String, path: String, media: Arc<Media>, stop: Instant, stats: Arc<Stats>) -> Result<()> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = sock.local_addr()?;
+    let (mut client, offer) = WhipClient::new(Instant::now(), local, true, true, None);
+    let (status, _, answer) = http(&hostport, "POST", &path, &offer).await?;
+    if status != 201 {
+        bail!("WHIP POST {path}: {status} {answer}");
+    }
+    client.accept_answer(&answer)?;
+    let mut tx = Vec::new();
+    client.handle_timeout(Instant::now(), &mut tx)?;
+    let mut buf = vec![0u8; 2048];
+    let mut t0: Option<Instant> = None;
+    let (mut vi, mut ai) = (0u32, 0u32);
+    let mut counted = false;
+    loop {
+        for t in tx.drain(..) {
+            let to: SocketAddr = t.destination;
+            if sock.send_to(&t.contents, to).await.is_ok() {
+                stats.bytes_sent.fetch_add(t.contents.len() as u64, Ordering::Relaxed);
+            }
+        }
+        let now = Instant::now();
+        if now >= stop {
+            return Ok(());
+        }
+        if client.is_failed() {
+            bail!("publisher {path} disconnected");
+        }
+        if client.is_connected() && !counted {
+            counted = true;
+            stats.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        let next_media = t0.map(|t| (t + VIDEO_PERIOD * vi).min(t + AUDIO_PERIOD * ai));
+        let wake = [Some(client.deadline()), next_media, Some(stop)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(stop);
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                client.handle_datagram(Instant::now(), from, &buf[..n], &mut tx)?;
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                client.handle_timeout(now, &mut tx)?;
+                if client.is_connected() {
+                    let t = *t0.get_or_insert(now);
+                    while t + VIDEO_PERIOD * vi <= now {
+                        let au = &media.video[vi as usize % media.video.len()];
+                        let nalus: Vec<&[u8]> = au.iter().map(|n| n.as_slice()).collect();
+                        client.send_h264(now, vi.wrapping_mul(4500), &nalus, &mut tx)?;
+                        vi += 1;
+                    }
+                    while t + AUDIO_PERIOD * ai <= now {
+                        let p = &media.audio[ai as usize % media.audio.len()];
+                        client.send_opus(now, ai.wrapping_mul(960), p, &mut tx)?;
+                        ai += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn publish(args: &[String]) -> Result<()> {
+    let [base, n, warmup, window, video, audio, pid] = args else {
+        bail!("usage: whipload publish HTTP_BASE N WARMUP_SECS WINDOW_SECS VIDEO.h264 AUDIO.ogg SERVER_PID");
+    };
+    let (hostport, _) = split_url(&format!("{}/", base.trim_end_matches('/')))?;
+    let n: usize = n.parse()?;
+    let warmup = Duration::from_secs_f64(warmup.parse()?);
+    let window = Duration::from_secs_f64(window.parse()?);
+    let pid: u32 = pid.parse()?;
+    let video: Vec<Vec<Vec<u8>>> = read_packets(video, ff::media::Type::Video)?
+        .iter()
+        .map(|au| annexb_nal_units(au).into_iter().map(|n| n.to_vec()).collect())
+        .collect();
+    let media = Arc::new(Media {
+        video,
+        audio: read_packets(audio, ff::media::Type::Audio)?,
+    });
+    let (_, rss_idle_kb) = proc_cpu_and_rss(&[pid]);
+    let stats = Arc::new(Stats::default());
+    let stop = Instant::now() + warmup + window + Duration::from_secs(1);
+    for i in 0..n {
+        let (h, p, m, s) = (hostport.clone(), format!("/whip/bench/pub{i}"), media.clone(), stats.clone());
+        tokio::spawn(async move {
+            if let Err(e) = publisher(h, p, m, stop, s.clone()).await {
+                s.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("{e:#}");
+            }
+        });
+        // Spread set-up (and keyframes) over the warm-up.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep_until((Instant::now() + warmup).into()).await;
+    let loadgen0 = cpu_self();
+    let (cpu0, _) = proc_cpu_and_rss(&[pid]);
+    let sent0 = stats.bytes_sent.load(Ordering::Relaxed);
+    let w0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let (cpu1, rss_kb) = proc_cpu_and_rss(&[pid]);
+    let elapsed = w0.elapsed().as_secs_f64();
+    let sent = stats.bytes_sent.load(Ordering::Relaxed) - sent0;
+    let (_, _, streams) = http(&hostport, "GET", "/api/v1/streams", "").await?;
+    let live = streams.matches("\"bench/pub").count();
+    let cpu = cpu1 - cpu0;
+    let connected = stats.connected.load(Ordering::Relaxed);
+    println!(
+        "{}",
+        serde_json::json!({
+            "publishers": n,
+            "connected": connected,
+            "failed": stats.failed.load(Ordering::Relaxed),
+            "streams_live": live,
+            "window_s": elapsed,
+            "publish_mbit_per_s": sent as f64 * 8.0 / elapsed / 1e6,
+            "server_cpu_percent": cpu / elapsed * 100.0,
+            "server_cpu_percent_per_publisher": cpu / elapsed * 100.0 / connected.max(1) as f64,
+            "server_rss_kb": rss_kb,
+            "server_rss_idle_kb": rss_idle_kb,
+            "server_rss_kb_per_publisher": rss_kb.saturating_sub(rss_idle_kb) as f64 / connected.max(1) as f64,
+            "loadgen_cpu_percent": (cpu_self() - loadgen0) / elapsed * 100.0,
+        })
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("publish") => publish(&args[2..]).await,
+        Some("transcode-cost") if args.len() >= 4 => transcode_cost(&args[2], &args[3..]),
+        _ => bail!("usage: whipload publish ... | whipload transcode-cost VIDEO.webm AUDIO.ogg..."),
+    }
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# WebRTC ingest benchmarks.
+#   bench/whip.sh publishers [N...]   N synthetic WHIP publishers (whipload: real ICE/DTLS/SRTP),
+#                                     each H.264 640x480@20 ~1 Mbit/s + Opus, looped from files;
+#                                     gateway CPU and RSS per publisher (default N: 10 50 100).
+#   bench/whip.sh transcode           CPU of the gateway's transcoders per stream: VP8 640x480@20
+#                                     -> H.264, and Opus -> AAC (share of one core in real time).
+# The media are made once with FFmpeg into bench/.cache. Everything binds to 127.0.0.1; every
+# process started here is stopped by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-publishers}
+shift || true
+WARMUP=${WARMUP:-8}
+WINDOW=${WINDOW:-15}
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+scripts/deps.sh test >/dev/null
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p streamgate -p streamgate-loadgen
+SG=$target/release/streamgate
+WHIPLOAD=$target/release/whipload
+
+cache=bench/.cache
+mkdir -p "$cache"
+h264=$cache/whip-640x480-20fps-1mbps.h264
+opus=$cache/whip-opus-48k-mono.ogg
+opus2=$cache/whip-opus-48k-stereo.ogg
+vp8=$cache/whip-640x480-20fps-vp8.webm
+enc() { ffmpeg -hide_banner -loglevel error -y "$@"; }
+# Like a browser's sender: constrained baseline, no B-frames, SPS/PPS before every IDR, 2 s GOP.
+[ -s "$h264" ] || enc -f lavfi -i testsrc2=size=640x480:rate=20 -t 20 -c:v libx264 -preset veryfast \
+  -profile:v baseline -tune zerolatency -b:v 1000k -maxrate 1000k -bufsize 1000k -g 40 \
+  -x264-params repeat-headers=1 -pix_fmt yuv420p -f h264 "$h264"
+# Opus as browsers send it: mono unless the answer asks for stereo; 20 ms frames. Speech-like
+# content (a tone sweeping with noise), not a pure sine, which costs the AAC encoder less.
+audio_src="aevalsrc=0.3*sin(2*PI*(300+200*sin(2*PI*0.5*t))*t)+0.05*(random(0)-0.5):s=48000"
+[ -s "$opus" ] || enc -f lavfi -i "$audio_src" -t 20 -c:a libopus -b:a 48k -frame_duration 20 -ac 1 "$opus"
+[ -s "$opus2" ] || enc -f lavfi -i "$audio_src" -t 20 -c:a libopus -b:a 96k -frame_duration 20 -ac 2 "$opus2"
+[ -s "$vp8" ] || enc -f lavfi -i testsrc2=size=640x480:rate=20 -t 20 -c:v libvpx -deadline realtime -cpu-used 8 \
+  -b:v 1000k -g 40 -lag-in-frames 0 "$vp8"
+
+if [ "$mode" = transcode ]; then
+  "$WHIPLOAD" transcode-cost "$vp8" "$opus" "$opus2"
+  exit 0
+fi
+
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(10 50 100)
+work=$(mktemp -d /tmp/sg-whip.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+results=$work/results.jsonl
+for n in "${counts[@]}"; do
+  http=$(free_port); rtmp=$(free_port); udp=$(free_port)
+  printf '[webrtc]\nmax_sessions = %s\n' "$((n + 10))" >"$work/sg.toml"
+  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log warn >"$work/sg-$n.log" 2>&1 &
+  sg=$!; pids+=($sg)
+  wait_port "$http"
+  echo "N=$n WHIP publishers" >&2
+  "$WHIPLOAD" publish "http://127.0.0.1:$http" "$n" "$WARMUP" "$WINDOW" "$h264" "$opus" "$sg" >>"$results"
+  kill "$sg"; wait "$sg" 2>/dev/null || true
+done
+
+python3 - "$results" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("| publishers | connected | live streams | ingest Mbit/s | gateway CPU % | CPU %/publisher | RSS MiB | RSS KiB/publisher | load generator CPU % |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['publishers']} | {r['connected']} | {r['streams_live']} | {r['publish_mbit_per_s']:.1f} | {r['server_cpu_percent']:.1f} | "
+          f"{r['server_cpu_percent_per_publisher']:.2f} | {r['server_rss_kb']/1024:.1f} | {r['server_rss_kb_per_publisher']:.0f} | {r['loadgen_cpu_percent']:.1f} |")
+PY
+echo "raw results: $results" >&2
