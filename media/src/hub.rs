@@ -447,17 +447,35 @@ impl Publisher {
         // GOP cache.
         let cfg = &self.stream.hub.config;
         if has_video {
+            // The cache starts at the keyframe and holds audio from the keyframe's time on, so
+            // a new viewer's tracks start together. Arrival order is not time order: audio
+            // stamped before the keyframe may arrive after it (a publisher paces a large
+            // keyframe out over tens of milliseconds), and audio stamped after it may arrive
+            // before it. The first is left out of the cache, the second carried into it.
             if frame.track == TrackKind::Video && frame.keyframe {
+                let key_ms = frame.pts_ms();
+                let carried: Vec<Arc<MediaFrame>> = st
+                    .gop
+                    .iter()
+                    .filter(|f| f.track == TrackKind::Audio && f.pts_ms() >= key_ms)
+                    .cloned()
+                    .collect();
+                st.gop.clear();
+                st.gop_bytes = len;
+                st.gop.push_back(frame.clone());
+                for f in carried {
+                    st.gop_bytes += f.data.len();
+                    st.gop.push_back(f);
+                }
+            } else if let Some(key_ms) = st.gop.front().map(|k| k.pts_ms()) {
+                if frame.track == TrackKind::Video || frame.pts_ms() >= key_ms {
+                    st.gop_bytes += len;
+                    st.gop.push_back(frame.clone());
+                }
+            }
+            if st.gop_bytes > cfg.gop_max_bytes.min(cfg.queue_max_bytes) || st.gop.len() > cfg.queue_max_frames {
                 st.gop.clear();
                 st.gop_bytes = 0;
-            }
-            if !st.gop.is_empty() || sync {
-                st.gop_bytes += len;
-                st.gop.push_back(frame.clone());
-                if st.gop_bytes > cfg.gop_max_bytes.min(cfg.queue_max_bytes) || st.gop.len() > cfg.queue_max_frames {
-                    st.gop.clear();
-                    st.gop_bytes = 0;
-                }
             }
         } else {
             st.gop.push_back(frame.clone());
@@ -729,6 +747,38 @@ mod tests {
         let evs = drain(&mut sub);
         assert!(matches!(evs[0], HubEvent::VideoConfig(_)));
         assert_eq!(frame_ts(&evs), vec![(66, true), (70, true), (100, false)]);
+    }
+
+    #[test]
+    fn cached_gop_starts_both_tracks_at_the_keyframe_time() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.set_video_config(video_config());
+        let audio = |ts| MediaFrame::audio(ts, Timebase::MILLIS, Bytes::from_static(b"aac"));
+        p.push(vframe(0, true, 100));
+        p.push(audio(10));
+        p.push(audio(1960));
+        p.push(vframe(2000, true, 100));
+        // Audio stamped before the keyframe arrives after it: not for new viewers.
+        p.push(audio(1985));
+        p.push(audio(2006));
+        p.push(vframe(2050, false, 10));
+        let mut first = hub.subscribe(&key("a"), "flv").unwrap();
+        assert_eq!(frame_ts(&drain(&mut first)), vec![(2000, true), (2006, true), (2050, false)]);
+        // Audio stamped after the next keyframe arrives before it (the keyframe was paced out):
+        // carried into the new cache.
+        p.push(audio(3990));
+        p.push(audio(4011));
+        p.push(vframe(4000, true, 100));
+        p.push(audio(4032));
+        p.push(vframe(4050, false, 10));
+        let mut second = hub.subscribe(&key("a"), "flv").unwrap();
+        assert_eq!(
+            frame_ts(&drain(&mut second)),
+            vec![(4000, true), (4011, true), (4032, true), (4050, false)]
+        );
+        // Live viewers get everything, in arrival order.
+        assert_eq!(frame_ts(&drain(&mut first)).len(), 5);
     }
 
     #[test]
