@@ -2,8 +2,8 @@
 # Glass-to-glass latency and creep: tests/tools/clock_publisher.py burns the wall clock into
 # every frame, mpegts.js in headless Chromium plays WS-FLV (for SECONDS, default 1800 = 30 min)
 # and HTTP-FLV (30 s) and reads it back. Also measures the same path with FFmpeg as the player
-# (no browser buffering) for reference. Prints JSON lines: median/p95 latency, start vs end
-# median (creep), first-frame time.
+# (no browser buffering) for reference, and WHIP ingest -> WS-FLV (WHIP_SECONDS, default 120).
+# Prints JSON lines: median/p95 latency, start vs end median (creep), first-frame time.
 #   bench/latency.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 echo "== mpegts.js in Chromium (WS-FLV ${secs}s, HTTP-FLV 30s)"
 LATENCY_SECONDS=$secs node --test tests/browser/flv_latency.test.mjs 2>&1 | grep -E '^# (ws|http)-flv|^(ok|not ok)'
+
+echo "== WHIP (Chromium canvas clock, H.264 passed through / VP8 transcoded) -> WS-FLV in mpegts.js (${WHIP_SECONDS:-120}s each)"
+WHIP_LATENCY_SECONDS=${WHIP_SECONDS:-120} node --test tests/browser/whip_latency.test.mjs 2>&1 | grep -E '^# whip-|^(ok|not ok)'
 
 echo "== FFmpeg as the player (RTMP and HTTP-FLV, 10 s each)"
 SG=$CARGO_TARGET_DIR/release/streamgate
