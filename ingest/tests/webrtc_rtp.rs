@@ -6,21 +6,16 @@
 //! Everything runs in memory on a virtual clock: no sockets, no sleeps.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use media::avc::annexb_nal_units;
-use str0m::net::Transmit;
 use str0m::rtp::{Extension, ExtensionMap, ExtensionSerializer, ExtensionValues};
-use streamgate_ingest::webrtc::client::{packetize_h264, WhipClient};
-use streamgate_ingest::webrtc::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Outputs, SessionId};
+use streamgate_ingest::webrtc::client::packetize_h264;
 use streamgate_ingest::webrtc::h264::H264Track;
+use streamgate_ingest::webrtc::loopback::Loopback;
 use streamgate_ingest::webrtc::pipeline::RtpFrame;
-use streamgate_ingest::webrtc::timing::Track;
 
 const STREAM: &[u8] = include_bytes!("../testdata/baseline_176x144_6f.h264");
-const SERVER: &str = "127.0.0.1:8189";
-const CLIENT: &str = "127.0.0.1:50000";
 /// 20 fps in the 90 kHz RTP clock.
 const FRAME_TICKS: u32 = 4500;
 const VIDEO_PT: u8 = 108;
@@ -41,150 +36,48 @@ fn access_units() -> Vec<Vec<&'static [u8]>> {
     aus
 }
 
-/// Which client datagrams to lose on the way.
-type Filter = Box<dyn FnMut(&RtpView) -> bool>;
+/// The test's view of a [`Loopback`]: panics instead of errors, frame-paced sends.
+struct Link(Loopback);
 
-/// The clear part of an SRTP packet (the RTP header is not encrypted).
-struct RtpView {
-    pt: u8,
-    seq: u16,
-}
-
-fn rtp_view(buf: &[u8]) -> Option<RtpView> {
-    // RTP, not RTCP (payload types 72..=76 with the marker are RTCP).
-    if buf.len() < 12 || buf[0] >> 6 != 2 || (64..96).contains(&(buf[1] & 0x7f)) {
-        return None;
+impl std::ops::Deref for Link {
+    type Target = Loopback;
+    fn deref(&self) -> &Loopback {
+        &self.0
     }
-    Some(RtpView {
-        pt: buf[1] & 0x7f,
-        seq: u16::from_be_bytes([buf[2], buf[3]]),
-    })
 }
 
-struct Link {
-    ep: Endpoint,
-    client: WhipClient,
-    id: SessionId,
-    now: Instant,
-    server: SocketAddr,
-    frames: Vec<RtpFrame>,
-    closed: bool,
-    lose: Filter,
-    lost: usize,
+impl std::ops::DerefMut for Link {
+    fn deref_mut(&mut self) -> &mut Loopback {
+        &mut self.0
+    }
 }
 
 impl Link {
     fn connect(extensions: Option<ExtensionMap>) -> Self {
-        let now = Instant::now();
-        let server: SocketAddr = SERVER.parse().unwrap();
-        let mut ep = Endpoint::new(EndpointConfig {
-            candidates: vec![server],
-            ..EndpointConfig::default()
-        });
-        let (mut client, offer) = WhipClient::new(now, CLIENT.parse().unwrap(), true, false, extensions);
-        let mut out = Outputs::default();
-        let (id, answer, neg) = ep.accept_offer(now, &offer, &mut out).unwrap();
-        assert!(neg.video && !neg.audio);
-        client.accept_answer(&answer).unwrap();
-        let mut link = Self {
-            ep,
-            client,
-            id,
-            now,
-            server,
-            frames: Vec::new(),
-            closed: false,
-            lose: Box::new(|_| false),
-            lost: 0,
-        };
-        link.deliver(Vec::new(), out);
-        for _ in 0..2000 {
-            if link.client.is_connected() {
-                break;
-            }
-            link.step();
-        }
-        assert!(link.client.is_connected(), "ICE/DTLS did not complete");
-        link.advance(Duration::from_millis(100));
-        link
+        Self(Loopback::connect(extensions).unwrap())
     }
 
-    /// Moves datagrams both ways until nobody has anything to send.
-    fn deliver(&mut self, mut from_client: Vec<Transmit>, out: Outputs) {
-        let mut to_client = out.transmits;
-        self.collect(out.events);
-        for _ in 0..100_000 {
-            if from_client.is_empty() && to_client.is_empty() {
-                return;
-            }
-            for t in std::mem::take(&mut from_client) {
-                assert_eq!(t.destination, self.server);
-                if rtp_view(&t.contents).is_some_and(|v| (self.lose)(&v)) {
-                    self.lost += 1;
-                    continue;
-                }
-                let mut out = Outputs::default();
-                self.ep.handle_datagram(self.now, t.source, &t.contents, &mut out);
-                to_client.extend(out.transmits);
-                self.collect(out.events);
-            }
-            for t in std::mem::take(&mut to_client) {
-                self.client
-                    .handle_datagram(self.now, t.source, &t.contents, &mut from_client)
-                    .unwrap();
-            }
-        }
-        panic!("datagram exchange did not quiesce");
-    }
-
-    fn collect(&mut self, events: Vec<EndpointEvent>) {
-        for e in events {
-            match e {
-                EndpointEvent::Media(id, f) if id == self.id && f.track == Track::Video => self.frames.push(f),
-                EndpointEvent::Closed(id, _) if id == self.id => self.closed = true,
-                _ => {}
-            }
-        }
-    }
-
-    /// Advances the clock to the next timer of either side (at most 10 ms) and fires it.
     fn step(&mut self) {
-        let next = self
-            .client
-            .deadline()
-            .min(self.ep.next_deadline().unwrap_or(self.now + Duration::from_secs(1)))
-            .min(self.now + Duration::from_millis(10))
-            .max(self.now);
-        self.now = next;
-        let mut from_client = Vec::new();
-        self.client.handle_timeout(self.now, &mut from_client).unwrap();
-        let mut out = Outputs::default();
-        self.ep.handle_timeout(self.now, &mut out);
-        self.deliver(from_client, out);
+        self.0.step().unwrap();
     }
 
     fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            self.step();
-        }
+        self.0.advance(d).unwrap();
     }
 
     fn send_au(&mut self, index: usize, au: &[&[u8]]) {
-        let mut tx = Vec::new();
-        self.client.send_h264(self.now, index as u32 * FRAME_TICKS, au, &mut tx).unwrap();
-        self.deliver(tx, Outputs::default());
+        self.0.send_au(index as u32 * FRAME_TICKS, au).unwrap();
         self.advance(Duration::from_millis(50));
+    }
+
+    fn send_rtp(&mut self, seq: Option<u64>, rtp_time: u32, marker: bool, payload: &[u8]) {
+        self.0.send_rtp(seq, rtp_time, marker, payload).unwrap();
     }
 
     /// Writes explicit RTP packets: (sequence offset from `base`, payload, marker).
     fn send_packets(&mut self, base: u64, rtp_time: u32, packets: &[(u64, Vec<u8>, bool)]) {
         for (off, payload, marker) in packets {
-            let mut tx = Vec::new();
-            self.client
-                .write_video_rtp(self.now, Some(base + off), rtp_time, *marker, payload, &mut tx)
-                .unwrap();
-            self.deliver(tx, Outputs::default());
+            self.send_rtp(Some(base + off), rtp_time, *marker, payload);
         }
         self.advance(Duration::from_millis(50));
     }
@@ -282,14 +175,8 @@ fn packets_out_of_order_are_put_back_in_order() {
     let p1 = packetize_h264(&aus[1], 1200);
     let p2 = packetize_h264(&aus[2], 1200);
     assert_eq!((p1.len(), p2.len()), (1, 1));
-    let mut tx = Vec::new();
-    link.client
-        .write_video_rtp(link.now, Some(seq + 1), 2 * FRAME_TICKS, true, &p2[0], &mut tx)
-        .unwrap();
-    link.client
-        .write_video_rtp(link.now, Some(seq), FRAME_TICKS, true, &p1[0], &mut tx)
-        .unwrap();
-    link.deliver(tx, Outputs::default());
+    link.send_rtp(Some(seq + 1), 2 * FRAME_TICKS, true, &p2[0]);
+    link.send_rtp(Some(seq), FRAME_TICKS, true, &p1[0]);
     seq += 2;
     // The second IDR's packets in reverse order, the marker still on the last one.
     let idr = packetize_h264(&aus[3], 1200);
@@ -366,21 +253,13 @@ fn an_endless_fu_a_stays_bounded_and_the_stream_recovers() {
     let rss_before = rss_kib();
     // An FU-A start and 40,000 middle fragments of 1,100 bytes (44 MB) with no end.
     let idr = aus[3][2];
-    let mut tx = Vec::new();
     let mut start = vec![(idr[0] & 0xe0) | 28, 0x80 | 5];
     start.extend_from_slice(&idr[1..1101]);
-    link.client
-        .write_video_rtp(link.now, None, FRAME_TICKS, false, &start, &mut tx)
-        .unwrap();
-    link.deliver(tx, Outputs::default());
+    link.send_rtp(None, FRAME_TICKS, false, &start);
     let mut middle = vec![(idr[0] & 0xe0) | 28, 5];
     middle.extend_from_slice(&[0x5a; 1100]);
     for i in 0..40_000 {
-        let mut tx = Vec::new();
-        link.client
-            .write_video_rtp(link.now, None, FRAME_TICKS, false, &middle, &mut tx)
-            .unwrap();
-        link.deliver(tx, Outputs::default());
+        link.send_rtp(None, FRAME_TICKS, false, &middle);
         if i % 100 == 0 {
             link.step();
         }
