@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 profile=${1:-run}
 # FFmpeg's libraries and headers (Opus -> AAC, VP8 -> H.264 through ffmpeg-next) and clang for
-# its bindgen step; a C compiler (gcc) is already there for aws-lc-rs (str0m's DTLS/SRTP crypto).
-run_pkgs=(pkg-config ca-certificates clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev)
+# its bindgen step; a C compiler (gcc) is already there for aws-lc-rs (str0m's DTLS/SRTP crypto);
+# g++ builds the bundled Fraunhofer FDK AAC encoder (the fdk-aac crate).
+run_pkgs=(pkg-config ca-certificates clang libclang-dev g++ libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev)
 test_pkgs=(ffmpeg curl nginx libnginx-mod-rtmp chromium wrk procps iproute2)
 
 pkgs=("${run_pkgs[@]}")

@@ -77,6 +77,24 @@ pub struct WebRtcSection {
     pub whip_token: String,
     pub ice_servers: Vec<String>,
     pub udp_receive_buffer: u32,
+    pub aac_encoder: AacEncoderName,
+}
+
+/// `webrtc.aac_encoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AacEncoderName {
+    Fdk,
+    Ffmpeg,
+}
+
+impl From<AacEncoderName> for ingest::webrtc::audio::AacEncoderKind {
+    fn from(n: AacEncoderName) -> Self {
+        match n {
+            AacEncoderName::Fdk => Self::Fdk,
+            AacEncoderName::Ffmpeg => Self::Ffmpeg,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

@@ -273,6 +273,7 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     let min_gap = Duration::from_millis(w.keyframe_request_min_ms);
     let periodic = (w.pli_interval_ms > 0).then(|| Duration::from_millis(w.pli_interval_ms));
     let mut pipeline = Pipeline::new(neg.video, neg.audio);
+    pipeline.set_aac_encoder(w.aac_encoder.into());
     let mut last_request: Option<Instant> = None;
     let mut pending_request = false;
     let mut ops = Vec::new();

@@ -9,10 +9,15 @@
 //!   is added or dropped.
 //! * Mono publishers give mono AAC (64 kb/s), stereo ones stereo (128 kb/s), decided from the
 //!   first packet's TOC byte (RFC 6716 §3.1).
-//! * Encoder delay, bounded and documented: the FIFO holds < 1024 samples (21.3 ms) and FFmpeg's
-//!   AAC encoder outputs a frame one frame after its input (1024 samples, 21.3 ms), so audio
-//!   leaves at most ~43 ms after it arrived. Packet timestamps are already corrected for the
-//!   encoder's 1024-sample priming (the first frame is stamped 21.3 ms before the first sample).
+//! * Two AAC encoders ([`AacEncoderKind`]): Fraunhofer's FDK AAC (the default: 2.6x less CPU than
+//!   FFmpeg's and the reference for quality) and FFmpeg's native encoder on its `fast` coder.
+//! * Encoder delay, bounded and documented: the FIFO holds < 1024 samples (21.3 ms); FFmpeg's
+//!   encoder outputs a frame one frame after its input (priming 1024 samples, 21.3 ms), FDK's
+//!   after its `nDelay` (2048 samples at 48 kHz mono/stereo LC, 42.7 ms). Frame timestamps are
+//!   corrected for that priming: the first frame is stamped one priming earlier than the first
+//!   sample, so decoded audio lines up with video.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ffmpeg_next as ff;
@@ -38,6 +43,32 @@ pub enum AudioError {
     /// The decoder produced something other than float planar samples.
     #[error("unexpected decoded sample format")]
     SampleFormat,
+    /// The FDK AAC encoder failed.
+    #[error("FDK AAC: {0}")]
+    Fdk(String),
+}
+
+/// Which AAC encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AacEncoderKind {
+    /// Fraunhofer FDK AAC (bundled, built from source by the `fdk-aac` crate).
+    #[default]
+    Fdk,
+    /// FFmpeg's native AAC encoder (`aac_coder=fast`).
+    Ffmpeg,
+}
+
+enum Encoder {
+    Ffmpeg(ff::encoder::Audio),
+    Fdk {
+        enc: fdk_aac::enc::Encoder,
+        /// Priming: samples before the first input sample in the decoded output.
+        delay: i64,
+        /// Timestamps of frames given to the encoder, oldest first.
+        pending: VecDeque<i64>,
+        pcm: Vec<i16>,
+        out: Vec<u8>,
+    },
 }
 
 /// One AAC frame with its timestamp in 48 kHz samples.
@@ -72,7 +103,7 @@ pub fn opus_is_stereo(packet: &[u8]) -> bool {
 /// Opus -> AAC for one stream.
 pub struct OpusToAac {
     decoder: ff::decoder::Audio,
-    encoder: ff::encoder::Audio,
+    encoder: Encoder,
     channels: usize,
     fifo: [Vec<f32>; 2],
     fifo_pts: i64,
@@ -83,8 +114,13 @@ pub struct OpusToAac {
 }
 
 impl OpusToAac {
-    /// A transcoder giving stereo AAC if `stereo`, mono otherwise.
+    /// A transcoder giving stereo AAC if `stereo`, mono otherwise, with the default encoder.
     pub fn new(stereo: bool) -> Result<Self, AudioError> {
+        Self::with_encoder(stereo, AacEncoderKind::default())
+    }
+
+    /// A transcoder with the given AAC encoder.
+    pub fn with_encoder(stereo: bool, kind: AacEncoderKind) -> Result<Self, AudioError> {
         ff::init().map_err(|e| AudioError::Ffmpeg("init", e))?;
         // FFmpeg's own log lines (encoder statistics on close) would bypass tracing.
         ff::util::log::set_level(ff::util::log::Level::Error);
@@ -94,23 +130,10 @@ impl OpusToAac {
             .decoder()
             .audio()
             .map_err(|e| AudioError::Ffmpeg("opening the Opus decoder", e))?;
-        let enc_codec = ff::encoder::find(ff::codec::Id::AAC).ok_or(AudioError::CodecMissing("AAC encoder"))?;
-        let mut enc = ff::codec::Context::new_with_codec(enc_codec)
-            .encoder()
-            .audio()
-            .map_err(|e| AudioError::Ffmpeg("creating the AAC encoder", e))?;
-        enc.set_rate(SAMPLE_RATE as i32);
-        enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Planar));
-        enc.set_channel_layout(ff::ChannelLayout::default(channels as i32));
-        enc.set_bit_rate(64_000 * channels);
-        enc.set_time_base(ff::Rational::new(1, SAMPLE_RATE as i32));
-        // The "fast" coder: a third of the default two-loop search's CPU (bench/whip.sh
-        // transcode), at a quality difference that does not matter for live speech and music.
-        let mut opts = ff::Dictionary::new();
-        opts.set("aac_coder", "fast");
-        let encoder = enc
-            .open_as_with(enc_codec, opts)
-            .map_err(|e| AudioError::Ffmpeg("opening the AAC encoder", e))?;
+        let encoder = match kind {
+            AacEncoderKind::Ffmpeg => Encoder::Ffmpeg(ffmpeg_aac(channels)?),
+            AacEncoderKind::Fdk => fdk_aac_encoder(channels)?,
+        };
         let info = AacInfo {
             object_type: 2,
             sample_rate: SAMPLE_RATE,
@@ -146,6 +169,19 @@ impl OpusToAac {
         self.fifo_pts += delta;
         if let Some(n) = &mut self.next_pts {
             *n += delta;
+        }
+        if let Encoder::Fdk { pending, .. } = &mut self.encoder {
+            for p in pending.iter_mut() {
+                *p += delta;
+            }
+        }
+    }
+
+    /// Samples between a frame's first input sample and where it appears in the decoded output.
+    pub fn priming(&self) -> i64 {
+        match &self.encoder {
+            Encoder::Ffmpeg(_) => AAC_FRAME as i64,
+            Encoder::Fdk { delay, .. } => *delay,
         }
     }
 
@@ -216,28 +252,106 @@ impl OpusToAac {
 
     fn drain(&mut self, out: &mut Vec<AacFrame>) -> Result<(), AudioError> {
         while self.fifo[0].len() >= AAC_FRAME {
-            let layout = ff::ChannelLayout::default(self.channels as i32);
-            let mut frame = ff::frame::Audio::new(ff::format::Sample::F32(ff::format::sample::Type::Planar), AAC_FRAME, layout);
-            frame.set_rate(SAMPLE_RATE);
-            frame.set_pts(Some(self.fifo_pts));
-            for ch in 0..self.channels {
-                frame.plane_mut::<f32>(ch)[..AAC_FRAME].copy_from_slice(&self.fifo[ch][..AAC_FRAME]);
-                self.fifo[ch].drain(..AAC_FRAME);
-            }
+            let pts = self.fifo_pts;
             self.fifo_pts += AAC_FRAME as i64;
-            self.encoder.send_frame(&frame).map_err(|e| AudioError::Ffmpeg("AAC encoding", e))?;
-            let mut pkt = ff::Packet::empty();
-            while self.encoder.receive_packet(&mut pkt).is_ok() {
-                if let (Some(pts), Some(data)) = (pkt.pts(), pkt.data()) {
-                    out.push(AacFrame {
-                        pts,
-                        data: Bytes::copy_from_slice(data),
-                    });
+            match &mut self.encoder {
+                Encoder::Ffmpeg(enc) => {
+                    let layout = ff::ChannelLayout::default(self.channels as i32);
+                    let mut frame = ff::frame::Audio::new(ff::format::Sample::F32(ff::format::sample::Type::Planar), AAC_FRAME, layout);
+                    frame.set_rate(SAMPLE_RATE);
+                    frame.set_pts(Some(pts));
+                    for ch in 0..self.channels {
+                        frame.plane_mut::<f32>(ch)[..AAC_FRAME].copy_from_slice(&self.fifo[ch][..AAC_FRAME]);
+                    }
+                    enc.send_frame(&frame).map_err(|e| AudioError::Ffmpeg("AAC encoding", e))?;
+                    let mut pkt = ff::Packet::empty();
+                    while enc.receive_packet(&mut pkt).is_ok() {
+                        if let (Some(pts), Some(data)) = (pkt.pts(), pkt.data()) {
+                            out.push(AacFrame {
+                                pts,
+                                data: Bytes::copy_from_slice(data),
+                            });
+                        }
+                    }
                 }
+                Encoder::Fdk {
+                    enc,
+                    delay,
+                    pending,
+                    pcm,
+                    out: buf,
+                } => {
+                    // Interleaved 16-bit, as FDK takes it, straight from the FIFO.
+                    pcm.clear();
+                    if self.channels == 2 {
+                        for (l, r) in self.fifo[0][..AAC_FRAME].iter().zip(&self.fifo[1][..AAC_FRAME]) {
+                            pcm.push(to_i16(*l));
+                            pcm.push(to_i16(*r));
+                        }
+                    } else {
+                        pcm.extend(self.fifo[0][..AAC_FRAME].iter().map(|v| to_i16(*v)));
+                    }
+                    pending.push_back(pts);
+                    let info = enc.encode(pcm, buf).map_err(|e| AudioError::Fdk(e.to_string()))?;
+                    if info.output_size > 0 {
+                        if let Some(p) = pending.pop_front() {
+                            out.push(AacFrame {
+                                pts: p - *delay,
+                                data: Bytes::copy_from_slice(&buf[..info.output_size]),
+                            });
+                        }
+                    }
+                }
+            }
+            for ch in 0..self.channels {
+                self.fifo[ch].drain(..AAC_FRAME);
             }
         }
         Ok(())
     }
+}
+
+fn to_i16(v: f32) -> i16 {
+    (v.clamp(-1.0, 1.0) * 32767.0) as i16
+}
+
+fn ffmpeg_aac(channels: usize) -> Result<ff::encoder::Audio, AudioError> {
+    let enc_codec = ff::encoder::find(ff::codec::Id::AAC).ok_or(AudioError::CodecMissing("AAC encoder"))?;
+    let mut enc = ff::codec::Context::new_with_codec(enc_codec)
+        .encoder()
+        .audio()
+        .map_err(|e| AudioError::Ffmpeg("creating the AAC encoder", e))?;
+    enc.set_rate(SAMPLE_RATE as i32);
+    enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Planar));
+    enc.set_channel_layout(ff::ChannelLayout::default(channels as i32));
+    enc.set_bit_rate(64_000 * channels);
+    enc.set_time_base(ff::Rational::new(1, SAMPLE_RATE as i32));
+    // The "fast" coder: a third of the default two-loop search's CPU (bench/whip.sh
+    // transcode), at a quality difference that does not matter for live speech and music.
+    let mut opts = ff::Dictionary::new();
+    opts.set("aac_coder", "fast");
+    enc.open_as_with(enc_codec, opts)
+        .map_err(|e| AudioError::Ffmpeg("opening the AAC encoder", e))
+}
+
+fn fdk_aac_encoder(channels: usize) -> Result<Encoder, AudioError> {
+    use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, EncoderParams, Transport};
+    let enc = fdk_aac::enc::Encoder::new(EncoderParams {
+        bit_rate: BitRate::Cbr(64_000 * channels as u32),
+        sample_rate: SAMPLE_RATE,
+        transport: Transport::Raw,
+        channels: if channels == 2 { ChannelMode::Stereo } else { ChannelMode::Mono },
+        audio_object_type: AudioObjectType::Mpeg4LowComplexity,
+    })
+    .map_err(|e| AudioError::Fdk(e.to_string()))?;
+    let info = enc.info().map_err(|e| AudioError::Fdk(e.to_string()))?;
+    Ok(Encoder::Fdk {
+        enc,
+        delay: i64::from(info.nDelay),
+        pending: VecDeque::new(),
+        pcm: Vec::with_capacity(AAC_FRAME * 2),
+        out: vec![0; 8192],
+    })
 }
 
 #[cfg(test)]
@@ -281,30 +395,78 @@ mod tests {
         out
     }
 
+    const ENCODERS: [AacEncoderKind; 2] = [AacEncoderKind::Fdk, AacEncoderKind::Ffmpeg];
+
+    /// Decodes AAC frames with FFmpeg's decoder (each behind an ADTS header built from the
+    /// AudioSpecificConfig): the number of samples out.
+    fn decode_aac(asc: &[u8], frames: &[AacFrame]) -> usize {
+        let codec = ff::decoder::find(ff::codec::Id::AAC).unwrap();
+        let mut dec = ff::codec::Context::new_with_codec(codec).decoder().audio().unwrap();
+        let mut n = 0;
+        let mut f = ff::frame::Audio::empty();
+        for fr in frames {
+            let mut adts = adts_header(fr.data.len(), asc);
+            adts.extend_from_slice(&fr.data);
+            if dec.send_packet(&ff::Packet::copy(&adts)).is_ok() {
+                while dec.receive_frame(&mut f).is_ok() {
+                    n += f.samples();
+                }
+            }
+        }
+        n
+    }
+
+    /// An ADTS header for a raw frame (AAC-LC, 48 kHz, channels from the ASC).
+    fn adts_header(len: usize, asc: &[u8]) -> Vec<u8> {
+        let channels = (asc[1] >> 3) & 0x0f;
+        let full = len + 7;
+        vec![
+            0xff,
+            0xf1,
+            (1 << 6) | (3 << 2) | (channels >> 2),
+            ((channels & 3) << 6) | (full >> 11) as u8,
+            (full >> 3) as u8,
+            (((full & 7) << 5) as u8) | 0x1f,
+            0xfc,
+        ]
+    }
+
     #[test]
     fn continuous_timestamps_from_sample_counts() {
         let pkts = opus_packets(100, false);
         assert!(!opus_is_stereo(&pkts[0]));
-        let mut t = OpusToAac::new(false).unwrap();
-        assert_eq!(t.config().info.channels, 1);
-        let mut out = Vec::new();
-        for (i, p) in pkts.iter().enumerate() {
-            t.push(10_000 + i as i64 * 960, p, &mut out).unwrap();
+        for kind in ENCODERS {
+            let mut t = OpusToAac::with_encoder(false, kind).unwrap();
+            assert_eq!(t.config().info.channels, 1);
+            let mut out = Vec::new();
+            for (i, p) in pkts.iter().enumerate() {
+                t.push(10_000 + i as i64 * 960, p, &mut out).unwrap();
+            }
+            // 96,000 samples in: 93 full AAC frames through the FIFO, the encoder holds its delay.
+            assert!(out.len() >= 90, "{kind:?}: {}", out.len());
+            assert_eq!(out[0].pts, 10_000 - t.priming(), "{kind:?}: priming accounted for");
+            assert!(t.priming() >= 1024 && t.priming() <= 3072, "{kind:?}: {}", t.priming());
+            for w in out.windows(2) {
+                assert_eq!(w[1].pts - w[0].pts, 1024);
+            }
+            assert_eq!(t.counters().concealed_samples, 0);
+            // Real AAC: FFmpeg's decoder takes every frame.
+            let asc = t.config().asc.clone();
+            assert_eq!(decode_aac(&asc, &out), out.len() * 1024, "{kind:?}");
         }
-        // 96,000 samples in: 93 full AAC frames through the FIFO, one held by the encoder.
-        assert!(out.len() >= 90, "{}", out.len());
-        assert_eq!(out[0].pts, 10_000 - 1024, "priming accounted for");
-        for w in out.windows(2) {
-            assert_eq!(w[1].pts - w[0].pts, 1024);
-        }
-        assert_eq!(t.counters().concealed_samples, 0);
     }
 
     #[test]
     fn lost_packet_is_concealed_and_stays_continuous() {
         let pkts = opus_packets(50, true);
         assert!(opus_is_stereo(&pkts[0]));
-        let mut t = OpusToAac::new(true).unwrap();
+        for kind in ENCODERS {
+            lost_packet_case(&pkts, kind);
+        }
+    }
+
+    fn lost_packet_case(pkts: &[Vec<u8>], kind: AacEncoderKind) {
+        let mut t = OpusToAac::with_encoder(true, kind).unwrap();
         let mut out = Vec::new();
         for (i, p) in pkts.iter().enumerate() {
             if i == 10 || i == 11 {

@@ -13,7 +13,7 @@ use str0m::format::Codec;
 
 use media::frame::{AudioConfig, MediaFrame, Timebase, TrackKind, VideoConfig};
 
-use super::audio::{opus_is_stereo, AacFrame, AudioError, OpusToAac};
+use super::audio::{opus_is_stereo, AacEncoderKind, AacFrame, AudioError, OpusToAac};
 use super::h264::H264Track;
 use super::timing::{SessionTiming, Track};
 use super::transcode::{H264Out, SourceCodec, VideoError, VpxToH264};
@@ -66,6 +66,7 @@ pub struct Pipeline {
     want_video: bool,
     want_audio: bool,
     audio_error: Option<String>,
+    aac_encoder: AacEncoderKind,
     transcoder: Option<VpxToH264>,
     video_error: Option<String>,
     h264_out: Vec<H264Out>,
@@ -85,6 +86,7 @@ impl Pipeline {
             want_video: video,
             want_audio: audio,
             audio_error: None,
+            aac_encoder: AacEncoderKind::default(),
             transcoder: None,
             video_error: None,
             h264_out: Vec::new(),
@@ -93,6 +95,11 @@ impl Pipeline {
             released: false,
             aac: Vec::new(),
         }
+    }
+
+    /// Chooses the AAC encoder (before the first audio packet).
+    pub fn set_aac_encoder(&mut self, kind: AacEncoderKind) {
+        self.aac_encoder = kind;
     }
 
     /// The H.264 track's state (counters).
@@ -213,7 +220,7 @@ impl Pipeline {
         let a = match &mut self.audio {
             Some(a) => a,
             None => {
-                let a = OpusToAac::new(opus_is_stereo(packet))?;
+                let a = OpusToAac::with_encoder(opus_is_stereo(packet), self.aac_encoder)?;
                 out.push(HubOp::AudioConfig(a.config().clone()));
                 self.audio.insert(a)
             }
