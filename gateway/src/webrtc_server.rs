@@ -359,6 +359,8 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
         dropped_waiting_keyframe = c.dropped_waiting_keyframe,
         opus_packets = a.packets,
         concealed_samples = a.concealed_samples,
+        realign_inserted = a.realign_inserted,
+        realign_dropped = a.realign_dropped,
         "WebRTC stream ended"
     );
 }

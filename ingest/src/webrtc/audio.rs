@@ -93,6 +93,10 @@ pub struct AudioCounters {
     pub late_packets: u64,
     /// Gaps too long to conceal (the FIFO restarted).
     pub restarts: u64,
+    /// Silence inserted to move audio later (A/V realignment).
+    pub realign_inserted: u64,
+    /// Samples dropped to move audio earlier (A/V realignment).
+    pub realign_dropped: u64,
 }
 
 /// Whether an Opus packet's TOC byte says stereo.
@@ -108,6 +112,8 @@ pub struct OpusToAac {
     fifo: [Vec<f32>; 2],
     fifo_pts: i64,
     next_pts: Option<i64>,
+    /// Samples still to drop from what is decoded next (a realignment larger than the FIFO).
+    drop_debt: usize,
     config: AudioConfig,
     decoded: ff::frame::Audio,
     counters: AudioCounters,
@@ -148,6 +154,7 @@ impl OpusToAac {
             fifo: [Vec::with_capacity(4096), Vec::with_capacity(4096)],
             fifo_pts: 0,
             next_pts: None,
+            drop_debt: 0,
             config,
             decoded: ff::frame::Audio::empty(),
             counters: AudioCounters::default(),
@@ -164,16 +171,42 @@ impl OpusToAac {
         self.counters
     }
 
-    /// Moves every timestamp by `delta` samples (A/V realignment); no samples change.
+    /// Moves audio by `delta` samples (A/V realignment from RTCP sender reports) without
+    /// breaking the AAC timeline: a positive delta inserts that much silence, a negative one
+    /// drops that many samples, so timestamps stay continuous (1024 per frame) and a player
+    /// that plays audio by sample count rather than by timestamp stays in sync as well. Before
+    /// any audio, or for a move of more than [`MAX_CONCEAL_SAMPLES`], the timeline jumps instead.
     pub fn shift(&mut self, delta: i64) {
-        self.fifo_pts += delta;
-        if let Some(n) = &mut self.next_pts {
-            *n += delta;
-        }
-        if let Encoder::Fdk { pending, .. } = &mut self.encoder {
-            for p in pending.iter_mut() {
-                *p += delta;
+        let Some(next) = &mut self.next_pts else {
+            self.fifo_pts += delta;
+            return;
+        };
+        *next += delta;
+        if delta.abs() > MAX_CONCEAL_SAMPLES {
+            self.fifo_pts += delta;
+            if let Encoder::Fdk { pending, .. } = &mut self.encoder {
+                for p in pending.iter_mut() {
+                    *p += delta;
+                }
             }
+            return;
+        }
+        if delta > 0 {
+            let d = delta as usize;
+            for ch in 0..self.channels {
+                let len = self.fifo[ch].len();
+                self.fifo[ch].resize(len + d, 0.0);
+            }
+            self.counters.realign_inserted += d as u64;
+        } else {
+            let d = delta.unsigned_abs() as usize;
+            let now = d.min(self.fifo[0].len());
+            for ch in 0..self.channels {
+                let len = self.fifo[ch].len();
+                self.fifo[ch].truncate(len - now);
+            }
+            self.drop_debt += d - now;
+            self.counters.realign_dropped += d as u64;
         }
     }
 
@@ -246,6 +279,14 @@ impl OpusToAac {
                 self.fifo[ch].extend_from_slice(&plane[..n.min(plane.len())]);
             }
             added += n;
+            if self.drop_debt > 0 {
+                let d = self.drop_debt.min(n);
+                for ch in 0..self.channels {
+                    let len = self.fifo[ch].len();
+                    self.fifo[ch].truncate(len - d);
+                }
+                self.drop_debt -= d;
+            }
         }
         Ok(added)
     }
@@ -454,6 +495,44 @@ mod tests {
             let asc = t.config().asc.clone();
             assert_eq!(decode_aac(&asc, &out), out.len() * 1024, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn realignment_keeps_the_timeline_continuous() {
+        let pkts = opus_packets(60, false);
+        let mut t = OpusToAac::with_encoder(false, AacEncoderKind::Fdk).unwrap();
+        let mut out = Vec::new();
+        let mut offset = 0i64;
+        for (i, p) in pkts.iter().enumerate() {
+            if i == 20 {
+                // Sender reports say audio must be 10 ms later: later packets are stamped so.
+                t.shift(480);
+                offset += 480;
+            }
+            if i == 40 {
+                // ... and then 30 ms earlier (more than the FIFO holds: the rest is dropped
+                // from what is decoded next).
+                t.shift(-1440);
+                offset -= 1440;
+            }
+            t.push(i as i64 * 960 + offset, p, &mut out).unwrap();
+        }
+        for w in out.windows(2) {
+            assert_eq!(w[1].pts - w[0].pts, 1024, "no jump in the AAC timeline");
+        }
+        let c = t.counters();
+        assert_eq!(
+            (c.realign_inserted, c.realign_dropped, c.concealed_samples, c.late_packets),
+            (480, 1440, 0, 0)
+        );
+        // Samples in the output = decoded + inserted - dropped (up to what the encoder and
+        // the FIFO still hold).
+        let decoded = 60 * 960 + 480 - 1440;
+        let emitted = out.len() as i64 * 1024;
+        assert!(
+            decoded - emitted >= 0 && decoded - emitted < 1024 + t.priming() + 1024,
+            "{decoded} vs {emitted}"
+        );
     }
 
     #[test]
