@@ -176,7 +176,6 @@ impl WhipClient {
 
     /// Writes one raw RTP packet on the video track. `seq` overrides the next sequence
     /// number (to reorder or skip); the track continues after the highest one written.
-    #[allow(clippy::too_many_arguments)]
     pub fn write_video_rtp(
         &mut self,
         now: Instant,
