@@ -31,7 +31,7 @@ function makeSources(seconds) {
   return { video, audio };
 }
 
-test(`WHIP A/V sync over ${SECONDS} s: flash and beep stay together`, { timeout: (SECONDS + 120) * 1000 }, async () => {
+test(`WHIP A/V sync over ${SECONDS} s: flash and beep stay together`, { timeout: (SECONDS * 1.2 + 600) * 1000 }, async () => {
   const src = makeSources(SECONDS + 60);
   const gw = await startGateway();
   const pages = await startPageServer();

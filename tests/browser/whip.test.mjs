@@ -77,6 +77,19 @@ test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP
   });
 });
 
+test('WHIP: a VP9-only publisher is transcoded and plays as H.264', { timeout: 90000 }, async () => {
+  await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
+    const page = await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/vp9`, { codec: 'vp9only' });
+    const answer = await page.evaluate(() => window.whip.answer);
+    assert.match(answer, /VP9\/90000/);
+    assert.doesNotMatch(answer, /H264|VP8/);
+    await waitLive(gw.http, 'live/vp9');
+    const f = join(dir, 'vp9.flv');
+    await captureHttp(`http://127.0.0.1:${gw.http}/live/vp9.flv`, 10, f);
+    await judge(f, 'HTTP-FLV (VP9 transcoded)');
+  });
+});
+
 test('WHIP: DELETE ends the stream within 5 s; the key can be published again', { timeout: 90000 }, async () => {
   await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
     const url = `http://127.0.0.1:${gw.http}/whip/live/again`;
