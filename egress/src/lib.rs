@@ -7,9 +7,11 @@
 //!
 //! * [`flv`]: FLV for HTTP-FLV and WebSocket-FLV.
 //! * [`rtmp_play`]: RTMP messages for players.
+//! * [`ts`]: MPEG-TS for HLS segments.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod flv;
 pub mod rtmp_play;
+pub mod ts;
 pub mod viewer;
