@@ -8,10 +8,12 @@
 //! * [`flv`]: FLV for HTTP-FLV and WebSocket-FLV.
 //! * [`rtmp_play`]: RTMP messages for players.
 //! * [`ts`]: MPEG-TS for HLS segments.
+//! * [`hls`]: the HLS segmenter and live playlist.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod flv;
+pub mod hls;
 pub mod rtmp_play;
 pub mod ts;
 pub mod viewer;

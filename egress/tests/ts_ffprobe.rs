@@ -8,6 +8,10 @@ use std::process::Command;
 use bytes::{Bytes, BytesMut};
 use ingest::rtmp::{IngestOutput, RtmpIngest};
 use media::frame::{MediaFrame, TrackKind};
+use std::sync::Arc;
+
+use media::hub::HubEvent;
+use streamgate_egress::hls::{HlsConfig, Segmenter};
 use streamgate_egress::ts::TsMuxer;
 
 fn ffmpeg_flv(path: &std::path::Path) {
@@ -69,7 +73,7 @@ fn ffmpeg_reads_our_transport_stream_without_complaint() {
     let flv = dir.join("in.flv");
     ffmpeg_flv(&flv);
     let mut ingest = RtmpIngest::new();
-    let (mut video, mut audio, mut frames): (Option<_>, Option<_>, Vec<MediaFrame>) = (None, None, Vec::new());
+    let (mut video, mut audio, mut frames): (Option<_>, Option<_>, Vec<Arc<MediaFrame>>) = (None, None, Vec::new());
     for (kind, ts, body) in flv_tags(&std::fs::read(&flv).unwrap()) {
         let r = match kind {
             9 => ingest.video(ts, &body).unwrap(),
@@ -79,7 +83,7 @@ fn ffmpeg_reads_our_transport_stream_without_complaint() {
         match r {
             Some(IngestOutput::VideoConfig(c)) => video = Some(c),
             Some(IngestOutput::AudioConfig(c)) => audio = Some(c),
-            Some(IngestOutput::Frame(f)) => frames.push(f),
+            Some(IngestOutput::Frame(f)) => frames.push(Arc::new(f)),
             None => {}
         }
     }
@@ -125,5 +129,32 @@ fn ffmpeg_reads_our_transport_stream_without_complaint() {
         .unwrap();
     assert!(decode.status.success());
     assert_eq!(String::from_utf8_lossy(&decode.stderr), "", "FFmpeg decode errors");
+
+    // The same frames through the HLS segmenter: FFmpeg reads the playlist and every segment.
+    let mut seg = Segmenter::new(HlsConfig::default());
+    seg.push(&HubEvent::VideoConfig(Arc::new(video.unwrap())));
+    seg.push(&HubEvent::AudioConfig(Arc::new(audio.unwrap())));
+    for f in &frames {
+        seg.push(&HubEvent::Frame(f.clone()));
+    }
+    seg.end();
+    let playlist = seg.playlist("seg");
+    let mut n = 0;
+    for line in playlist.lines().filter(|l| l.ends_with(".ts")) {
+        let sequence: u64 = line.trim_start_matches("seg").trim_end_matches(".ts").parse().unwrap();
+        std::fs::write(dir.join(line), &seg.segment(sequence).unwrap().data).unwrap();
+        n += 1;
+    }
+    assert!(n >= 2, "{playlist}");
+    let m3u8 = dir.join("live.m3u8");
+    std::fs::write(&m3u8, &playlist).unwrap();
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&m3u8)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decode.status.success());
+    assert_eq!(String::from_utf8_lossy(&decode.stderr), "", "FFmpeg errors on the HLS playlist");
     std::fs::remove_dir_all(&dir).ok();
 }
