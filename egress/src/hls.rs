@@ -208,6 +208,16 @@ impl Segmenter {
         true
     }
 
+    /// Segments in the window.
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// True before the first segment is finished.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
     /// A segment still in the window.
     pub fn segment(&self, sequence: u64) -> Option<Arc<Segment>> {
         self.segments.iter().find(|s| s.sequence == sequence).cloned()

@@ -88,8 +88,14 @@ async fn play(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = ws.ok();
+    if let Some(stream) = file.strip_suffix(".m3u8") {
+        return hls_playlist(&st, &app, stream).await;
+    }
+    if let Some((stream, seq)) = file.strip_suffix(".ts").and_then(|r| r.rsplit_once('-')) {
+        return hls_segment(&st, &app, stream, seq);
+    }
     let Some(stream) = file.strip_suffix(".flv") else {
-        return plain(StatusCode::NOT_FOUND, "unknown format: play URLs end in .flv");
+        return plain(StatusCode::NOT_FOUND, "unknown format: play URLs end in .flv or .m3u8");
     };
     let key = match StreamKey::new(&app, stream) {
         Ok(k) => k,
@@ -117,6 +123,45 @@ async fn play(
     st.counters.http_flv.connections.fetch_add(1, Ordering::Relaxed);
     span.in_scope(|| info!("viewer joined"));
     flv_headers(Body::from_stream(flv_stream(sub, st)))
+}
+
+/// `/{app}/{stream}.m3u8`: the live playlist (starts the segmenter; waits for a first segment).
+async fn hls_playlist(st: &SharedState, app: &str, stream: &str) -> Response {
+    let key = match StreamKey::new(app, stream) {
+        Ok(k) => k,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
+    };
+    let Some(hls) = crate::hls::open(st, &key).await else {
+        return plain(StatusCode::NOT_FOUND, format!("{key} is not live"));
+    };
+    let mut r = Response::new(Body::from(hls.playlist(stream)));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl"));
+    // At most one segment: a CDN may cache the playlist that long.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
+    r
+}
+
+/// `/{app}/{stream}-{sequence}.ts`: a segment while it is in the window.
+fn hls_segment(st: &SharedState, app: &str, stream: &str, seq: &str) -> Response {
+    let key = match StreamKey::new(app, stream) {
+        Ok(k) => k,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
+    };
+    let Ok(seq) = seq.parse::<u64>() else {
+        return plain(StatusCode::NOT_FOUND, "no such segment");
+    };
+    let Some(seg) = st.hls.get(&key).and_then(|h| h.segment(seq)) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("segment {seq} of {key} is not (or no longer) available"),
+        );
+    };
+    let mut r = Response::new(Body::from(seg.data.clone()));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    r
 }
 
 fn flv_headers(body: Body) -> Response {
@@ -272,6 +317,13 @@ async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
             .collect()
     };
     family(&mut m, "streamgate_streams", "gauge", "Live streams.", one(streams.len() as u64));
+    family(
+        &mut m,
+        "streamgate_hls_segmenters",
+        "gauge",
+        "Streams with a running HLS segmenter.",
+        one(st.hls.len() as u64),
+    );
     let w = &st.webrtc_counters;
     family(
         &mut m,

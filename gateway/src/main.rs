@@ -3,6 +3,7 @@
 
 mod auth;
 mod config;
+mod hls;
 mod http;
 mod io;
 mod rtmp_server;
@@ -110,6 +111,7 @@ async fn main() -> Result<()> {
         webrtc,
         webrtc_counters: Default::default(),
         publish_auth,
+        hls: Default::default(),
     });
 
     let h = display_host(http_addr);

@@ -469,3 +469,54 @@ fn http_request_prefix(port: u16, path: &str, n: usize) -> (u16, String, Vec<u8>
         }
     }
 }
+
+#[test]
+fn hls_playlist_and_segments_play_in_ffmpeg() {
+    let gw = Gateway::start("hls", "");
+    let (status, _, _) = gw.get("/live/nothing.m3u8");
+    assert_eq!(status, 404);
+    let key = "live/hls";
+    let mut publisher = publish(&gw.rtmp_url(key), 25, "320x240");
+    gw.wait_live(key, Duration::from_secs(10));
+    // The first request starts the segmenter and waits for a first segment.
+    let (status, head, playlist) = http_request(gw.http, "GET", "/live/hls.m3u8");
+    assert_eq!(status, 200, "{head}{playlist}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/vnd.apple.mpegurl"), "{head}");
+    assert!(lower.contains("access-control-allow-origin: *"), "{head}");
+    assert!(playlist.starts_with("#EXTM3U\n"), "{playlist}");
+    let first = playlist.lines().find(|l| l.ends_with(".ts")).expect("a segment").to_owned();
+    assert!(first.starts_with("hls-"), "{first}");
+    let (status, head, _) = http_request(gw.http, "HEAD", &format!("/live/{first}"));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: video/mp2t"), "{head}");
+    // The segment probes as H.264 + AAC (TS lists a program's streams twice).
+    let mut codecs = probe_codecs(&gw.http_url(&format!("/live/{first}")));
+    codecs.dedup_by(|a, b| a == b);
+    codecs.truncate(2);
+    assert_eq!(codecs, vec!["h264", "aac"]);
+    // FFmpeg reads the live playlist for 12 s without an error.
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &gw.http_url("/live/hls.m3u8"), "-t", "12", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "", "FFmpeg errors reading HLS");
+    // The playlist advanced; segments that left the window are gone.
+    let (_, _, later) = http_request(gw.http, "GET", "/live/hls.m3u8");
+    let media_sequence = |p: &str| -> u64 {
+        p.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    assert!(media_sequence(&later) > media_sequence(&playlist), "{later}");
+    let (status, _, _) = gw.get(&format!("/live/{first}"));
+    assert_eq!(status, 404, "segment {first} should have left the window");
+    for bad in ["/live/hls-x.ts", "/live/hls-99999999999999999999.ts", "/live/..-1.ts"] {
+        let (status, _, _) = gw.get(bad);
+        assert!(status == 400 || status == 404, "{bad}: {status}");
+    }
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
