@@ -9,8 +9,8 @@
 //!   numbers keep counting across it.
 //! * [`Segmenter::end`] closes the last segment and adds `EXT-X-ENDLIST`.
 //!
-//! Status (issue 5): segmenter, TS muxing and the playlist are here and tested; the HTTP routes,
-//! the per-stream task and LL-HLS are not built yet.
+//! The gateway runs one per stream on demand (gateway/src/hls.rs). Not yet (issue 5): LL-HLS,
+//! `EXT-X-PROGRAM-DATE-TIME`.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
