@@ -213,6 +213,11 @@ impl Segmenter {
         self.segments.len()
     }
 
+    /// True once [`Segmenter::end`] was called.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
     /// True before the first segment is finished.
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
@@ -231,7 +236,8 @@ impl Segmenter {
             .map(|s| s.duration_ms)
             .max()
             .unwrap_or(self.config.target_duration_ms);
-        let target = (longest + 999) / 1000;
+        // RFC 8216 §4.3.3.1: each EXTINF rounded to the nearest integer is <= the target.
+        let target = (longest + 500) / 1000;
         let mut p = String::with_capacity(256 + 64 * self.segments.len());
         p.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
         let _ = writeln!(p, "#EXT-X-TARGETDURATION:{}", target.max(1));
@@ -301,7 +307,7 @@ mod tests {
         feed(&mut s, 40, 100, 15);
         let p = s.playlist("seg");
         assert!(
-            p.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"),
+            p.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n"),
             "{p}"
         );
         assert!(p.contains("#EXTINF:1.200,\nseg0.ts\n"), "{p}");

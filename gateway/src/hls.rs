@@ -4,7 +4,8 @@
 //! A stream's segmenter starts on the first playlist request (like MediaMTX's default) as a hub
 //! subscriber ("hls"), and stops when nobody asked for its playlist for [`IDLE`] or, after the
 //! publisher left, once [`KEEP_ENDED`] has passed (the ended playlist, with EXT-X-ENDLIST, stays
-//! readable until then). The first request waits for the first segment, at most [`FIRST_WAIT`].
+//! readable until then). The first request waits for [`START_SEGMENTS`] segments, at most
+//! [`FIRST_WAIT`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,7 +22,10 @@ use crate::state::SharedState;
 pub const IDLE: Duration = Duration::from_secs(30);
 /// An ended stream's playlist stays this long.
 pub const KEEP_ENDED: Duration = Duration::from_secs(30);
-/// The first playlist request waits this long for a segment.
+/// The first playlist request waits for this many segments (players start a segment or two
+/// behind the live edge; with only one listed they start at the edge and stall).
+pub const START_SEGMENTS: usize = 2;
+/// The first playlist request waits this long for them.
 pub const FIRST_WAIT: Duration = Duration::from_secs(10);
 
 /// One stream's HLS state.
@@ -55,8 +59,10 @@ impl HlsStream {
         self.segmenter().segment(sequence)
     }
 
+    /// Enough segments for a player to start a little behind the live edge.
     fn has_segments(&self) -> bool {
-        !self.segmenter().is_empty()
+        let s = self.segmenter();
+        s.len() >= START_SEGMENTS || s.is_ended()
     }
 }
 

@@ -82,10 +82,14 @@ export async function startPageServer(host = '127.0.0.1') {
   const page = readFileSync(join(here, 'latency.html'));
   const whip = readFileSync(join(here, 'whip.html'));
   const lib = readFileSync(join(here, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
+  const hlsLib = readFileSync(join(here, 'node_modules', 'hls.js', 'dist', 'hls.min.js'));
   const server = createServer((req, res) => {
     if (req.url.startsWith('/whip.html')) {
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end(whip);
+    } else if (req.url.startsWith('/hls.js')) {
+      res.writeHead(200, { 'content-type': 'text/javascript' });
+      res.end(hlsLib);
     } else if (req.url.startsWith('/mpegts.js')) {
       res.writeHead(200, { 'content-type': 'text/javascript' });
       res.end(lib);
@@ -124,9 +128,9 @@ export function median(xs) {
 }
 
 /// Plays `url` in the probe page for `seconds`; returns the samples [[wallMs, latencyMs], ...].
-export async function playAndMeasure(browser, pagePort, url, seconds) {
+export async function playAndMeasure(browser, pagePort, url, seconds, player = 'mpegts') {
   const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}`);
+  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}&player=${player}`);
   await sleep(seconds * 1000);
   const probe = await page.evaluate(() => window.probe);
   await page.close();
