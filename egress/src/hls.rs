@@ -101,21 +101,15 @@ impl Segmenter {
     pub fn push(&mut self, ev: &HubEvent) -> bool {
         match ev {
             HubEvent::VideoConfig(c) => {
-                if self.video.as_ref().is_some_and(|v| v.avcc != c.avcc) {
-                    self.discontinuity_pending = true;
-                }
                 if self.video.as_ref().is_none_or(|v| v.avcc != c.avcc) {
-                    self.video = Some(c.clone());
+                    self.discontinuity_pending |= self.video.replace(c.clone()).is_some();
                     self.muxer = None;
                 }
                 false
             }
             HubEvent::AudioConfig(c) => {
-                if self.audio.as_ref().is_some_and(|a| a.asc != c.asc) {
-                    self.discontinuity_pending = true;
-                }
                 if self.audio.as_ref().is_none_or(|a| a.asc != c.asc) {
-                    self.audio = Some(c.clone());
+                    self.discontinuity_pending |= self.audio.replace(c.clone()).is_some();
                     self.muxer = None;
                 }
                 false

@@ -13,7 +13,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use media::aac::AacInfo;
-use media::avc::AvcDecoderConfig;
+use media::avc::{nal, nal_units, AvcDecoderConfig};
 use media::frame::{AudioConfig, MediaFrame, Timebase, TrackKind, VideoConfig};
 
 /// Size of a TS packet.
@@ -148,19 +148,12 @@ impl TsMuxer {
                         es.put_slice(ps);
                     }
                 }
-                let ls = usize::from(cfg.length_size);
-                let mut rest = &f.data[..];
-                while !rest.is_empty() {
-                    if rest.len() < ls {
-                        return Err(TsError::BadFrame);
-                    }
-                    let n = rest[..ls].iter().fold(0usize, |a, b| (a << 8) | usize::from(*b));
-                    let nal = rest.get(ls..ls + n).ok_or(TsError::BadFrame)?;
-                    rest = &rest[ls + n..];
+                for nal in nal_units(&f.data, cfg.length_size) {
+                    let nal = nal.map_err(|_| TsError::BadFrame)?;
                     // Our own AUD goes first; parameter sets of a keyframe are already there.
                     match nal.first().map(|h| h & 0x1f) {
-                        Some(9) | None => continue,
-                        Some(7 | 8) if f.keyframe => continue,
+                        Some(nal::AUD) | None => continue,
+                        Some(nal::SPS | nal::PPS) if f.keyframe => continue,
                         _ => {}
                     }
                     es.put_slice(&[0, 0, 0, 1]);

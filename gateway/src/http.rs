@@ -97,9 +97,9 @@ async fn play(
     let Some(stream) = file.strip_suffix(".flv") else {
         return plain(StatusCode::NOT_FOUND, "unknown format: play URLs end in .flv or .m3u8");
     };
-    let key = match StreamKey::new(&app, stream) {
+    let key = match stream_key_or_400(&app, stream) {
         Ok(k) => k,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
+        Err(r) => return *r,
     };
     if method == Method::HEAD {
         return if st.hub.is_live(&key) {
@@ -125,11 +125,16 @@ async fn play(
     flv_headers(Body::from_stream(flv_stream(sub, st)))
 }
 
+/// The stream key of a URL, or the 400 answer naming what is wrong with it.
+pub(crate) fn stream_key_or_400(app: &str, stream: &str) -> Result<StreamKey, Box<Response>> {
+    StreamKey::new(app, stream).map_err(|e| Box::new(plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}"))))
+}
+
 /// `/{app}/{stream}.m3u8`: the live playlist (starts the segmenter; waits for a first segment).
 async fn hls_playlist(st: &SharedState, app: &str, stream: &str) -> Response {
-    let key = match StreamKey::new(app, stream) {
+    let key = match stream_key_or_400(app, stream) {
         Ok(k) => k,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
+        Err(r) => return *r,
     };
     let Some(hls) = crate::hls::open(st, &key).await else {
         return plain(StatusCode::NOT_FOUND, format!("{key} is not live"));
@@ -144,9 +149,9 @@ async fn hls_playlist(st: &SharedState, app: &str, stream: &str) -> Response {
 
 /// `/{app}/{stream}-{sequence}.ts`: a segment while it is in the window.
 fn hls_segment(st: &SharedState, app: &str, stream: &str, seq: &str) -> Response {
-    let key = match StreamKey::new(app, stream) {
+    let key = match stream_key_or_400(app, stream) {
         Ok(k) => k,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
+        Err(r) => return *r,
     };
     let Ok(seq) = seq.parse::<u64>() else {
         return plain(StatusCode::NOT_FOUND, "no such segment");

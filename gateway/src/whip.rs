@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ingest::webrtc::endpoint::OfferError;
 use media::hub::PublisherInfo;
-use media::{HubError, StreamKey};
+use media::HubError;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -63,9 +63,9 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key = match StreamKey::new(&app, &stream) {
+    let key = match crate::http::stream_key_or_400(&app, &stream) {
         Ok(k) => k,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}")),
+        Err(r) => return *r,
     };
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ctype.trim().to_ascii_lowercase().starts_with("application/sdp") {
