@@ -9,8 +9,11 @@
 //!   numbers keep counting across it.
 //! * [`Segmenter::end`] closes the last segment and adds `EXT-X-ENDLIST`.
 //!
-//! The gateway runs one per stream on demand (gateway/src/hls.rs). Not yet (issue 5): LL-HLS,
-//! `EXT-X-PROGRAM-DATE-TIME`.
+//! * Every segment carries `EXT-X-PROGRAM-DATE-TIME`: the wall clock of its first frame's arrival
+//!   (see [`WallAnchor`]).
+//!
+//! The gateway runs one per stream on demand (gateway/src/hls.rs), through the [`Segmenting`]
+//! trait it shares with the LL-HLS segmenter ([`crate::llhls`]).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -29,6 +32,9 @@ pub struct HlsConfig {
     pub target_duration_ms: i64,
     /// Segments kept and listed.
     pub window: usize,
+    /// Media sequence number of the first segment (the gateway starts from the Unix time so a
+    /// restarted segmenter never reuses a URI a cache may still hold).
+    pub first_sequence: u64,
 }
 
 impl Default for HlsConfig {
@@ -36,8 +42,104 @@ impl Default for HlsConfig {
         Self {
             target_duration_ms: 1000,
             window: 6,
+            first_sequence: 0,
         }
     }
+}
+
+/// What the gateway drives: a segmenter fed with hub events, told when the publisher leaves and
+/// comes back.
+pub trait Segmenting: Send + 'static {
+    /// Takes one hub event that arrived at `now_ms` (Unix milliseconds). Returns true when the
+    /// playlist changed.
+    fn push(&mut self, ev: &HubEvent, now_ms: i64) -> bool;
+    /// The publisher left: what is being built is closed and listed.
+    fn flush(&mut self) -> bool;
+    /// The publisher came back: the next segment starts a discontinuity, the sequence goes on,
+    /// and an `EXT-X-ENDLIST` goes away.
+    fn restart(&mut self) -> bool;
+    /// The stream ended: the playlist gets `EXT-X-ENDLIST`.
+    fn end(&mut self) -> bool;
+    /// Complete segments in the window.
+    fn len(&self) -> usize;
+    /// No complete segment yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// True once [`Segmenting::end`] was called (and no restart since).
+    fn is_ended(&self) -> bool;
+    /// The configured target duration, milliseconds.
+    fn target_duration_ms(&self) -> i64;
+    /// How much media the segment being built holds, milliseconds (0 when none is).
+    fn building_ms(&self) -> i64;
+}
+
+/// The codec configurations a segmenter muxes with. Browsers repeat SPS/PPS before every
+/// keyframe: only a configuration that really differs counts as a change.
+#[derive(Debug, Default)]
+pub(crate) struct Configs {
+    pub video: Option<Arc<VideoConfig>>,
+    pub audio: Option<Arc<AudioConfig>>,
+}
+
+impl Configs {
+    /// Takes a configuration event. `Some(replaced)` when it changed what we mux with
+    /// (`replaced`: there was one before, so a discontinuity); None for frames and repeats.
+    pub fn update(&mut self, ev: &HubEvent) -> Option<bool> {
+        match ev {
+            HubEvent::VideoConfig(c) if self.video.as_ref().is_none_or(|v| v.avcc != c.avcc) => {
+                Some(self.video.replace(c.clone()).is_some())
+            }
+            HubEvent::AudioConfig(c) if self.audio.as_ref().is_none_or(|a| a.asc != c.asc) => Some(self.audio.replace(c.clone()).is_some()),
+            _ => None,
+        }
+    }
+}
+
+/// Maps the media timeline (90 kHz) to the wall clock for `EXT-X-PROGRAM-DATE-TIME`: anchored at
+/// the first segment's arrival time, re-anchored when the projection is more than a second off
+/// the arrival time (a publisher restart, a drifting publisher clock).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WallAnchor {
+    anchor: Option<(i64, i64)>,
+}
+
+impl WallAnchor {
+    /// Wall clock (Unix ms) of media time `at90`, which arrived at `now_ms`.
+    pub fn at(&mut self, at90: i64, now_ms: i64) -> i64 {
+        if let Some((media90, wall_ms)) = self.anchor {
+            let projected = wall_ms + (at90 - media90) / 90;
+            if (projected - now_ms).abs() <= 1000 {
+                return projected;
+            }
+        }
+        self.anchor = Some((at90, now_ms));
+        now_ms
+    }
+}
+
+/// `EXT-X-PROGRAM-DATE-TIME` value: ISO 8601 UTC with milliseconds.
+pub fn format_program_date_time(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 /// One finished segment.
@@ -49,6 +151,8 @@ pub struct Segment {
     pub duration_ms: i64,
     /// Starts after a discontinuity (new codec configuration, publisher restart).
     pub discontinuity: bool,
+    /// Wall clock of its first frame, Unix milliseconds.
+    pub program_date_ms: i64,
     /// The MPEG-TS bytes.
     pub data: Bytes,
 }
@@ -56,11 +160,12 @@ pub struct Segment {
 /// The segmenter for one stream.
 pub struct Segmenter {
     config: HlsConfig,
-    video: Option<Arc<VideoConfig>>,
-    audio: Option<Arc<AudioConfig>>,
+    configs: Configs,
     muxer: Option<TsMuxer>,
     current: BytesMut,
     current_start_ms: Option<i64>,
+    current_program_date_ms: i64,
+    wall: WallAnchor,
     last_frame_ms: i64,
     next_sequence: u64,
     discontinuity_pending: bool,
@@ -75,14 +180,15 @@ impl Segmenter {
     /// An empty segmenter.
     pub fn new(config: HlsConfig) -> Self {
         Self {
+            next_sequence: config.first_sequence,
             config,
-            video: None,
-            audio: None,
+            configs: Configs::default(),
             muxer: None,
             current: BytesMut::new(),
             current_start_ms: None,
+            current_program_date_ms: 0,
+            wall: WallAnchor::default(),
             last_frame_ms: 0,
-            next_sequence: 0,
             discontinuity_pending: false,
             current_discontinuity: false,
             discontinuity_sequence: 0,
@@ -97,46 +203,9 @@ impl Segmenter {
         self.errors
     }
 
-    /// Takes one hub event. Returns true when a segment was finished (the playlist changed).
-    pub fn push(&mut self, ev: &HubEvent) -> bool {
-        match ev {
-            HubEvent::VideoConfig(c) => {
-                if self.video.as_ref().is_none_or(|v| v.avcc != c.avcc) {
-                    self.discontinuity_pending |= self.video.replace(c.clone()).is_some();
-                    self.muxer = None;
-                }
-                false
-            }
-            HubEvent::AudioConfig(c) => {
-                if self.audio.as_ref().is_none_or(|a| a.asc != c.asc) {
-                    self.discontinuity_pending |= self.audio.replace(c.clone()).is_some();
-                    self.muxer = None;
-                }
-                false
-            }
-            HubEvent::Frame(f) => self.frame(f),
-        }
-    }
-
-    /// The publisher went away and came back: the next segment starts a discontinuity.
-    pub fn restart(&mut self) -> bool {
-        let finished = self.finish(self.last_frame_ms);
-        self.discontinuity_pending = true;
-        self.ended = false;
-        self.muxer = None;
-        finished
-    }
-
-    /// The stream ended: the last segment is closed and the playlist gets `EXT-X-ENDLIST`.
-    pub fn end(&mut self) -> bool {
-        let finished = self.finish(self.last_frame_ms);
-        self.ended = true;
-        finished
-    }
-
-    fn frame(&mut self, f: &MediaFrame) -> bool {
+    fn frame(&mut self, f: &MediaFrame, now_ms: i64) -> bool {
         let at = f.timebase.rescale(f.dts, Timebase::MILLIS);
-        let has_video = self.video.is_some();
+        let has_video = self.configs.video.is_some();
         // Nothing before the first keyframe (a segment must start decodable).
         let boundary = match f.track {
             TrackKind::Video => f.keyframe,
@@ -150,7 +219,7 @@ impl Segmenter {
         if needs_new {
             finished = self.finish(at);
             if self.muxer.is_none() {
-                match TsMuxer::new(self.video.as_deref(), self.audio.as_deref()) {
+                match TsMuxer::new(self.configs.video.as_deref(), self.configs.audio.as_deref()) {
                     Ok(m) => self.muxer = Some(m),
                     Err(_) => {
                         self.errors += 1;
@@ -162,6 +231,7 @@ impl Segmenter {
                 m.write_tables(&mut self.current);
             }
             self.current_start_ms = Some(at);
+            self.current_program_date_ms = self.wall.at(at * 90, now_ms);
             self.current_discontinuity = std::mem::take(&mut self.discontinuity_pending) && self.next_sequence > 0;
         }
         if self.current_start_ms.is_none() {
@@ -188,6 +258,7 @@ impl Segmenter {
             sequence: self.next_sequence,
             duration_ms: (end_ms - start).max(1),
             discontinuity,
+            program_date_ms: self.current_program_date_ms,
             data: self.current.split().freeze(),
         };
         self.next_sequence += 1;
@@ -200,21 +271,6 @@ impl Segmenter {
             }
         }
         true
-    }
-
-    /// Segments in the window.
-    pub fn len(&self) -> usize {
-        self.segments.len()
-    }
-
-    /// True once [`Segmenter::end`] was called.
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
-    /// True before the first segment is finished.
-    pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
     }
 
     /// A segment still in the window.
@@ -244,6 +300,7 @@ impl Segmenter {
             if s.discontinuity {
                 p.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", format_program_date_time(s.program_date_ms));
             let _ = writeln!(p, "#EXTINF:{}.{:03},", s.duration_ms / 1000, s.duration_ms % 1000);
             let _ = writeln!(p, "{prefix}{}.ts", s.sequence);
         }
@@ -254,21 +311,60 @@ impl Segmenter {
     }
 }
 
+impl Segmenting for Segmenter {
+    fn push(&mut self, ev: &HubEvent, now_ms: i64) -> bool {
+        if let HubEvent::Frame(f) = ev {
+            return self.frame(f, now_ms);
+        }
+        if let Some(replaced) = self.configs.update(ev) {
+            self.discontinuity_pending |= replaced;
+            self.muxer = None;
+        }
+        false
+    }
+
+    fn flush(&mut self) -> bool {
+        self.finish(self.last_frame_ms)
+    }
+
+    fn restart(&mut self) -> bool {
+        let finished = self.flush();
+        // The new publisher's configurations arrive first on its subscription.
+        self.configs = Configs::default();
+        self.discontinuity_pending = true;
+        self.ended = false;
+        self.muxer = None;
+        finished
+    }
+
+    fn end(&mut self) -> bool {
+        let finished = self.flush();
+        self.ended = true;
+        finished
+    }
+
+    fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    fn target_duration_ms(&self) -> i64 {
+        self.config.target_duration_ms
+    }
+
+    fn building_ms(&self) -> i64 {
+        self.current_start_ms.map_or(0, |start| self.last_frame_ms - start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{audio_config, video_config, PPS};
     use bytes::BufMut;
-    use media::avc::AvcDecoderConfig;
-
-    fn video_config(pps: &[u8]) -> Arc<VideoConfig> {
-        let sps = include_bytes!("../../media/testdata/x264_1280x720.sps");
-        let rec = AvcDecoderConfig::from_parameter_sets(sps, &[pps]).unwrap();
-        Arc::new(VideoConfig::from_avcc(rec.to_bytes()).unwrap())
-    }
-
-    fn audio_config() -> Arc<AudioConfig> {
-        Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x11, 0x90])).unwrap())
-    }
 
     fn video(ms: i64, key: bool) -> HubEvent {
         let mut b = BytesMut::new();
@@ -285,18 +381,18 @@ mod tests {
     fn feed(s: &mut Segmenter, from: i64, n: i64, gop: i64) {
         for i in 0..n {
             let t = from + i * 40;
-            s.push(&video(t, i % gop == 0));
-            s.push(&audio(t + 5));
+            s.push(&video(t, i % gop == 0), 0);
+            s.push(&audio(t + 5), 0);
         }
     }
 
     #[test]
     fn segments_start_on_keyframes_after_the_target_duration() {
         let mut s = Segmenter::new(HlsConfig::default());
-        s.push(&HubEvent::VideoConfig(video_config(&[0x68, 0xeb, 0xe3, 0xcb])));
-        s.push(&HubEvent::AudioConfig(audio_config()));
+        s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+        s.push(&HubEvent::AudioConfig(audio_config()), 0);
         // Frames before the first keyframe are not segmented.
-        s.push(&video(0, false));
+        s.push(&video(0, false), 0);
         // Keyframes every 0.6 s: segments are cut at 1.2 s, the first keyframe after 1 s.
         feed(&mut s, 40, 100, 15);
         let p = s.playlist("seg");
@@ -328,20 +424,21 @@ mod tests {
     #[test]
     fn only_a_real_configuration_change_is_a_discontinuity() {
         let mut s = Segmenter::new(HlsConfig::default());
-        let cfg = video_config(&[0x68, 0xeb, 0xe3, 0xcb]);
-        s.push(&HubEvent::VideoConfig(cfg.clone()));
+        let cfg = video_config(PPS);
+        s.push(&HubEvent::VideoConfig(cfg.clone()), 0);
         feed(&mut s, 0, 60, 15);
         // The same configuration again (browsers repeat SPS/PPS): nothing.
-        s.push(&HubEvent::VideoConfig(cfg));
+        s.push(&HubEvent::VideoConfig(cfg), 0);
         feed(&mut s, 2400, 60, 15);
         assert!(!s.playlist("s").contains("DISCONTINUITY"));
         // A new PPS: exactly one discontinuity.
-        s.push(&HubEvent::VideoConfig(video_config(&[0x68, 0xee, 0x3c, 0x80])));
+        s.push(&HubEvent::VideoConfig(video_config(&[0x68, 0xee, 0x3c, 0x80])), 0);
         feed(&mut s, 4800, 60, 15);
         assert_eq!(s.playlist("s").matches("#EXT-X-DISCONTINUITY\n").count(), 1);
         // A publisher restart: another one, and the sequence goes on.
         let before = s.next_sequence;
         s.restart();
+        s.push(&HubEvent::VideoConfig(video_config(&[0x68, 0xee, 0x3c, 0x80])), 0);
         feed(&mut s, 0, 60, 15);
         assert!(s.next_sequence > before);
         assert_eq!(s.playlist("s").matches("#EXT-X-DISCONTINUITY\n").count(), 2);
@@ -350,9 +447,9 @@ mod tests {
     #[test]
     fn audio_only_streams_are_cut_on_any_frame() {
         let mut s = Segmenter::new(HlsConfig::default());
-        s.push(&HubEvent::AudioConfig(audio_config()));
+        s.push(&HubEvent::AudioConfig(audio_config()), 0);
         for i in 0..200 {
-            s.push(&audio(i * 21));
+            s.push(&audio(i * 21), 0);
         }
         assert!(s.segments.len() >= 3);
         assert!(s.segments.iter().all(|seg| (1000..1100).contains(&seg.duration_ms)));

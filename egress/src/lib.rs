@@ -9,11 +9,39 @@
 //! * [`rtmp_play`]: RTMP messages for players.
 //! * [`ts`]: MPEG-TS for HLS segments.
 //! * [`hls`]: the HLS segmenter and live playlist.
+//! * [`fmp4`], [`llhls`]: CMAF fragments and the Low-Latency HLS segmenter.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod flv;
+pub mod fmp4;
 pub mod hls;
+pub mod llhls;
 pub mod rtmp_play;
 pub mod ts;
 pub mod viewer;
+
+/// Codec configurations the unit tests share.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use media::avc::AvcDecoderConfig;
+    use media::frame::{AudioConfig, VideoConfig};
+
+    /// 1280x720 x264 SPS with the given PPS.
+    pub fn video_config(pps: &[u8]) -> Arc<VideoConfig> {
+        let sps = include_bytes!("../../media/testdata/x264_1280x720.sps");
+        let rec = AvcDecoderConfig::from_parameter_sets(sps, &[pps]).unwrap();
+        Arc::new(VideoConfig::from_avcc(rec.to_bytes()).unwrap())
+    }
+
+    /// The PPS most tests use.
+    pub const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb];
+
+    /// AAC-LC 48 kHz stereo.
+    pub fn audio_config() -> Arc<AudioConfig> {
+        Arc::new(AudioConfig::from_asc(Bytes::from_static(&[0x11, 0x90])).unwrap())
+    }
+}

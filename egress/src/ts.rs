@@ -292,16 +292,7 @@ pub fn crc32_mpeg2(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn video_config() -> VideoConfig {
-        let sps = include_bytes!("../../media/testdata/x264_1280x720.sps");
-        let rec = AvcDecoderConfig::from_parameter_sets(sps, &[&[0x68, 0xeb, 0xe3, 0xcb]]).unwrap();
-        VideoConfig::from_avcc(rec.to_bytes()).unwrap()
-    }
-
-    fn audio_config() -> AudioConfig {
-        AudioConfig::from_asc(Bytes::from_static(&[0x11, 0x90])).unwrap() // AAC-LC 48 kHz stereo
-    }
+    use crate::testutil::{audio_config, video_config, PPS};
 
     #[test]
     fn crc_of_the_standard_check_string() {
@@ -310,7 +301,7 @@ mod tests {
 
     #[test]
     fn pat_and_pmt_bytes() {
-        let mut m = TsMuxer::new(Some(&video_config()), Some(&audio_config())).unwrap();
+        let mut m = TsMuxer::new(Some(&video_config(PPS)), Some(&audio_config())).unwrap();
         let mut out = BytesMut::new();
         m.write_tables(&mut out);
         assert_eq!(out.len(), 2 * PACKET);
@@ -339,7 +330,7 @@ mod tests {
 
     #[test]
     fn pes_timestamps_and_pcr() {
-        let mut m = TsMuxer::new(Some(&video_config()), None).unwrap();
+        let mut m = TsMuxer::new(Some(&video_config(PPS)), None).unwrap();
         let mut out = BytesMut::new();
         // 1 s in milliseconds = 90,000 ticks; pts 40 ms after dts.
         let mut frame = BytesMut::new();
@@ -382,7 +373,7 @@ mod tests {
 
     #[test]
     fn large_frames_span_packets_with_counters_and_stuffing() {
-        let mut m = TsMuxer::new(Some(&video_config()), Some(&audio_config())).unwrap();
+        let mut m = TsMuxer::new(Some(&video_config(PPS)), Some(&audio_config())).unwrap();
         let mut out = BytesMut::new();
         for size in [1usize, 183, 184, 185, 1000, 5000] {
             let mut frame = BytesMut::new();

@@ -11,7 +11,8 @@ use media::frame::{MediaFrame, TrackKind};
 use std::sync::Arc;
 
 use media::hub::HubEvent;
-use streamgate_egress::hls::{HlsConfig, Segmenter};
+use streamgate_egress::hls::{HlsConfig, Segmenter, Segmenting};
+use streamgate_egress::llhls::{LlHlsConfig, LlSegmenter};
 use streamgate_egress::ts::TsMuxer;
 
 fn ffmpeg_flv(path: &std::path::Path) {
@@ -46,6 +47,18 @@ fn ffmpeg_flv(path: &std::path::Path) {
         .unwrap()
         .success();
     assert!(ok, "ffmpeg could not make the FLV");
+}
+
+/// FFmpeg decodes `input` completely without printing an error.
+fn ffmpeg_decodes_silently(input: &std::path::Path, what: &str) {
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(input)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decode.status.success(), "{what}");
+    assert_eq!(String::from_utf8_lossy(&decode.stderr), "", "{what}");
 }
 
 /// (tag type, timestamp, body) of every FLV tag.
@@ -121,21 +134,15 @@ fn ffmpeg_reads_our_transport_stream_without_complaint() {
         lines.iter().find(|l| l.starts_with("0,")).unwrap().contains('K'),
         "starts with a keyframe"
     );
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&ts)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(decode.status.success());
-    assert_eq!(String::from_utf8_lossy(&decode.stderr), "", "FFmpeg decode errors");
+    ffmpeg_decodes_silently(&ts, "FFmpeg decode errors");
 
     // The same frames through the HLS segmenter: FFmpeg reads the playlist and every segment.
     let mut seg = Segmenter::new(HlsConfig::default());
-    seg.push(&HubEvent::VideoConfig(Arc::new(video.unwrap())));
-    seg.push(&HubEvent::AudioConfig(Arc::new(audio.unwrap())));
+    let (video, audio) = (Arc::new(video.unwrap()), Arc::new(audio.unwrap()));
+    seg.push(&HubEvent::VideoConfig(video.clone()), 0);
+    seg.push(&HubEvent::AudioConfig(audio.clone()), 0);
     for f in &frames {
-        seg.push(&HubEvent::Frame(f.clone()));
+        seg.push(&HubEvent::Frame(f.clone()), 0);
     }
     seg.end();
     let playlist = seg.playlist("seg");
@@ -148,13 +155,57 @@ fn ffmpeg_reads_our_transport_stream_without_complaint() {
     assert!(n >= 2, "{playlist}");
     let m3u8 = dir.join("live.m3u8");
     std::fs::write(&m3u8, &playlist).unwrap();
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&m3u8)
-        .args(["-f", "null", "-"])
+    ffmpeg_decodes_silently(&m3u8, "FFmpeg errors on the HLS playlist");
+
+    // And through the LL-HLS segmenter: init + every part back to back is one fragmented MP4
+    // holding every frame; FFmpeg reads the LL-HLS playlist (parts ignored, segments read).
+    let mut ll = LlSegmenter::new(LlHlsConfig::default());
+    ll.push(&HubEvent::VideoConfig(video), 0);
+    ll.push(&HubEvent::AudioConfig(audio), 0);
+    for f in &frames {
+        ll.push(&HubEvent::Frame(f.clone()), 0);
+    }
+    ll.end();
+    let playlist = ll.playlist("ll");
+    let init_uri = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"ll"))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let init = ll
+        .init(init_uri.trim_start_matches("init").trim_end_matches(".mp4").parse().unwrap())
+        .unwrap();
+    std::fs::write(dir.join(format!("ll{init_uri}")), &init).unwrap();
+    let mut whole = init.to_vec();
+    for line in playlist.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')) {
+        let sequence: u64 = line.trim_start_matches("ll").trim_end_matches(".m4s").parse().unwrap();
+        let segment = ll.segment(sequence).unwrap();
+        let bytes: Vec<u8> = segment.parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        std::fs::write(dir.join(line), &bytes).unwrap();
+        whole.extend_from_slice(&bytes);
+    }
+    let mp4 = dir.join("whole.mp4");
+    std::fs::write(&mp4, &whole).unwrap();
+    let o = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=stream_index,flags,dts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&mp4)
         .output()
         .unwrap();
-    assert!(decode.status.success());
-    assert_eq!(String::from_utf8_lossy(&decode.stderr), "", "FFmpeg errors on the HLS playlist");
+    assert!(o.stderr.is_empty(), "ffprobe fMP4: {}", String::from_utf8_lossy(&o.stderr));
+    let packets = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = packets.lines().collect();
+    let pv = lines.iter().filter(|l| l.starts_with("0,")).count();
+    let pa = lines.iter().filter(|l| l.starts_with("1,")).count();
+    assert_eq!((pv, pa), (nv, na), "every frame is a packet of the fMP4");
+    let m3u8 = dir.join("ll.m3u8");
+    std::fs::write(&m3u8, &playlist).unwrap();
+    ffmpeg_decodes_silently(&m3u8, "FFmpeg errors on the LL-HLS playlist");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,25 +1,44 @@
-//! Classic HLS over HTTP: `/{app}/{stream}.m3u8` and the segments beside it,
-//! `/{app}/{stream}-{sequence}.ts`.
+//! HLS over HTTP.
 //!
-//! A stream's segmenter starts on the first playlist request (like MediaMTX's default) as a hub
-//! subscriber ("hls"), and stops when nobody asked for its playlist for [`IDLE`] or, after the
-//! publisher left, once [`KEEP_ENDED`] has passed (the ended playlist, with EXT-X-ENDLIST, stays
-//! readable until then). The first request waits for [`START_SEGMENTS`] segments, at most
-//! [`FIRST_WAIT`].
+//! * Classic (MPEG-TS): `/{app}/{stream}.m3u8`, segments `/{app}/{stream}-{msn}.ts`.
+//! * Low-Latency HLS (CMAF): `/ll/{app}/{stream}.m3u8` (blocking reload with `_HLS_msn` and
+//!   `_HLS_part`), segments `/ll/{app}/{stream}-{msn}.m4s`, parts `…-{msn}.{part}.m4s`, init
+//!   segments `…-init{id}.mp4`.
+//!
+//! A stream's segmenter of each kind starts on the first playlist request (like MediaMTX's
+//! default) as a hub subscriber, and stops when nobody asked for its playlist for [`IDLE`]. When
+//! the publisher leaves, the segment being built is closed; if it comes back within
+//! [`RECONNECT_GRACE`] the playlist goes on after an `EXT-X-DISCONTINUITY` (same media sequence),
+//! otherwise it gets `EXT-X-ENDLIST` and stays readable for [`KEEP_ENDED`]. The first request
+//! waits for [`START_SEGMENTS`] segments, at most [`FIRST_WAIT`]. Segment sequence numbers start
+//! at the Unix time in seconds, so a restarted segmenter never reuses a URI a CDN may still hold.
+//!
+//! With a WebRTC publisher (whose keyframes come only on request), a segmenter whose segment has
+//! reached the target duration asks the hub for a keyframe, so segments hold the target.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use egress::hls::{HlsConfig, Segment, Segmenter};
-use media::StreamKey;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use egress::hls::{HlsConfig, Segmenter, Segmenting};
+use egress::llhls::{LlHlsConfig, LlSegmenter, PartLookup};
+use media::{StreamKey, Subscriber};
+use serde::Deserialize;
 use tokio::sync::Notify;
 use tracing::{debug, Instrument};
 
-use crate::state::SharedState;
+use crate::http::{plain, stream_key_or_400};
+use crate::state::{AppState, SharedState};
 
 /// A segmenter nobody asked for this long stops.
 pub const IDLE: Duration = Duration::from_secs(30);
+/// A publisher that comes back within this continues the playlist; later, it ends.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
 /// An ended stream's playlist stays this long.
 pub const KEEP_ENDED: Duration = Duration::from_secs(30);
 /// The first playlist request waits for this many segments (players start a segment or two
@@ -27,16 +46,21 @@ pub const KEEP_ENDED: Duration = Duration::from_secs(30);
 pub const START_SEGMENTS: usize = 2;
 /// The first playlist request waits this long for them.
 pub const FIRST_WAIT: Duration = Duration::from_secs(10);
+/// A blocking playlist reload or part request waits at most this many target durations
+/// (RFC 8216bis §6.2.5.2: three), then gets 503.
+const BLOCK_TARGETS: u32 = 3;
 
-/// One stream's HLS state.
-pub struct HlsStream {
-    segmenter: Mutex<Segmenter>,
+/// One stream's segmenter and who waits on it.
+pub struct HlsStream<S> {
+    segmenter: Mutex<S>,
     last_access: Mutex<Instant>,
-    segment_ready: Notify,
+    changed: Notify,
+    /// Distinguishes this segmenter's run in ETags.
+    epoch: u64,
 }
 
-impl HlsStream {
-    fn segmenter(&self) -> MutexGuard<'_, Segmenter> {
+impl<S: Segmenting> HlsStream<S> {
+    fn segmenter(&self) -> MutexGuard<'_, S> {
         self.segmenter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -48,37 +72,42 @@ impl HlsStream {
         self.last_access.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
     }
 
-    /// The playlist, segment URIs relative to it.
-    pub fn playlist(&self, stream: &str) -> String {
-        self.touch();
-        self.segmenter().playlist(&format!("{stream}-"))
-    }
-
-    /// A segment in the window.
-    pub fn segment(&self, sequence: u64) -> Option<Arc<Segment>> {
-        self.segmenter().segment(sequence)
-    }
-
-    /// Enough segments for a player to start a little behind the live edge.
-    fn has_segments(&self) -> bool {
-        let s = self.segmenter();
-        s.len() >= START_SEGMENTS || s.is_ended()
+    /// Waits until `ready` holds for the segmenter, at most until `deadline`. False on timeout.
+    async fn wait_for(&self, deadline: tokio::time::Instant, ready: impl Fn(&S) -> bool) -> bool {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if ready(&self.segmenter()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return ready(&self.segmenter());
+            }
+        }
     }
 }
 
-/// Every stream's HLS state.
-#[derive(Default)]
-pub struct HlsStreams {
-    streams: Mutex<HashMap<StreamKey, Arc<HlsStream>>>,
+/// Every stream's segmenters of one kind.
+pub struct HlsStreams<S> {
+    streams: Mutex<HashMap<StreamKey, Arc<HlsStream<S>>>>,
 }
 
-impl HlsStreams {
-    fn map(&self) -> MutexGuard<'_, HashMap<StreamKey, Arc<HlsStream>>> {
+impl<S> Default for HlsStreams<S> {
+    fn default() -> Self {
+        Self {
+            streams: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S> HlsStreams<S> {
+    fn map(&self) -> MutexGuard<'_, HashMap<StreamKey, Arc<HlsStream<S>>>> {
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The stream's HLS state if a segmenter runs (or its ended playlist is still kept).
-    pub fn get(&self, key: &StreamKey) -> Option<Arc<HlsStream>> {
+    /// The stream's state if a segmenter runs (or its ended playlist is still kept).
+    pub fn get(&self, key: &StreamKey) -> Option<Arc<HlsStream<S>>> {
         self.map().get(key).cloned()
     }
 
@@ -88,74 +117,371 @@ impl HlsStreams {
     }
 }
 
-/// The stream's HLS state, starting its segmenter if the stream is live; waits for the first
-/// segment. None when the stream is not live and has no kept playlist.
-pub async fn open(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStream>> {
-    if let Some(s) = st.hls.get(key) {
-        wait_first_segment(&s).await;
+/// Both kinds of HLS.
+#[derive(Default)]
+pub struct Hls {
+    /// MPEG-TS segments.
+    pub classic: HlsStreams<Segmenter>,
+    /// LL-HLS, CMAF parts.
+    pub ll: HlsStreams<LlSegmenter>,
+}
+
+impl Hls {
+    /// Segmenters running, both kinds.
+    pub fn len(&self) -> usize {
+        self.classic.len() + self.ll.len()
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Which segmenter kind a request is for.
+trait Kind: Segmenting + Sized {
+    const PROTOCOL: &'static str;
+    fn streams(st: &AppState) -> &HlsStreams<Self>;
+    fn make(first_sequence: u64) -> Self;
+    /// The segment being built reached the target duration without a keyframe.
+    fn overdue(&self) -> bool {
+        self.building_ms() >= self.target_duration_ms()
+    }
+}
+
+impl Kind for Segmenter {
+    const PROTOCOL: &'static str = "hls";
+    fn streams(st: &AppState) -> &HlsStreams<Self> {
+        &st.hls.classic
+    }
+    fn make(first_sequence: u64) -> Self {
+        Segmenter::new(HlsConfig {
+            first_sequence,
+            ..HlsConfig::default()
+        })
+    }
+}
+
+impl Kind for LlSegmenter {
+    const PROTOCOL: &'static str = "ll-hls";
+    fn streams(st: &AppState) -> &HlsStreams<Self> {
+        &st.hls.ll
+    }
+    fn make(first_sequence: u64) -> Self {
+        LlSegmenter::new(LlHlsConfig {
+            first_sequence,
+            ..LlHlsConfig::default()
+        })
+    }
+}
+
+/// The stream's segmenter, started if the stream is live; waits for the first segments. None
+/// when the stream is not live and has no kept playlist.
+async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStream<S>>> {
+    if let Some(s) = S::streams(st).get(key) {
+        s.touch();
+        wait_first_segments(&s).await;
         return Some(s);
     }
-    let mut sub = st.hub.subscribe(key, "hls").ok()?;
+    let sub = st.hub.subscribe(key, S::PROTOCOL).ok()?;
     let s = {
-        let mut map = st.hls.map();
+        let mut map = S::streams(st).map();
         if let Some(existing) = map.get(key) {
             existing.clone()
         } else {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let s = Arc::new(HlsStream {
-                segmenter: Mutex::new(Segmenter::new(HlsConfig::default())),
+                segmenter: Mutex::new(S::make(now)),
                 last_access: Mutex::new(Instant::now()),
-                segment_ready: Notify::new(),
+                changed: Notify::new(),
+                epoch: now,
             });
             map.insert(key.clone(), s.clone());
-            let (task_s, task_st, task_key) = (s.clone(), st.clone(), key.clone());
-            let span = tracing::info_span!("hls", key = %key);
-            tokio::spawn(
-                async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    loop {
-                        tokio::select! {
-                            ev = sub.recv() => {
-                                let Some(ev) = ev else { break };
-                                if task_s.segmenter().push(&ev) {
-                                    task_s.segment_ready.notify_waiters();
-                                }
-                            }
-                            _ = tick.tick() => {
-                                if task_s.idle_for() > IDLE {
-                                    debug!("no HLS request for {IDLE:?}: segmenter stopped");
-                                    task_st.hls.map().remove(&task_key);
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    task_s.segmenter().end();
-                    task_s.segment_ready.notify_waiters();
-                    drop(sub);
-                    tokio::time::sleep(KEEP_ENDED).await;
-                    let mut map = task_st.hls.map();
-                    if map.get(&task_key).is_some_and(|cur| Arc::ptr_eq(cur, &task_s)) {
-                        map.remove(&task_key);
-                    }
-                }
-                .instrument(span),
-            );
+            let span = tracing::info_span!("hls", key = %key, kind = S::PROTOCOL);
+            tokio::spawn(run(st.clone(), key.clone(), s.clone(), sub).instrument(span));
             s
         }
     };
-    wait_first_segment(&s).await;
+    wait_first_segments(&s).await;
     Some(s)
 }
 
-async fn wait_first_segment(s: &HlsStream) {
-    let deadline = tokio::time::Instant::now() + FIRST_WAIT;
-    while !s.has_segments() {
-        let notified = s.segment_ready.notified();
-        if s.has_segments() {
-            break;
+/// Feeds one segmenter from the hub until nobody wants it or its stream ended long ago.
+async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut sub: Subscriber) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_keyframe_request: Option<Instant> = None;
+    'publisher: loop {
+        // The publisher is live.
+        loop {
+            tokio::select! {
+                ev = sub.recv() => {
+                    let Some(ev) = ev else { break };
+                    let mut seg = s.segmenter();
+                    let changed = seg.push(&ev, unix_ms());
+                    let overdue = seg.overdue();
+                    drop(seg);
+                    if changed {
+                        s.changed.notify_waiters();
+                    }
+                    if overdue && last_keyframe_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        sub.request_keyframe();
+                        last_keyframe_request = Some(Instant::now());
+                    }
+                }
+                _ = tick.tick() => {
+                    if s.idle_for() > IDLE {
+                        debug!("no HLS request for {IDLE:?}: segmenter stopped");
+                        remove(&st, &key, &s);
+                        return;
+                    }
+                }
+            }
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            break;
+        // The publisher left: close what was being built, wait for it to come back.
+        drop(sub);
+        if s.segmenter().flush() {
+            s.changed.notify_waiters();
+        }
+        let gone = Instant::now();
+        loop {
+            tick.tick().await;
+            if gone.elapsed() < RECONNECT_GRACE + KEEP_ENDED && s.idle_for() <= IDLE {
+                if let Ok(again) = st.hub.subscribe(&key, S::PROTOCOL) {
+                    debug!("publisher back: playlist continues after a discontinuity");
+                    sub = again;
+                    s.segmenter().restart();
+                    s.changed.notify_waiters();
+                    continue 'publisher;
+                }
+            }
+            if gone.elapsed() >= RECONNECT_GRACE && !s.segmenter().is_ended() {
+                s.segmenter().end();
+                s.changed.notify_waiters();
+            }
+            if gone.elapsed() >= RECONNECT_GRACE + KEEP_ENDED || s.idle_for() > IDLE {
+                remove(&st, &key, &s);
+                return;
+            }
         }
     }
+}
+
+fn remove<S: Kind>(st: &AppState, key: &StreamKey, s: &Arc<HlsStream<S>>) {
+    let mut map = S::streams(st).map();
+    if map.get(key).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+        map.remove(key);
+    }
+    drop(map);
+    // Blocked requests see the end now rather than at their timeout.
+    s.segmenter().end();
+    s.changed.notify_waiters();
+}
+
+async fn wait_first_segments<S: Kind>(s: &HlsStream<S>) {
+    let deadline = tokio::time::Instant::now() + FIRST_WAIT;
+    s.wait_for(deadline, |seg| seg.len() >= START_SEGMENTS || seg.is_ended()).await;
+}
+
+/// A response with the body, content type and cache lifetime (seconds).
+fn reply(body: impl Into<Body>, content_type: &'static str, max_age: &'static str, etag: Option<String>) -> Response {
+    let mut r = Response::new(body.into());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
+    if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        h.insert(header::ETAG, tag);
+    }
+    r
+}
+
+/// 304 when the request's `If-None-Match` names `etag`.
+fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
+    let inm = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        if let Ok(v) = HeaderValue::from_str(etag) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+        return Some(r);
+    }
+    None
+}
+
+/// Immutable media (segments, parts, init segments): a strong ETag, a long cache lifetime.
+fn media_reply(headers: &HeaderMap, method: &Method, data: Body, len: usize, content_type: &'static str, etag: String) -> Response {
+    if let Some(r) = not_modified(headers, &etag) {
+        return r;
+    }
+    let body = if method == Method::HEAD { Body::empty() } else { data };
+    let mut r = reply(body, content_type, "public, max-age=60", Some(etag));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+
+/// Classic: `/{app}/{stream}.m3u8`, `/{app}/{stream}-{msn}.ts`. None when `file` is neither.
+pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, headers: &HeaderMap) -> Option<Response> {
+    if let Some(stream) = file.strip_suffix(".m3u8") {
+        let key = match stream_key_or_400(app, stream) {
+            Ok(k) => k,
+            Err(r) => return Some(*r),
+        };
+        let Some(hls) = open::<Segmenter>(st, &key).await else {
+            return Some(plain(StatusCode::NOT_FOUND, format!("{key} is not live")));
+        };
+        let body = hls.segmenter().playlist(&format!("{stream}-"));
+        // At most one segment: a CDN may cache the playlist that long.
+        return Some(reply(body, PLAYLIST, "max-age=1", None));
+    }
+    let (stream, seq) = file.strip_suffix(".ts")?.rsplit_once('-')?;
+    let key = match stream_key_or_400(app, stream) {
+        Ok(k) => k,
+        Err(r) => return Some(*r),
+    };
+    let hls = st.hls.classic.get(&key);
+    let seg = seq.parse::<u64>().ok().and_then(|n| hls.as_ref()?.segmenter().segment(n));
+    let (Some(hls), Some(seg)) = (hls, seg) else {
+        return Some(plain(
+            StatusCode::NOT_FOUND,
+            format!("segment {seq} of {key} is not (or no longer) available"),
+        ));
+    };
+    let etag = format!("\"{}-{}\"", hls.epoch, seg.sequence);
+    let len = seg.data.len();
+    Some(media_reply(headers, method, Body::from(seg.data.clone()), len, "video/mp2t", etag))
+}
+
+/// Query of an LL-HLS playlist request.
+#[derive(Debug, Deserialize)]
+pub struct Blocking {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<String>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<String>,
+}
+
+/// `/ll/{app}/{file}`: the LL-HLS playlist, segments, parts and init segments.
+pub async fn ll(
+    State(st): State<SharedState>,
+    Path((app, file)): Path<(String, String)>,
+    Query(q): Query<Blocking>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(stream) = file.strip_suffix(".m3u8") {
+        return ll_playlist(&st, &app, stream, q).await;
+    }
+    let Some((stream, name)) = file
+        .strip_suffix(".m4s")
+        .or_else(|| file.strip_suffix(".mp4"))
+        .and_then(|f| f.rsplit_once('-'))
+    else {
+        return plain(StatusCode::NOT_FOUND, "LL-HLS URLs end in .m3u8, .m4s or .mp4");
+    };
+    let key = match stream_key_or_400(&app, stream) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let missing = || plain(StatusCode::NOT_FOUND, format!("{file} of {key} is not (or no longer) available"));
+    let Some(hls) = st.hls.ll.get(&key) else { return missing() };
+    let etag = format!("\"{}-{name}\"", hls.epoch);
+    if file.ends_with(".mp4") {
+        let init = name
+            .strip_prefix("init")
+            .and_then(|id| id.parse().ok())
+            .and_then(|id| hls.segmenter().init(id));
+        return match init {
+            Some(b) => {
+                let len = b.len();
+                media_reply(&headers, &method, Body::from(b), len, "video/mp4", etag)
+            }
+            None => missing(),
+        };
+    }
+    let parsed = match name.split_once('.') {
+        None => name.parse::<u64>().ok().map(|m| (m, None)),
+        Some((m, p)) => m.parse::<u64>().ok().zip(p.parse::<usize>().ok()).map(|(m, p)| (m, Some(p))),
+    };
+    let Some((msn, part)) = parsed else { return missing() };
+    let Some(part) = part else {
+        let Some(seg) = hls.segmenter().segment(msn) else {
+            return missing();
+        };
+        let len = seg.len();
+        let chunks: Vec<Result<Bytes, std::convert::Infallible>> = seg.parts.iter().map(|p| Ok(p.data.clone())).collect();
+        return media_reply(
+            &headers,
+            &method,
+            Body::from_stream(futures_util::stream::iter(chunks)),
+            len,
+            "video/mp4",
+            etag,
+        );
+    };
+    // A part not produced yet but next in line (the preload hint) is held until it exists.
+    let lookup = hls.segmenter().part(msn, part);
+    let found = match lookup {
+        PartLookup::Ready(p) => Some(p),
+        PartLookup::Missing => None,
+        PartLookup::Next => {
+            let deadline = tokio::time::Instant::now() + block_limit(&hls);
+            hls.wait_for(deadline, |s| !matches!(s.part(msn, part), PartLookup::Next)).await;
+            match hls.segmenter().part(msn, part) {
+                PartLookup::Ready(p) => Some(p),
+                PartLookup::Next => return plain(StatusCode::SERVICE_UNAVAILABLE, "the part did not come in time"),
+                PartLookup::Missing => None,
+            }
+        }
+    };
+    match found {
+        Some(p) => {
+            let len = p.data.len();
+            media_reply(&headers, &method, Body::from(p.data.clone()), len, "video/mp4", etag)
+        }
+        None => missing(),
+    }
+}
+
+fn block_limit(hls: &HlsStream<LlSegmenter>) -> Duration {
+    let target = u64::try_from(hls.segmenter().target_duration_ms()).unwrap_or(1000);
+    Duration::from_millis(target) * BLOCK_TARGETS
+}
+
+async fn ll_playlist(st: &SharedState, app: &str, stream: &str, q: Blocking) -> Response {
+    let key = match stream_key_or_400(app, stream) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let number = |v: &Option<String>| v.as_deref().map(str::parse::<u64>).transpose();
+    let (Ok(msn), Ok(part)) = (number(&q.msn), number(&q.part)) else {
+        return plain(StatusCode::BAD_REQUEST, "_HLS_msn and _HLS_part are non-negative integers");
+    };
+    if part.is_some() && msn.is_none() {
+        return plain(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
+    }
+    let Some(hls) = open::<LlSegmenter>(st, &key).await else {
+        return plain(StatusCode::NOT_FOUND, format!("{key} is not live"));
+    };
+    if let Some(msn) = msn {
+        let max = hls.segmenter().max_blocking_msn();
+        if msn > max {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("_HLS_msn={msn} is more than two segments past the live edge ({max} at most)"),
+            );
+        }
+        let part = part.and_then(|p| usize::try_from(p).ok());
+        let deadline = tokio::time::Instant::now() + block_limit(&hls);
+        if !hls.wait_for(deadline, |s| s.ready(msn, part)).await {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "the playlist did not reach that segment in time");
+        }
+    }
+    let body = hls.segmenter().playlist(&format!("{stream}-"));
+    // A blocking reload's answer is for that URL only and may be cached as long as a part lasts;
+    // the bare playlist changes with every part.
+    let cache = if msn.is_some() { "max-age=1" } else { "max-age=0, no-cache" };
+    reply(body, PLAYLIST, cache, None)
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -48,6 +48,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/streams", get(api_streams))
         .route("/metrics", get(metrics))
         .route("/{app}/{file}", get(play))
+        .route("/ll/{app}/{file}", get(crate::hls::ll))
         .route("/whip/{app}/{stream}", post(whip::post).options(whip::options))
         .route(
             "/whip/{app}/{stream}/{session}",
@@ -85,14 +86,12 @@ async fn play(
     State(st): State<SharedState>,
     Path((app, file)): Path<(String, String)>,
     method: Method,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = ws.ok();
-    if let Some(stream) = file.strip_suffix(".m3u8") {
-        return hls_playlist(&st, &app, stream).await;
-    }
-    if let Some((stream, seq)) = file.strip_suffix(".ts").and_then(|r| r.rsplit_once('-')) {
-        return hls_segment(&st, &app, stream, seq);
+    if let Some(r) = crate::hls::classic(&st, &app, &file, &method, &headers).await {
+        return r;
     }
     let Some(stream) = file.strip_suffix(".flv") else {
         return plain(StatusCode::NOT_FOUND, "unknown format: play URLs end in .flv or .m3u8");
@@ -128,45 +127,6 @@ async fn play(
 /// The stream key of a URL, or the 400 answer naming what is wrong with it.
 pub(crate) fn stream_key_or_400(app: &str, stream: &str) -> Result<StreamKey, Box<Response>> {
     StreamKey::new(app, stream).map_err(|e| Box::new(plain(StatusCode::BAD_REQUEST, format!("bad stream name: {e}"))))
-}
-
-/// `/{app}/{stream}.m3u8`: the live playlist (starts the segmenter; waits for a first segment).
-async fn hls_playlist(st: &SharedState, app: &str, stream: &str) -> Response {
-    let key = match stream_key_or_400(app, stream) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
-    let Some(hls) = crate::hls::open(st, &key).await else {
-        return plain(StatusCode::NOT_FOUND, format!("{key} is not live"));
-    };
-    let mut r = Response::new(Body::from(hls.playlist(stream)));
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl"));
-    // At most one segment: a CDN may cache the playlist that long.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
-    r
-}
-
-/// `/{app}/{stream}-{sequence}.ts`: a segment while it is in the window.
-fn hls_segment(st: &SharedState, app: &str, stream: &str, seq: &str) -> Response {
-    let key = match stream_key_or_400(app, stream) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
-    let Ok(seq) = seq.parse::<u64>() else {
-        return plain(StatusCode::NOT_FOUND, "no such segment");
-    };
-    let Some(seg) = st.hls.get(&key).and_then(|h| h.segment(seq)) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            format!("segment {seq} of {key} is not (or no longer) available"),
-        );
-    };
-    let mut r = Response::new(Body::from(seg.data.clone()));
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
-    r
 }
 
 fn flv_headers(body: Body) -> Response {

@@ -46,8 +46,8 @@ pub struct AppState {
     pub webrtc_counters: Arc<crate::webrtc_server::WebRtcCounters>,
     /// Decides who may publish (the WHIP bearer token today; a hook for real auth later).
     pub publish_auth: Box<dyn crate::auth::PublishAuth>,
-    /// HLS segmenters, started on demand.
-    pub hls: crate::hls::HlsStreams,
+    /// HLS segmenters (classic and LL-HLS), started on demand.
+    pub hls: crate::hls::Hls,
 }
 
 pub type SharedState = Arc<AppState>;
