@@ -47,6 +47,11 @@ impl Default for HlsConfig {
     }
 }
 
+/// Audio further ahead of the last video frame than this is dropped: a publisher that quits
+/// may flush many seconds of queued audio at once (FFmpeg does), which would otherwise stretch
+/// the last segment far past its video.
+pub(crate) const MAX_AUDIO_AHEAD_MS: i64 = 3000;
+
 /// What the gateway drives: a segmenter fed with hub events, told when the publisher leaves and
 /// comes back.
 pub trait Segmenting: Send + 'static {
@@ -198,7 +203,7 @@ impl Segmenter {
         }
     }
 
-    /// Frames that could not be muxed (malformed), dropped.
+    /// Frames that could not be muxed (malformed) or ran too far ahead of the video, dropped.
     pub fn errors(&self) -> u64 {
         self.errors
     }
@@ -211,6 +216,11 @@ impl Segmenter {
             TrackKind::Video => f.keyframe,
             TrackKind::Audio => !has_video,
         };
+        let driver = f.track == TrackKind::Video || !has_video;
+        if !driver && self.current_start_ms.is_some() && at > self.last_frame_ms + MAX_AUDIO_AHEAD_MS {
+            self.errors += 1;
+            return false;
+        }
         let mut finished = false;
         let needs_new = match self.current_start_ms {
             None => boundary,
@@ -232,14 +242,16 @@ impl Segmenter {
             }
             self.current_start_ms = Some(at);
             self.current_program_date_ms = self.wall.at(at * 90, now_ms);
-            self.current_discontinuity = std::mem::take(&mut self.discontinuity_pending) && self.next_sequence > 0;
+            self.current_discontinuity = std::mem::take(&mut self.discontinuity_pending) && !self.segments.is_empty();
         }
         if self.current_start_ms.is_none() {
             return finished;
         }
         let Some(m) = &mut self.muxer else { return finished };
         match m.write_frame(f, &mut self.current) {
-            Ok(()) => self.last_frame_ms = at,
+            // Segment times follow the video (audio may run ahead in a burst).
+            Ok(()) if driver => self.last_frame_ms = at,
+            Ok(()) => {}
             Err(_) => self.errors += 1,
         }
         finished
@@ -453,5 +465,20 @@ mod tests {
         }
         assert!(s.segments.len() >= 3);
         assert!(s.segments.iter().all(|seg| (1000..1100).contains(&seg.duration_ms)));
+    }
+
+    #[test]
+    fn a_burst_of_audio_at_the_end_does_not_stretch_the_last_segment() {
+        let mut s = Segmenter::new(HlsConfig::default());
+        s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+        s.push(&HubEvent::AudioConfig(audio_config()), 0);
+        feed(&mut s, 0, 50, 25);
+        // The publisher quits and its encoder flushes 50 s of queued audio at once.
+        for i in 0..2400 {
+            s.push(&audio(2000 + i * 21), 0);
+        }
+        assert!(s.errors() > 2000);
+        s.flush();
+        assert!(s.segments.iter().all(|seg| seg.duration_ms <= 1100), "{}", s.playlist(""));
     }
 }

@@ -26,7 +26,7 @@ use media::frame::{MediaFrame, Timebase, TrackKind};
 use media::hub::HubEvent;
 
 use crate::fmp4::{self, Sample, VIDEO_TIMESCALE};
-use crate::hls::{format_program_date_time, Configs, Segmenting, WallAnchor};
+use crate::hls::{format_program_date_time, Configs, Segmenting, WallAnchor, MAX_AUDIO_AHEAD_MS};
 
 /// LL-HLS settings.
 #[derive(Debug, Clone)]
@@ -199,7 +199,7 @@ impl LlSegmenter {
         }
     }
 
-    /// Frames or fragments that could not be written, dropped.
+    /// Frames or fragments that could not be written, or audio too far ahead of the video, dropped.
     pub fn errors(&self) -> u64 {
         self.errors
     }
@@ -231,6 +231,11 @@ impl LlSegmenter {
                 });
             }
             TrackKind::Audio => {
+                let ahead = self.held_video.as_ref().is_some_and(|v| at90 > v.at90 + MAX_AUDIO_AHEAD_MS * 90);
+                if ahead {
+                    self.errors += 1;
+                    return false;
+                }
                 if self.configs.video.is_none() {
                     changed |= self.boundary(at90, true, now_ms);
                 }
@@ -819,5 +824,21 @@ mod tests {
             .map(|p| p.duration)
             .fold(0.0, f64::max);
         assert!(longest <= target, "{longest} > PART-TARGET {target}");
+    }
+
+    #[test]
+    fn a_burst_of_audio_at_the_end_does_not_stretch_the_last_segment() {
+        let mut s = started();
+        feed(&mut s, 0, 60, 30, 0);
+        for i in 0..2400 {
+            let ms = 2000 + i * 21;
+            let f = MediaFrame::audio(ms, Timebase::MILLIS, Bytes::from_static(&[0x21, 0]));
+            s.push(&HubEvent::Frame(Arc::new(f)), ms);
+        }
+        assert!(s.errors() > 2000);
+        s.flush();
+        assert!(s.segments.iter().all(|seg| seg.duration() <= 1.1), "{}", s.playlist(""));
+        let p = s.playlist("");
+        assert!(p.contains("#EXTINF:1.00000,\n1.m4s\n"), "{p}");
     }
 }

@@ -128,13 +128,20 @@ export function median(xs) {
 }
 
 /// Plays `url` in the probe page for `seconds`; returns the samples [[wallMs, latencyMs], ...].
-export async function playAndMeasure(browser, pagePort, url, seconds, player = 'mpegts') {
-  const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}&player=${player}`);
+export async function playAndMeasure(browser, pagePort, url, seconds, player = 'mpegts', query = '') {
+  const page = await openPlayer(browser, pagePort, url, player, query);
   await sleep(seconds * 1000);
   const probe = await page.evaluate(() => window.probe);
   await page.close();
   return probe;
+}
+
+/// Opens the probe page playing `url` with `player` ('mpegts' or 'hls'; `query` adds e.g.
+/// '&ll=1' for hls.js lowLatencyMode). Read `window.probe` from the page.
+export async function openPlayer(browser, pagePort, url, player = 'mpegts', query = '') {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}&player=${player}${query}`);
+  return page;
 }
 
 export function summarize(probe, seconds) {
