@@ -63,6 +63,19 @@ pub struct Config {
     pub http: HttpSection,
     pub egress: EgressSection,
     pub webrtc: WebRtcSection,
+    pub hls: HlsSection,
+}
+
+/// `[hls]`: classic and LL-HLS segmenting.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsSection {
+    pub segment_ms: u64,
+    pub part_ms: u64,
+    pub window: usize,
+    pub idle_timeout_ms: u64,
+    pub reconnect_grace_ms: u64,
+    pub keep_ended_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -220,6 +233,19 @@ impl Config {
         }
         if self.hub.queue_max_frames < 16 || self.hub.queue_max_bytes < 64 * 1024 {
             bail!("hub.queue_max_frames must be >= 16 and hub.queue_max_bytes >= 65536");
+        }
+        let h = &self.hls;
+        if !(200..=30_000).contains(&h.segment_ms) {
+            bail!("hls.segment_ms must be 200..=30000");
+        }
+        if !(50..=h.segment_ms).contains(&h.part_ms) {
+            bail!("hls.part_ms must be 50..=hls.segment_ms");
+        }
+        if !(3..=100).contains(&h.window) {
+            bail!("hls.window must be 3..=100 segments");
+        }
+        if h.idle_timeout_ms < 1000 {
+            bail!("hls.idle_timeout_ms must be at least 1000");
         }
         Ok(())
     }

@@ -6,10 +6,11 @@
 //!   segments `…-init{id}.mp4`.
 //!
 //! A stream's segmenter of each kind starts on the first playlist request (like MediaMTX's
-//! default) as a hub subscriber, and stops when nobody asked for its playlist for [`IDLE`]. When
-//! the publisher leaves, the segment being built is closed; if it comes back within
-//! [`RECONNECT_GRACE`] the playlist goes on after an `EXT-X-DISCONTINUITY` (same media sequence),
-//! otherwise it gets `EXT-X-ENDLIST` and stays readable for [`KEEP_ENDED`]. The first request
+//! default) as a hub subscriber, and stops when nobody asked for its playlist for
+//! `hls.idle_timeout_ms`. When the publisher leaves, the segment being built is closed; if it
+//! comes back within `hls.reconnect_grace_ms` the playlist goes on after an
+//! `EXT-X-DISCONTINUITY` (same media sequence), otherwise it gets `EXT-X-ENDLIST` and stays
+//! readable for `hls.keep_ended_ms`. The first request
 //! waits for [`START_SEGMENTS`] segments, at most [`FIRST_WAIT`]. Segment sequence numbers start
 //! at the Unix time in seconds, so a restarted segmenter never reuses a URI a CDN may still hold.
 //!
@@ -32,15 +33,10 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tracing::{debug, Instrument};
 
+use crate::config::HlsSection;
 use crate::http::{plain, stream_key_or_400};
 use crate::state::{AppState, SharedState};
 
-/// A segmenter nobody asked for this long stops.
-pub const IDLE: Duration = Duration::from_secs(30);
-/// A publisher that comes back within this continues the playlist; later, it ends.
-pub const RECONNECT_GRACE: Duration = Duration::from_secs(10);
-/// An ended stream's playlist stays this long.
-pub const KEEP_ENDED: Duration = Duration::from_secs(30);
 /// The first playlist request waits for this many segments (players start a segment or two
 /// behind the live edge; with only one listed they start at the edge and stall).
 pub const START_SEGMENTS: usize = 2;
@@ -133,6 +129,10 @@ impl Hls {
     }
 }
 
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -143,7 +143,7 @@ fn unix_ms() -> i64 {
 trait Kind: Segmenting + Sized {
     const PROTOCOL: &'static str;
     fn streams(st: &AppState) -> &HlsStreams<Self>;
-    fn make(first_sequence: u64) -> Self;
+    fn make(config: &HlsSection, first_sequence: u64) -> Self;
     /// The segment being built reached the target duration without a keyframe.
     fn overdue(&self) -> bool {
         self.building_ms() >= self.target_duration_ms()
@@ -155,10 +155,11 @@ impl Kind for Segmenter {
     fn streams(st: &AppState) -> &HlsStreams<Self> {
         &st.hls.classic
     }
-    fn make(first_sequence: u64) -> Self {
+    fn make(c: &HlsSection, first_sequence: u64) -> Self {
         Segmenter::new(HlsConfig {
+            target_duration_ms: ms(c.segment_ms),
+            window: c.window,
             first_sequence,
-            ..HlsConfig::default()
         })
     }
 }
@@ -168,10 +169,12 @@ impl Kind for LlSegmenter {
     fn streams(st: &AppState) -> &HlsStreams<Self> {
         &st.hls.ll
     }
-    fn make(first_sequence: u64) -> Self {
+    fn make(c: &HlsSection, first_sequence: u64) -> Self {
         LlSegmenter::new(LlHlsConfig {
+            target_duration_ms: ms(c.segment_ms),
+            part_target_ms: ms(c.part_ms),
+            window: c.window,
             first_sequence,
-            ..LlHlsConfig::default()
         })
     }
 }
@@ -192,7 +195,7 @@ async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStrea
         } else {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let s = Arc::new(HlsStream {
-                segmenter: Mutex::new(S::make(now)),
+                segmenter: Mutex::new(S::make(&st.config.hls, now)),
                 last_access: Mutex::new(Instant::now()),
                 changed: Notify::new(),
                 epoch: now,
@@ -209,6 +212,10 @@ async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStrea
 
 /// Feeds one segmenter from the hub until nobody wants it or its stream ended long ago.
 async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut sub: Subscriber) {
+    let c = &st.config.hls;
+    let idle = Duration::from_millis(c.idle_timeout_ms);
+    let grace = Duration::from_millis(c.reconnect_grace_ms);
+    let keep_ended = Duration::from_millis(c.keep_ended_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_keyframe_request: Option<Instant> = None;
     'publisher: loop {
@@ -230,8 +237,8 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
                     }
                 }
                 _ = tick.tick() => {
-                    if s.idle_for() > IDLE {
-                        debug!("no HLS request for {IDLE:?}: segmenter stopped");
+                    if s.idle_for() > idle {
+                        debug!("no HLS request for {idle:?}: segmenter stopped");
                         remove(&st, &key, &s);
                         return;
                     }
@@ -246,7 +253,7 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
         let gone = Instant::now();
         loop {
             tick.tick().await;
-            if gone.elapsed() < RECONNECT_GRACE + KEEP_ENDED && s.idle_for() <= IDLE {
+            if gone.elapsed() < grace + keep_ended && s.idle_for() <= idle {
                 if let Ok(again) = st.hub.subscribe(&key, S::PROTOCOL) {
                     debug!("publisher back: playlist continues after a discontinuity");
                     sub = again;
@@ -255,11 +262,11 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
                     continue 'publisher;
                 }
             }
-            if gone.elapsed() >= RECONNECT_GRACE && !s.segmenter().is_ended() {
+            if gone.elapsed() >= grace && !s.segmenter().is_ended() {
                 s.segmenter().end();
                 s.changed.notify_waiters();
             }
-            if gone.elapsed() >= RECONNECT_GRACE + KEEP_ENDED || s.idle_for() > IDLE {
+            if gone.elapsed() >= grace + keep_ended || s.idle_for() > idle {
                 remove(&st, &key, &s);
                 return;
             }

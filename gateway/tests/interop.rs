@@ -495,9 +495,9 @@ fn hls_playlist_and_segments_play_in_ffmpeg() {
     codecs.dedup_by(|a, b| a == b);
     codecs.truncate(2);
     assert_eq!(codecs, vec!["h264", "aac"]);
-    // FFmpeg reads the live playlist for 12 s without an error.
+    // FFmpeg reads the live playlist for 20 s without an error.
     let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i", &gw.http_url("/live/hls.m3u8"), "-t", "12", "-f", "null", "-"])
+        .args(["-v", "error", "-i", &gw.http_url("/live/hls.m3u8"), "-t", "20", "-f", "null", "-"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -519,4 +519,148 @@ fn hls_playlist_and_segments_play_in_ffmpeg() {
     }
     let _ = publisher.kill();
     let _ = publisher.wait();
+}
+
+/// The value of `#TAG:` on its first line in a playlist.
+fn tag<'a>(playlist: &'a str, tag: &str) -> Option<&'a str> {
+    playlist.lines().find_map(|l| l.strip_prefix(tag))
+}
+
+#[test]
+fn ll_hls_parts_blocking_reload_and_bad_requests() {
+    let gw = Gateway::start("llhls", "[hls]\nidle_timeout_ms = 4000\n");
+    let key = "live/ll";
+    let mut publisher = publish(&gw.rtmp_url(key), 40, "320x240");
+    gw.wait_live(key, Duration::from_secs(10));
+    let (status, head, playlist) = http_request(gw.http, "GET", "/ll/live/ll.m3u8");
+    assert_eq!(status, 200, "{head}{playlist}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-type: application/vnd.apple.mpegurl"),
+        "{head}"
+    );
+    for t in [
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES",
+        "#EXT-X-PART-INF:PART-TARGET=0.2",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+    ] {
+        assert!(playlist.contains(t), "{t} missing:\n{playlist}");
+    }
+    let init_uri = tag(&playlist, "#EXT-X-MAP:URI=\"")
+        .and_then(|u| u.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    assert!(init_uri.starts_with("ll-init") && init_uri.ends_with(".mp4"), "{init_uri}");
+
+    // Init segment: video/mp4 with an ETag that answers If-None-Match with 304.
+    let (status, head, init) = http_get_bytes(gw.http, &format!("/ll/live/{init_uri}"), "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: video/mp4"), "{head}");
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().trim().to_owned();
+    let (status, _, body) = http_get_bytes(gw.http, &format!("/ll/live/{init_uri}"), &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!((status, body.len()), (304, 0));
+
+    // Every complete segment is init + parts: H.264 + AAC starting with a keyframe, no longer
+    // than the target (1 s) plus a GOP (1 s).
+    let segments: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".m4s") && !l.starts_with('#')).collect();
+    assert!(segments.len() >= 2, "{playlist}");
+    for extinf in playlist.lines().filter_map(|l| l.strip_prefix("#EXTINF:")) {
+        let d: f64 = extinf.trim_end_matches(',').parse().unwrap();
+        assert!(d > 0.0 && d <= 2.0, "EXTINF {d}");
+    }
+    for (i, uri) in segments.iter().enumerate() {
+        let (status, head, seg) = http_get_bytes(gw.http, &format!("/ll/live/{uri}"), "");
+        assert_eq!(status, 200, "{uri}: {head}");
+        let file = gw.dir.join(format!("seg{i}.mp4"));
+        std::fs::write(&file, [init.as_slice(), seg.as_slice()].concat()).unwrap();
+        let mut codecs = probe_codecs(file.to_str().unwrap());
+        codecs.sort();
+        assert_eq!(codecs, ["aac", "h264"], "{uri}");
+        let packets = probe_packets(&file);
+        let first_video = packets.iter().find(|p| p.video).unwrap();
+        assert!(first_video.key, "{uri} does not start with a keyframe");
+    }
+
+    // Blocking reload: ask for the hinted part; the answer lists it, within about a part.
+    let hint = tag(&playlist, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ll-")
+        .unwrap()
+        .trim_end_matches(".m4s\"");
+    let (msn, part) = hint.split_once('.').unwrap();
+    let (msn, part): (u64, u64) = (msn.parse().unwrap(), part.parse().unwrap());
+    let (status, _, blocked) = http_request(gw.http, "GET", &format!("/ll/live/ll.m3u8?_HLS_msn={msn}&_HLS_part={part}"));
+    assert_eq!(status, 200);
+    assert!(
+        blocked.contains(&format!("ll-{msn}.{part}.m4s")) || blocked.contains(&format!("\nll-{msn}.m4s\n")),
+        "{hint} not in\n{blocked}"
+    );
+    // The next hinted part is held until it exists, then served.
+    let hint = tag(&blocked, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"")
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    let t = Instant::now();
+    let (status, head, part_bytes) = http_get_bytes(gw.http, &format!("/ll/live/{hint}"), "");
+    assert!(status == 200 || status == 404, "{hint}: {head}");
+    assert!(t.elapsed() < Duration::from_millis(1500), "preload hint took {:?}", t.elapsed());
+    if status == 200 {
+        assert_eq!(&part_bytes[4..8], b"moof");
+    }
+
+    // Bad requests get clear answers at once.
+    for (path, want) in [
+        (format!("/ll/live/ll.m3u8?_HLS_msn={}", msn + 1000), 400),
+        ("/ll/live/ll.m3u8?_HLS_msn=99999999999999999999999".to_owned(), 400),
+        ("/ll/live/ll.m3u8?_HLS_msn=abc".to_owned(), 400),
+        ("/ll/live/ll.m3u8?_HLS_part=1".to_owned(), 400),
+        ("/ll/live/ll-1.0.m4s".to_owned(), 404),
+        ("/ll/live/ll-init7.mp4".to_owned(), 404),
+        ("/ll/live/ll-x.y.m4s".to_owned(), 404),
+        ("/ll/live/..-1.m4s".to_owned(), 400),
+        ("/ll/live/nothing.m3u8".to_owned(), 404),
+        ("/ll/live/ll.txt".to_owned(), 404),
+    ] {
+        let t = Instant::now();
+        let (status, _, body) = http_request(gw.http, "GET", &path);
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{path} took {:?}", t.elapsed());
+    }
+
+    // FFmpeg reads the LL-HLS playlist for 20 s without an error.
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &gw.http_url("/ll/live/ll.m3u8"), "-t", "20", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "", "FFmpeg errors reading LL-HLS");
+
+    // The publisher goes away: a blocking reload for what will not come is answered 503 after
+    // three target durations, not held forever.
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, _, now) = http_request(gw.http, "GET", "/ll/live/ll.m3u8");
+    let hint = tag(&now, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ll-")
+        .unwrap()
+        .trim_end_matches(".m4s\"")
+        .to_owned();
+    let (msn, part) = hint.split_once('.').unwrap();
+    let t = Instant::now();
+    let (status, _, body) = http_request(gw.http, "GET", &format!("/ll/live/ll.m3u8?_HLS_msn={msn}&_HLS_part={part}"));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        (Duration::from_millis(2500)..Duration::from_secs(5)).contains(&t.elapsed()),
+        "{:?}",
+        t.elapsed()
+    );
+    // Nobody asks any more: the segmenter stops (no task left behind).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, metrics) = gw.get("/metrics");
+        if metrics.contains("streamgate_hls_segmenters 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "segmenter still running:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (status, _, _) = gw.get("/ll/live/ll-1.0.m4s");
+    assert_eq!(status, 404);
 }
