@@ -77,6 +77,26 @@ test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP
   });
 });
 
+test('WHIP: HLS segments hold the 1 s target (the segmenter asks the publisher for keyframes)', { timeout: 90000 }, async () => {
+  await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
+    await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/hlswhip`, { codec: 'h264' });
+    await waitLive(gw.http, 'live/hlswhip');
+    // Without keyframe requests Chromium sends one per webrtc.pli_interval_ms (2 s).
+    const base = `http://127.0.0.1:${gw.http}`;
+    assert.equal((await fetch(`${base}/live/hlswhip.m3u8`)).status, 200);
+    assert.equal((await fetch(`${base}/ll/live/hlswhip.m3u8`)).status, 200);
+    await sleep(9000);
+    for (const path of ['/live/hlswhip.m3u8', '/ll/live/hlswhip.m3u8']) {
+      const playlist = await fetch(base + path).then((r) => r.text());
+      const durations = [...playlist.matchAll(/#EXTINF:([\d.]+),/g)].map((m) => Number(m[1]));
+      console.log('whip hls', path, JSON.stringify(durations));
+      assert.ok(durations.length >= 4, playlist);
+      // The first segment may be longer (it started before the first request arrived).
+      assert.ok(Math.max(...durations.slice(1)) <= 1.5, `${path}: segments ${durations}`);
+    }
+  });
+});
+
 test('WHIP: a VP9-only publisher is transcoded and plays as H.264', { timeout: 90000 }, async () => {
   await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
     const page = await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/vp9`, { codec: 'vp9only' });
