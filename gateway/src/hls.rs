@@ -49,15 +49,44 @@ const BLOCK_TARGETS: u32 = 3;
 /// One stream's segmenter and who waits on it.
 pub struct HlsStream<S> {
     segmenter: Mutex<S>,
+    /// The playlist as last rendered; cleared on every change, so all the requests between two
+    /// changes (every viewer's reload, all blocked LL-HLS requests woken together) share one.
+    rendered: Mutex<Option<Bytes>>,
+    /// `{stream}-`: what playlist URIs start with.
+    prefix: String,
     last_access: Mutex<Instant>,
     changed: Notify,
     /// Distinguishes this segmenter's run in ETags.
     epoch: u64,
 }
 
-impl<S: Segmenting> HlsStream<S> {
+impl<S: Kind> HlsStream<S> {
     fn segmenter(&self) -> MutexGuard<'_, S> {
         self.segmenter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the segmenter; if `f` says the playlist changed, drops the rendered playlist and
+    /// wakes the requests waiting for a change.
+    fn update(&self, f: impl FnOnce(&mut S) -> bool) -> bool {
+        let mut seg = self.segmenter();
+        let changed = f(&mut seg);
+        if changed {
+            *self.rendered.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        drop(seg);
+        if changed {
+            self.changed.notify_waiters();
+        }
+        changed
+    }
+
+    /// The current playlist.
+    fn playlist(&self) -> Bytes {
+        // The segmenter lock is held while rendering and caching, so an update cannot slip in
+        // between and leave a stale playlist cached.
+        let seg = self.segmenter();
+        let mut rendered = self.rendered.lock().unwrap_or_else(PoisonError::into_inner);
+        rendered.get_or_insert_with(|| Bytes::from(seg.render(&self.prefix))).clone()
     }
 
     fn touch(&self) {
@@ -140,10 +169,12 @@ fn unix_ms() -> i64 {
 }
 
 /// Which segmenter kind a request is for.
-trait Kind: Segmenting + Sized {
+pub(crate) trait Kind: Segmenting + Sized {
     const PROTOCOL: &'static str;
     fn streams(st: &AppState) -> &HlsStreams<Self>;
     fn make(config: &HlsSection, first_sequence: u64) -> Self;
+    /// The media playlist, URIs starting with `prefix`.
+    fn render(&self, prefix: &str) -> String;
     /// The segment being built reached the target duration without a keyframe.
     fn overdue(&self) -> bool {
         self.building_ms() >= self.target_duration_ms()
@@ -151,6 +182,9 @@ trait Kind: Segmenting + Sized {
 }
 
 impl Kind for Segmenter {
+    fn render(&self, prefix: &str) -> String {
+        self.playlist(prefix)
+    }
     const PROTOCOL: &'static str = "hls";
     fn streams(st: &AppState) -> &HlsStreams<Self> {
         &st.hls.classic
@@ -165,6 +199,9 @@ impl Kind for Segmenter {
 }
 
 impl Kind for LlSegmenter {
+    fn render(&self, prefix: &str) -> String {
+        self.playlist(prefix)
+    }
     const PROTOCOL: &'static str = "ll-hls";
     fn streams(st: &AppState) -> &HlsStreams<Self> {
         &st.hls.ll
@@ -196,6 +233,8 @@ async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStrea
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let s = Arc::new(HlsStream {
                 segmenter: Mutex::new(S::make(&st.config.hls, now)),
+                rendered: Mutex::new(None),
+                prefix: format!("{}-", key.stream()),
                 last_access: Mutex::new(Instant::now()),
                 changed: Notify::new(),
                 epoch: now,
@@ -224,13 +263,12 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
             tokio::select! {
                 ev = sub.recv() => {
                     let Some(ev) = ev else { break };
-                    let mut seg = s.segmenter();
-                    let changed = seg.push(&ev, unix_ms());
-                    let overdue = seg.overdue();
-                    drop(seg);
-                    if changed {
-                        s.changed.notify_waiters();
-                    }
+                    let mut overdue = false;
+                    s.update(|seg| {
+                        let changed = seg.push(&ev, unix_ms());
+                        overdue = seg.overdue();
+                        changed
+                    });
                     if overdue && last_keyframe_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                         sub.request_keyframe();
                         last_keyframe_request = Some(Instant::now());
@@ -247,9 +285,7 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
         }
         // The publisher left: close what was being built, wait for it to come back.
         drop(sub);
-        if s.segmenter().flush() {
-            s.changed.notify_waiters();
-        }
+        s.update(|seg| seg.flush());
         let gone = Instant::now();
         loop {
             tick.tick().await;
@@ -257,14 +293,18 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
                 if let Ok(again) = st.hub.subscribe(&key, S::PROTOCOL) {
                     debug!("publisher back: playlist continues after a discontinuity");
                     sub = again;
-                    s.segmenter().restart();
-                    s.changed.notify_waiters();
+                    s.update(|seg| {
+                        seg.restart();
+                        true
+                    });
                     continue 'publisher;
                 }
             }
             if gone.elapsed() >= grace && !s.segmenter().is_ended() {
-                s.segmenter().end();
-                s.changed.notify_waiters();
+                s.update(|seg| {
+                    seg.end();
+                    true
+                });
             }
             if gone.elapsed() >= grace + keep_ended || s.idle_for() > idle {
                 remove(&st, &key, &s);
@@ -281,8 +321,10 @@ fn remove<S: Kind>(st: &AppState, key: &StreamKey, s: &Arc<HlsStream<S>>) {
     }
     drop(map);
     // Blocked requests see the end now rather than at their timeout.
-    s.segmenter().end();
-    s.changed.notify_waiters();
+    s.update(|seg| {
+        seg.end();
+        true
+    });
 }
 
 async fn wait_first_segments<S: Kind>(s: &HlsStream<S>) {
@@ -339,7 +381,7 @@ pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, h
         let Some(hls) = open::<Segmenter>(st, &key).await else {
             return Some(plain(StatusCode::NOT_FOUND, format!("{key} is not live")));
         };
-        let body = hls.segmenter().playlist(&format!("{stream}-"));
+        let body = hls.playlist();
         // At most one segment: a CDN may cache the playlist that long.
         return Some(reply(body, PLAYLIST, "max-age=1", None));
     }
@@ -486,7 +528,7 @@ async fn ll_playlist(st: &SharedState, app: &str, stream: &str, q: Blocking) -> 
             return plain(StatusCode::SERVICE_UNAVAILABLE, "the playlist did not reach that segment in time");
         }
     }
-    let body = hls.segmenter().playlist(&format!("{stream}-"));
+    let body = hls.playlist();
     // A blocking reload's answer is for that URL only and may be cached as long as a part lasts;
     // the bare playlist changes with every part.
     let cache = if msn.is_some() { "max-age=1" } else { "max-age=0, no-cache" };
