@@ -20,21 +20,10 @@ SG=$target/release/streamgate
 LOADGEN=$target/release/streamgate-loadgen
 
 work=$(mktemp -d /tmp/sg-fanout.XXXXXX)
-src=bench/.cache/src-720p-2mbps.flv
-mkdir -p bench/.cache
-if [ ! -s "$src" ]; then
-  ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 -t 20 \
-    -c:v libx264 -preset veryfast -b:v 1850k -maxrate 1900k -bufsize 1900k -g 30 -pix_fmt yuv420p \
-    -c:a aac -b:a 128k -f flv "$src"
-fi
+source bench/common.sh
+make_source
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 PUB=
 publish() { # url; sets PUB

@@ -9,6 +9,7 @@
 # process started here is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 mode=${1:-publishers}
 shift || true
 WARMUP=${WARMUP:-8}
@@ -48,11 +49,6 @@ fi
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(10 50 100)
 work=$(mktemp -d /tmp/sg-whip.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 results=$work/results.jsonl
 for n in "${counts[@]}"; do
