@@ -2,7 +2,8 @@
 # Glass-to-glass latency and creep: tests/tools/clock_publisher.py burns the wall clock into
 # every frame, mpegts.js in headless Chromium plays WS-FLV (for SECONDS, default 1800 = 30 min)
 # and HTTP-FLV (30 s) and reads it back. Also measures the same path with FFmpeg as the player
-# (no browser buffering) for reference, and WHIP ingest -> WS-FLV (WHIP_SECONDS, default 120).
+# (no browser buffering) for reference, WHIP ingest -> WS-FLV (WHIP_SECONDS, default 120), and
+# classic HLS and LL-HLS in hls.js (HLS_SECONDS, default 60).
 # Prints JSON lines: median/p95 latency, start vs end median (creep), first-frame time.
 #   bench/latency.sh [SECONDS]
 set -euo pipefail
@@ -17,6 +18,9 @@ LATENCY_SECONDS=$secs node --test tests/browser/flv_latency.test.mjs 2>&1 | grep
 
 echo "== WHIP (Chromium canvas clock, H.264 passed through / VP8 transcoded) -> WS-FLV in mpegts.js (${WHIP_SECONDS:-120}s each)"
 WHIP_LATENCY_SECONDS=${WHIP_SECONDS:-120} node --test tests/browser/whip_latency.test.mjs 2>&1 | grep -E '^# whip-|^(ok|not ok)'
+
+echo "== hls.js in Chromium: classic HLS and LL-HLS (lowLatencyMode), ${HLS_SECONDS:-60}s each"
+HLS_SECONDS=${HLS_SECONDS:-60} node --test --test-name-pattern='without a stall' tests/browser/hls.test.mjs 2>&1 | grep -E '^# (classic HLS|LL-HLS) |^(ok|not ok)'
 
 echo "== FFmpeg as the player (RTMP and HTTP-FLV, 10 s each)"
 SG=$CARGO_TARGET_DIR/release/streamgate

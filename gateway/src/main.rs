@@ -124,6 +124,8 @@ async fn main() -> Result<()> {
     println!("  play RTMP        rtmp://{r}:{rp}/live/demo");
     println!("  play HTTP-FLV    http://{h}:{hp}/live/demo.flv");
     println!("  play WS-FLV      ws://{h}:{hp}/live/demo.flv");
+    println!("  play HLS         http://{h}:{hp}/live/demo.m3u8");
+    println!("  play LL-HLS      http://{h}:{hp}/ll/live/demo.m3u8");
     println!("  stream list      http://{h}:{hp}/api/v1/streams");
     println!("  metrics          http://{h}:{hp}/metrics");
     println!("  try: ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -tune zerolatency -g 30 -c:a aac -f flv rtmp://{r}:{rp}/live/demo");

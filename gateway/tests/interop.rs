@@ -664,3 +664,74 @@ fn ll_hls_parts_blocking_reload_and_bad_requests() {
     let (status, _, _) = gw.get("/ll/live/ll-1.0.m4s");
     assert_eq!(status, 404);
 }
+
+/// FFmpeg publishing only video (`-an`) or only audio (`-vn`) for `secs` seconds.
+fn publish_one_track(url: &str, video: bool, secs: u32) -> std::process::Child {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-hide_banner", "-loglevel", "error", "-re"]);
+    if video {
+        c.args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+        ]);
+        c.args(["-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p", "-an"]);
+    } else {
+        c.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac", "-vn"]);
+    }
+    c.args(["-t", &secs.to_string(), "-f", "flv", url]);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+#[test]
+fn hls_of_a_video_only_and_an_audio_only_stream() {
+    let gw = Gateway::start("hls-one-track", "");
+    let mut pubs = [
+        publish_one_track(&gw.rtmp_url("live/vonly"), true, 30),
+        publish_one_track(&gw.rtmp_url("live/aonly"), false, 30),
+    ];
+    for (key, want) in [("vonly", "h264"), ("aonly", "aac")] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gw.streams()["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["key"] == format!("live/{key}"))
+        {
+            assert!(Instant::now() < deadline, "live/{key} not live");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Classic: the newest segment is a TS with just that track.
+        let (status, _, playlist) = gw.get(&format!("/live/{key}.m3u8"));
+        assert_eq!(status, 200, "{key}: {playlist}");
+        let seg = playlist.lines().filter(|l| l.ends_with(".ts")).last().unwrap();
+        let mut codecs = probe_codecs(&gw.http_url(&format!("/live/{seg}")));
+        codecs.dedup();
+        assert_eq!(codecs, [want], "classic {key}");
+        // LL-HLS: init + newest segment.
+        let (status, _, playlist) = gw.get(&format!("/ll/live/{key}.m3u8"));
+        assert_eq!(status, 200, "{key}: {playlist}");
+        let init = tag(&playlist, "#EXT-X-MAP:URI=\"").unwrap().trim_end_matches('"');
+        let seg = playlist
+            .lines()
+            .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+            .last()
+            .unwrap();
+        let (_, _, init) = http_get_bytes(gw.http, &format!("/ll/live/{init}"), "");
+        let (_, _, data) = http_get_bytes(gw.http, &format!("/ll/live/{seg}"), "");
+        let file = gw.dir.join(format!("{key}.mp4"));
+        std::fs::write(&file, [init, data].concat()).unwrap();
+        assert_eq!(probe_codecs(file.to_str().unwrap()), [want], "LL-HLS {key}");
+        let packets = probe_packets(&file);
+        assert!(packets.len() >= 20, "LL-HLS {key}: {} packets", packets.len());
+    }
+    for p in &mut pubs {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
