@@ -709,7 +709,7 @@ fn hls_of_a_video_only_and_an_audio_only_stream() {
         // Classic: the newest segment is a TS with just that track.
         let (status, _, playlist) = gw.get(&format!("/live/{key}.m3u8"));
         assert_eq!(status, 200, "{key}: {playlist}");
-        let seg = playlist.lines().filter(|l| l.ends_with(".ts")).last().unwrap();
+        let seg = playlist.lines().rfind(|l| l.ends_with(".ts")).unwrap();
         let mut codecs = probe_codecs(&gw.http_url(&format!("/live/{seg}")));
         codecs.dedup();
         assert_eq!(codecs, [want], "classic {key}");
@@ -717,11 +717,7 @@ fn hls_of_a_video_only_and_an_audio_only_stream() {
         let (status, _, playlist) = gw.get(&format!("/ll/live/{key}.m3u8"));
         assert_eq!(status, 200, "{key}: {playlist}");
         let init = tag(&playlist, "#EXT-X-MAP:URI=\"").unwrap().trim_end_matches('"');
-        let seg = playlist
-            .lines()
-            .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
-            .last()
-            .unwrap();
+        let seg = playlist.lines().rfind(|l| l.ends_with(".m4s") && !l.starts_with('#')).unwrap();
         let (_, _, init) = http_get_bytes(gw.http, &format!("/ll/live/{init}"), "");
         let (_, _, data) = http_get_bytes(gw.http, &format!("/ll/live/{seg}"), "");
         let file = gw.dir.join(format!("{key}.mp4"));
