@@ -132,9 +132,14 @@ impl OpusToAac {
         ff::util::log::set_level(ff::util::log::Level::Error);
         let channels = if stereo { 2 } else { 1 };
         let dec_codec = ff::decoder::find(ff::codec::Id::OPUS).ok_or(AudioError::CodecMissing("Opus decoder"))?;
+        // WebRTC gives no OpusHead, so FFmpeg's decoder would assume stereo and do twice the
+        // synthesis work for the mono stream browsers send by default: say what we want.
+        let mut options = ff::Dictionary::new();
+        options.set("ch_layout", if stereo { "stereo" } else { "mono" });
         let decoder = ff::codec::Context::new_with_codec(dec_codec)
             .decoder()
-            .audio()
+            .open_with(options)
+            .and_then(|d| d.audio())
             .map_err(|e| AudioError::Ffmpeg("opening the Opus decoder", e))?;
         let encoder = match kind {
             AacEncoderKind::Ffmpeg => Encoder::Ffmpeg(ffmpeg_aac(channels)?),
