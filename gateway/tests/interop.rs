@@ -490,11 +490,24 @@ fn hls_playlist_and_segments_play_in_ffmpeg() {
     let (status, head, _) = http_request(gw.http, "HEAD", &format!("/live/{first}"));
     assert_eq!(status, 200, "{head}");
     assert!(head.to_ascii_lowercase().contains("content-type: video/mp2t"), "{head}");
-    // The segment probes as H.264 + AAC (TS lists a program's streams twice).
-    let mut codecs = probe_codecs(&gw.http_url(&format!("/live/{first}")));
-    codecs.dedup_by(|a, b| a == b);
-    codecs.truncate(2);
-    assert_eq!(codecs, vec!["h264", "aac"]);
+    // Every segment probes as H.264 + AAC (TS lists a program's streams twice), starts with a
+    // keyframe and lasts at most the target (1 s) plus a GOP (1 s).
+    for extinf in playlist.lines().filter_map(|l| l.strip_prefix("#EXTINF:")) {
+        let d: f64 = extinf.trim_end_matches(',').parse().unwrap();
+        assert!(d > 0.0 && d <= 2.0, "EXTINF {d}");
+    }
+    for (i, seg) in playlist.lines().filter(|l| l.ends_with(".ts")).enumerate() {
+        let (status, _, data) = http_get_bytes(gw.http, &format!("/live/{seg}"), "");
+        assert_eq!(status, 200, "{seg}");
+        let file = gw.dir.join(format!("seg{i}.ts"));
+        std::fs::write(&file, &data).unwrap();
+        let mut codecs = probe_codecs(file.to_str().unwrap());
+        codecs.dedup_by(|a, b| a == b);
+        codecs.truncate(2);
+        assert_eq!(codecs, vec!["h264", "aac"], "{seg}");
+        let first_video = probe_packets(&file).into_iter().find(|p| p.video).unwrap();
+        assert!(first_video.key, "{seg} does not start with a keyframe");
+    }
     // FFmpeg reads the live playlist for 20 s without an error.
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i", &gw.http_url("/live/hls.m3u8"), "-t", "20", "-f", "null", "-"])
