@@ -24,3 +24,19 @@ for (const [codec, target] of [['h264', 500], ['vp8only', 700]]) {
     });
   });
 }
+
+// The headline path of issue 5: a browser publishes with WHIP, people watch LL-HLS (hls.js
+// lowLatencyMode here; Safari natively). Segments hold 1 s because the segmenter asks the
+// publisher for keyframes.
+test(`WHIP (h264) -> LL-HLS glass-to-glass latency, ${SECONDS} s`, { timeout: (SECONDS + 60) * 1000 }, async () => {
+  await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
+    await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/latll`, { codec: 'h264', source: 'clock' });
+    await waitLive(gw.http, 'live/latll');
+    const probe = await playAndMeasure(browser, pages.port, `http://127.0.0.1:${gw.http}/ll/live/latll.m3u8`, SECONDS, 'hls', '&ll=1');
+    const r = summarize(probe, SECONDS);
+    console.log('whip-h264-llhls', JSON.stringify({ ...r, stalls: probe.stalls, targetMs: 1500, met: r.medianMs <= 1500 }));
+    assert.deepEqual(r.errors, []);
+    assert.ok(r.samples >= SECONDS * 10, `only ${r.samples} frames decoded in ${SECONDS} s`);
+    assert.ok(r.medianMs <= 3000, `median latency ${r.medianMs} ms`);
+  });
+});
