@@ -1,7 +1,8 @@
 //! Classic HLS (sans-IO): hub events in, MPEG-TS segments and a live media playlist out.
 //!
 //! * A segment starts on a video keyframe once the current one has lasted at least the target
-//!   duration (audio-only streams cut on any frame). Segments are shared `Bytes`; only the
+//!   duration (audio-only streams cut on any frame), and is cut anyway after ten target
+//!   durations without one. Segments are shared `Bytes`; only the
 //!   last [`HlsConfig::window`] are kept, so memory per stream is bounded by the window.
 //! * A real change of codec configuration (new SPS/PPS bytes, another AudioSpecificConfig)
 //!   starts a new segment flagged `EXT-X-DISCONTINUITY`; a configuration repeated unchanged does
@@ -51,6 +52,11 @@ impl Default for HlsConfig {
 /// may flush many seconds of queued audio at once (FFmpeg does), which would otherwise stretch
 /// the last segment far past its video.
 pub(crate) const MAX_AUDIO_AHEAD_MS: i64 = 3000;
+
+/// A segment is cut after this many target durations even without a keyframe (a publisher with
+/// a very long or no keyframe interval), so memory stays bounded by the window; players that
+/// were already playing decode on, new ones wait for the next keyframe.
+pub(crate) const MAX_SEGMENT_TARGETS: i64 = 10;
 
 /// What the gateway drives: a segmenter fed with hub events, told when the publisher leaves and
 /// comes back.
@@ -224,7 +230,10 @@ impl Segmenter {
         let mut finished = false;
         let needs_new = match self.current_start_ms {
             None => boundary,
-            Some(start) => boundary && (at - start >= self.config.target_duration_ms || self.discontinuity_pending || self.muxer.is_none()),
+            Some(start) => {
+                (boundary && (at - start >= self.config.target_duration_ms || self.discontinuity_pending || self.muxer.is_none()))
+                    || (driver && at - start >= self.config.target_duration_ms * MAX_SEGMENT_TARGETS)
+            }
         };
         if needs_new {
             finished = self.finish(at);
@@ -480,5 +489,21 @@ mod tests {
         assert!(s.errors() > 2000);
         s.flush();
         assert!(s.segments.iter().all(|seg| seg.duration_ms <= 1100), "{}", s.playlist(""));
+    }
+
+    #[test]
+    fn no_keyframe_for_a_minute_still_bounds_memory() {
+        let mut s = Segmenter::new(HlsConfig::default());
+        s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+        s.push(&HubEvent::AudioConfig(audio_config()), 0);
+        // One keyframe, then 66 s of delta frames.
+        feed(&mut s, 0, 1650, 100_000);
+        assert_eq!(s.segments.len(), 6);
+        assert!(
+            s.segments.iter().all(|seg| (10_000..=10_040).contains(&seg.duration_ms)),
+            "{}",
+            s.playlist("")
+        );
+        assert!(s.current.len() < 200_000);
     }
 }

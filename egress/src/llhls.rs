@@ -6,7 +6,8 @@
 //! * A part closes as soon as one more frame of the driving track (video, or audio when there is
 //!   no video) would take it past [`LlHlsConfig::part_target_ms`]; each part is one `moof` +
 //!   `mdat` with both tracks' samples. A segment is its parts back to back; it starts on a video
-//!   keyframe once the current one lasted [`LlHlsConfig::target_duration_ms`].
+//!   keyframe once the current one lasted [`LlHlsConfig::target_duration_ms`] (after ten of those
+//!   without a keyframe, on any frame: memory stays bounded).
 //! * Decode times run on one timeline (90 kHz video, sample-rate audio) that continues across a
 //!   publisher restart; a real codec change or restart starts a segment flagged
 //!   `EXT-X-DISCONTINUITY` with a new init segment (`EXT-X-MAP`).
@@ -26,7 +27,7 @@ use media::frame::{MediaFrame, Timebase, TrackKind};
 use media::hub::HubEvent;
 
 use crate::fmp4::{self, Sample, VIDEO_TIMESCALE};
-use crate::hls::{format_program_date_time, Configs, Segmenting, WallAnchor, MAX_AUDIO_AHEAD_MS};
+use crate::hls::{format_program_date_time, Configs, Segmenting, WallAnchor, MAX_AUDIO_AHEAD_MS, MAX_SEGMENT_TARGETS};
 
 /// LL-HLS settings.
 #[derive(Debug, Clone)]
@@ -251,11 +252,14 @@ impl LlSegmenter {
     /// Before a frame of the driving track at `at90` is taken: ends the segment (and starts the
     /// next) if that frame starts one. Returns true when the playlist changed.
     fn boundary(&mut self, at90: i64, random_access: bool, now_ms: i64) -> bool {
-        let start_new = random_access
-            && match &self.building {
-                None => true,
-                Some(b) => (at90 - b.start90) / 90 >= self.config.target_duration_ms || self.discontinuity_pending || self.new_init,
-            };
+        let start_new = match &self.building {
+            None => random_access,
+            Some(b) => {
+                let elapsed_ms = (at90 - b.start90) / 90;
+                (random_access && (elapsed_ms >= self.config.target_duration_ms || self.discontinuity_pending || self.new_init))
+                    || elapsed_ms >= self.config.target_duration_ms * MAX_SEGMENT_TARGETS
+            }
+        };
         if !start_new {
             return false;
         }
@@ -840,5 +844,18 @@ mod tests {
         assert!(s.segments.iter().all(|seg| seg.duration() <= 1.1), "{}", s.playlist(""));
         let p = s.playlist("");
         assert!(p.contains("#EXTINF:1.00000,\n1.m4s\n"), "{p}");
+    }
+
+    #[test]
+    fn no_keyframe_for_a_minute_still_bounds_memory() {
+        let mut s = started();
+        feed(&mut s, 0, 2000, 100_000, 0);
+        assert_eq!(s.len(), 6);
+        for seg in &s.segments {
+            assert!((seg.duration() - 10.0).abs() < 0.05, "{}", seg.duration());
+        }
+        let building = s.building.as_ref().map_or(0, |b| b.segment.len());
+        assert!(building < 100_000);
+        assert!(s.playlist("").contains("#EXT-X-TARGETDURATION:10\n"));
     }
 }
