@@ -43,6 +43,13 @@ pub fn router(state: SharedState) -> Router {
         ])
         .allow_headers(Any)
         .expose_headers([header::LOCATION, header::LINK, header::ETAG]);
+    // With `*` the answer does not depend on the request's Origin: no `Vary: origin`, which would
+    // split a CDN's cache per site, and which some CDNs refuse to cache at all (HLS segments).
+    let cors = if state.config.http.cors_allow_origin == "*" {
+        cors.vary([])
+    } else {
+        cors
+    };
     Router::new()
         .route("/", get(index))
         .route("/api/v1/streams", get(api_streams))

@@ -581,8 +581,14 @@ fn ll_hls_parts_blocking_reload_and_bad_requests() {
         assert!(d > 0.0 && d <= 2.0, "EXTINF {d}");
     }
     for (i, uri) in segments.iter().enumerate() {
-        let (status, head, seg) = http_get_bytes(gw.http, &format!("/ll/live/{uri}"), "");
+        let (status, head, seg) = http_get_bytes(gw.http, &format!("/ll/live/{uri}"), "Origin: https://site.example\r\n");
         assert_eq!(status, 200, "{uri}: {head}");
+        // Cacheable by any CDN: `*` CORS and no `Vary: origin` splitting the cache per site.
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            lower.contains("access-control-allow-origin: *") && !lower.contains("vary:"),
+            "{head}"
+        );
         let file = gw.dir.join(format!("seg{i}.mp4"));
         std::fs::write(&file, [init.as_slice(), seg.as_slice()].concat()).unwrap();
         let mut codecs = probe_codecs(file.to_str().unwrap());
