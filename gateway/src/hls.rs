@@ -18,6 +18,7 @@
 //! reached the target duration asks the hub for a keyframe, so segments hold the target.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -142,6 +143,43 @@ impl<S> HlsStreams<S> {
     }
 }
 
+/// What an HLS response carried, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    Playlist,
+    Segment,
+    Part,
+    Init,
+}
+
+impl Object {
+    pub const ALL: [Object; 4] = [Object::Playlist, Object::Segment, Object::Part, Object::Init];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Object::Playlist => "playlist",
+            Object::Segment => "segment",
+            Object::Part => "part",
+            Object::Init => "init",
+        }
+    }
+}
+
+/// Responses served (200) and their body bytes, per object.
+#[derive(Debug, Default)]
+pub struct HlsCounters {
+    pub served: [AtomicU64; 4],
+    pub bytes: [AtomicU64; 4],
+}
+
+impl HlsCounters {
+    fn count(&self, object: Object, len: usize) {
+        let i = object as usize;
+        self.served[i].fetch_add(1, Ordering::Relaxed);
+        self.bytes[i].fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
+
 /// Both kinds of HLS.
 #[derive(Default)]
 pub struct Hls {
@@ -149,6 +187,10 @@ pub struct Hls {
     pub classic: HlsStreams<Segmenter>,
     /// LL-HLS, CMAF parts.
     pub ll: HlsStreams<LlSegmenter>,
+    /// Classic HLS responses.
+    pub classic_counters: HlsCounters,
+    /// LL-HLS responses.
+    pub ll_counters: HlsCounters,
 }
 
 impl Hls {
@@ -359,10 +401,19 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
 }
 
 /// Immutable media (segments, parts, init segments): a strong ETag, a long cache lifetime.
-fn media_reply(headers: &HeaderMap, method: &Method, data: Body, len: usize, content_type: &'static str, etag: String) -> Response {
+fn media_reply(
+    counters: (&HlsCounters, Object),
+    headers: &HeaderMap,
+    method: &Method,
+    data: Body,
+    len: usize,
+    content_type: &'static str,
+    etag: String,
+) -> Response {
     if let Some(r) = not_modified(headers, &etag) {
         return r;
     }
+    counters.0.count(counters.1, len);
     let body = if method == Method::HEAD { Body::empty() } else { data };
     let mut r = reply(body, content_type, "public, max-age=60", Some(etag));
     r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -382,6 +433,7 @@ pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, h
             return Some(plain(StatusCode::NOT_FOUND, format!("{key} is not live")));
         };
         let body = hls.playlist();
+        st.hls.classic_counters.count(Object::Playlist, body.len());
         // At most one segment: a CDN may cache the playlist that long.
         return Some(reply(body, PLAYLIST, "max-age=1", None));
     }
@@ -400,7 +452,16 @@ pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, h
     };
     let etag = format!("\"{}-{}\"", hls.epoch, seg.sequence);
     let len = seg.data.len();
-    Some(media_reply(headers, method, Body::from(seg.data.clone()), len, "video/mp2t", etag))
+    let counters = (&st.hls.classic_counters, Object::Segment);
+    Some(media_reply(
+        counters,
+        headers,
+        method,
+        Body::from(seg.data.clone()),
+        len,
+        "video/mp2t",
+        etag,
+    ))
 }
 
 /// Query of an LL-HLS playlist request.
@@ -445,7 +506,8 @@ pub async fn ll(
         return match init {
             Some(b) => {
                 let len = b.len();
-                media_reply(&headers, &method, Body::from(b), len, "video/mp4", etag)
+                let counters = (&st.hls.ll_counters, Object::Init);
+                media_reply(counters, &headers, &method, Body::from(b), len, "video/mp4", etag)
             }
             None => missing(),
         };
@@ -462,6 +524,7 @@ pub async fn ll(
         let len = seg.len();
         let chunks: Vec<Result<Bytes, std::convert::Infallible>> = seg.parts.iter().map(|p| Ok(p.data.clone())).collect();
         return media_reply(
+            (&st.hls.ll_counters, Object::Segment),
             &headers,
             &method,
             Body::from_stream(futures_util::stream::iter(chunks)),
@@ -488,7 +551,8 @@ pub async fn ll(
     match found {
         Some(p) => {
             let len = p.data.len();
-            media_reply(&headers, &method, Body::from(p.data.clone()), len, "video/mp4", etag)
+            let counters = (&st.hls.ll_counters, Object::Part);
+            media_reply(counters, &headers, &method, Body::from(p.data.clone()), len, "video/mp4", etag)
         }
         None => missing(),
     }
@@ -529,6 +593,7 @@ async fn ll_playlist(st: &SharedState, app: &str, stream: &str, q: Blocking) -> 
         }
     }
     let body = hls.playlist();
+    st.hls.ll_counters.count(Object::Playlist, body.len());
     // A blocking reload's answer is for that URL only and may be cached as long as a part lasts;
     // the bare playlist changes with every part.
     let cache = if msn.is_some() { "max-age=1" } else { "max-age=0, no-cache" };

@@ -467,5 +467,31 @@ async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
         "Bytes received.",
         per_protocol(&|c| load(&c.bytes_in)),
     );
+    let hls = |f: &dyn Fn(&crate::hls::HlsCounters, usize) -> u64| -> Vec<(String, u64)> {
+        let kinds = [("hls", &st.hls.classic_counters), ("ll-hls", &st.hls.ll_counters)];
+        kinds
+            .iter()
+            .flat_map(|(kind, c)| {
+                crate::hls::Object::ALL
+                    .iter()
+                    .filter(move |o| *kind == "ll-hls" || matches!(o, crate::hls::Object::Playlist | crate::hls::Object::Segment))
+                    .map(move |o| (format!("{{kind=\"{kind}\",object=\"{}\"}}", o.name()), f(c, *o as usize)))
+            })
+            .collect()
+    };
+    family(
+        &mut m,
+        "streamgate_hls_responses_total",
+        "counter",
+        "HLS responses served with their body (200), by kind and object.",
+        hls(&|c, i| load(&c.served[i])),
+    );
+    family(
+        &mut m,
+        "streamgate_hls_bytes_out_total",
+        "counter",
+        "HLS body bytes served, by kind and object.",
+        hls(&|c, i| load(&c.bytes[i])),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m)
 }

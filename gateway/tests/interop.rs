@@ -599,6 +599,15 @@ fn ll_hls_parts_blocking_reload_and_bad_requests() {
         assert!(first_video.key, "{uri} does not start with a keyframe");
     }
 
+    // Served segments are counted.
+    let (_, _, metrics) = gw.get("/metrics");
+    let served = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("streamgate_hls_responses_total{kind=\"ll-hls\",object=\"segment\"} "))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert!(served >= segments.len(), "{metrics}");
+
     // Blocking reload: ask for the hinted part; the answer lists it, within about a part.
     let hint = tag(&playlist, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ll-")
         .unwrap()
