@@ -11,7 +11,8 @@
 //! comes back within `hls.reconnect_grace_ms` the playlist goes on after an
 //! `EXT-X-DISCONTINUITY` (same media sequence), otherwise it gets `EXT-X-ENDLIST` and stays
 //! readable for `hls.keep_ended_ms`. The first request
-//! waits for [`START_SEGMENTS`] segments, at most [`FIRST_WAIT`]. Segment sequence numbers start
+//! waits until a player can start a little behind the live edge (classic: two segments; LL-HLS:
+//! one, the parts after it are enough), at most [`FIRST_WAIT`]. Segment sequence numbers start
 //! at the Unix time in seconds, so a restarted segmenter never reuses a URI a CDN may still hold.
 //!
 //! With a WebRTC publisher (whose keyframes come only on request), a segmenter whose segment has
@@ -38,9 +39,12 @@ use crate::config::HlsSection;
 use crate::http::{plain, stream_key_or_400};
 use crate::state::{AppState, SharedState};
 
-/// The first playlist request waits for this many segments (players start a segment or two
-/// behind the live edge; with only one listed they start at the edge and stall).
+/// The first classic playlist request waits for this many segments (players start a segment or
+/// two behind the live edge; with only one listed they start at the edge and stall).
 pub const START_SEGMENTS: usize = 2;
+/// LL-HLS players start `PART-HOLD-BACK` (three parts) behind the edge: one complete segment and
+/// the parts after it are enough.
+pub const LL_START_SEGMENTS: usize = 1;
 /// The first playlist request waits this long for them.
 pub const FIRST_WAIT: Duration = Duration::from_secs(10);
 /// A blocking playlist reload or part request waits at most this many target durations
@@ -213,6 +217,8 @@ fn unix_ms() -> i64 {
 /// Which segmenter kind a request is for.
 pub(crate) trait Kind: Segmenting + Sized {
     const PROTOCOL: &'static str;
+    /// Complete segments the first playlist request waits for.
+    const START_SEGMENTS: usize;
     fn streams(st: &AppState) -> &HlsStreams<Self>;
     fn make(config: &HlsSection, first_sequence: u64) -> Self;
     /// The media playlist, URIs starting with `prefix`.
@@ -228,6 +234,7 @@ impl Kind for Segmenter {
         self.playlist(prefix)
     }
     const PROTOCOL: &'static str = "hls";
+    const START_SEGMENTS: usize = START_SEGMENTS;
     fn streams(st: &AppState) -> &HlsStreams<Self> {
         &st.hls.classic
     }
@@ -245,6 +252,7 @@ impl Kind for LlSegmenter {
         self.playlist(prefix)
     }
     const PROTOCOL: &'static str = "ll-hls";
+    const START_SEGMENTS: usize = LL_START_SEGMENTS;
     fn streams(st: &AppState) -> &HlsStreams<Self> {
         &st.hls.ll
     }
@@ -371,7 +379,7 @@ fn remove<S: Kind>(st: &AppState, key: &StreamKey, s: &Arc<HlsStream<S>>) {
 
 async fn wait_first_segments<S: Kind>(s: &HlsStream<S>) {
     let deadline = tokio::time::Instant::now() + FIRST_WAIT;
-    s.wait_for(deadline, |seg| seg.len() >= START_SEGMENTS || seg.is_ended()).await;
+    s.wait_for(deadline, |seg| seg.len() >= S::START_SEGMENTS || seg.is_ended()).await;
 }
 
 /// A response with the body, content type and cache lifetime (seconds).
