@@ -33,7 +33,7 @@ pub struct HlsConfig {
     pub target_duration_ms: i64,
     /// Segments kept and listed.
     pub window: usize,
-    /// Media sequence number of the first segment (the gateway starts from the Unix time so a
+    /// Media sequence number of the first segment (the gateway starts from the Unix time (in tenths of a second) so a
     /// restarted segmenter never reuses a URI a cache may still hold).
     pub first_sequence: u64,
 }
@@ -53,8 +53,9 @@ impl Default for HlsConfig {
 /// the last segment far past its video.
 pub(crate) const MAX_AUDIO_AHEAD_MS: i64 = 3000;
 
-/// A segment is cut after this many target durations even without a keyframe (a publisher with
-/// a very long or no keyframe interval), so memory stays bounded by the window; players that
+/// A segment is cut after this many target durations (of media time, or of wall time: a
+/// publisher's timestamps may stop advancing) even without a keyframe (a publisher with a very
+/// long or no keyframe interval), so memory stays bounded by the window; players that
 /// were already playing decode on, new ones wait for the next keyframe.
 pub(crate) const MAX_SEGMENT_TARGETS: i64 = 10;
 
@@ -176,6 +177,8 @@ pub struct Segmenter {
     current: BytesMut,
     current_start_ms: Option<i64>,
     current_program_date_ms: i64,
+    /// Arrival (Unix ms) of the current segment's first frame (see [`MAX_SEGMENT_TARGETS`]).
+    current_start_wall_ms: i64,
     wall: WallAnchor,
     last_frame_ms: i64,
     next_sequence: u64,
@@ -198,6 +201,7 @@ impl Segmenter {
             current: BytesMut::new(),
             current_start_ms: None,
             current_program_date_ms: 0,
+            current_start_wall_ms: 0,
             wall: WallAnchor::default(),
             last_frame_ms: 0,
             discontinuity_pending: false,
@@ -233,6 +237,7 @@ impl Segmenter {
             Some(start) => {
                 (boundary && (at - start >= self.config.target_duration_ms || self.discontinuity_pending || self.muxer.is_none()))
                     || (driver && at - start >= self.config.target_duration_ms * MAX_SEGMENT_TARGETS)
+                    || (driver && now_ms - self.current_start_wall_ms >= self.config.target_duration_ms * MAX_SEGMENT_TARGETS)
             }
         };
         if needs_new {
@@ -250,6 +255,7 @@ impl Segmenter {
                 m.write_tables(&mut self.current);
             }
             self.current_start_ms = Some(at);
+            self.current_start_wall_ms = now_ms;
             self.current_program_date_ms = self.wall.at(at * 90, now_ms);
             self.current_discontinuity = std::mem::take(&mut self.discontinuity_pending) && !self.segments.is_empty();
         }
@@ -338,7 +344,10 @@ impl Segmenting for Segmenter {
             return self.frame(f, now_ms);
         }
         if let Some(replaced) = self.configs.update(ev) {
-            self.discontinuity_pending |= replaced;
+            // A track added after output started needs a discontinuity too: players cannot add
+            // a track to what they are playing.
+            let started = self.current_start_ms.is_some() || !self.segments.is_empty();
+            self.discontinuity_pending |= replaced || started;
             self.muxer = None;
         }
         false
@@ -505,5 +514,27 @@ mod tests {
             s.playlist("")
         );
         assert!(s.current.len() < 200_000);
+    }
+
+    #[test]
+    fn stuck_timestamps_and_added_tracks() {
+        // Timestamps that stop advancing: segments are still cut by wall time.
+        let mut s = Segmenter::new(HlsConfig::default());
+        s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+        s.push(&video(1000, true), 1000);
+        for i in 1..2100 {
+            s.push(&video(1000, false), 1000 + i * 33);
+        }
+        assert!(s.segments.len() >= 5);
+        assert!(s.current.len() < 200_000);
+        // Audio first, video added later: one discontinuity where the video starts.
+        let mut s = Segmenter::new(HlsConfig::default());
+        s.push(&HubEvent::AudioConfig(audio_config()), 0);
+        for i in 0..100 {
+            s.push(&audio(i * 21), 0);
+        }
+        s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+        feed(&mut s, 2100, 100, 25);
+        assert_eq!(s.playlist("").matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{}", s.playlist(""));
     }
 }

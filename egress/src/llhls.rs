@@ -131,6 +131,9 @@ struct Held {
 struct Building {
     segment: LlSegment,
     start90: i64,
+    /// Arrival (Unix ms) of its first frame: the forced cut also counts wall time, since a
+    /// publisher's timestamps may stop advancing (the hub holds back ones that go backwards).
+    start_wall_ms: i64,
 }
 
 /// Samples per AAC frame (AAC-LC; the timescale is the AudioSpecificConfig's rate).
@@ -159,8 +162,6 @@ pub struct LlSegmenter {
     part_video: Vec<Sample>,
     part_audio: Vec<Sample>,
     fragment_sequence: u32,
-    /// The longest part made so far, seconds.
-    longest_part: f64,
     building: Option<Building>,
     next_sequence: u64,
     discontinuity_pending: bool,
@@ -189,7 +190,6 @@ impl LlSegmenter {
             part_video: Vec::new(),
             part_audio: Vec::new(),
             fragment_sequence: 1,
-            longest_part: 0.0,
             building: None,
             next_sequence,
             discontinuity_pending: false,
@@ -220,7 +220,7 @@ impl LlSegmenter {
         match f.track {
             TrackKind::Video => {
                 if let Some(prev) = self.held_video.take() {
-                    self.commit_video(prev, at90);
+                    changed |= self.commit_video(prev, at90);
                 }
                 changed |= self.boundary(at90, f.keyframe, now_ms);
                 changed |= self.close_full_part();
@@ -256,8 +256,10 @@ impl LlSegmenter {
             None => random_access,
             Some(b) => {
                 let elapsed_ms = (at90 - b.start90) / 90;
+                let longest_ms = self.config.target_duration_ms * MAX_SEGMENT_TARGETS;
                 (random_access && (elapsed_ms >= self.config.target_duration_ms || self.discontinuity_pending || self.new_init))
-                    || elapsed_ms >= self.config.target_duration_ms * MAX_SEGMENT_TARGETS
+                    || elapsed_ms >= longest_ms
+                    || now_ms - b.start_wall_ms >= longest_ms
             }
         };
         if !start_new {
@@ -288,17 +290,24 @@ impl LlSegmenter {
                 parts: Vec::new(),
             },
             start90: at90,
+            start_wall_ms: now_ms,
         });
         self.next_sequence += 1;
         true
     }
 
-    fn commit_video(&mut self, h: Held, next90: i64) {
-        let Some(origin) = self.origin90 else { return };
+    /// Adds the held frame to the part (closing the part first if this frame would take it past
+    /// the target). True when a part was closed.
+    fn commit_video(&mut self, h: Held, next90: i64) -> bool {
+        let Some(origin) = self.origin90 else { return false };
         if self.building.is_none() || h.at90 < origin {
-            return;
+            return false;
         }
-        let duration = (next90 - h.at90).clamp(1, i64::from(u32::MAX));
+        // A stall (or a timestamp jump) does not make a long sample: at most one part target, and
+        // the next part's tfdt places what follows where it belongs.
+        let duration = (next90 - h.at90).clamp(1, self.config.part_target_ms * 90);
+        let length: i64 = self.part_video.iter().map(|s| i64::from(s.duration)).sum();
+        let closed = length > 0 && length + duration > self.config.part_target_ms * 90 + PART_SLACK_90K && self.close_part();
         self.end90 = self.end90.max(h.at90 + duration);
         self.part_video.push(Sample {
             decode_time: u64::try_from(h.at90 - origin).unwrap_or(0),
@@ -307,6 +316,7 @@ impl LlSegmenter {
             keyframe: h.keyframe,
             data: h.data,
         });
+        closed
     }
 
     fn commit_audio(&mut self, at90: i64, data: Bytes) {
@@ -321,6 +331,18 @@ impl LlSegmenter {
         // was a real gap (millisecond timestamps would otherwise jitter every frame).
         let start = match self.audio_next {
             Some(expected) if measured.abs_diff(expected) < tolerance => expected,
+            // A real gap: a run's samples are back to back, so the previous sample of this part
+            // (if any) covers it; the next part's tfdt starts where the timestamps say anyway.
+            Some(expected) if measured > expected => {
+                if let Some(prev) = self.part_audio.last_mut() {
+                    let gap = u32::try_from(measured - expected).unwrap_or(u32::MAX);
+                    prev.duration = prev.duration.saturating_add(gap);
+                }
+                measured
+            }
+            // Behind where we are: only a new part may step back (else samples would overlap
+            // inside one run); within a part, keep counting.
+            Some(expected) if !self.part_audio.is_empty() => expected,
             _ => measured,
         };
         self.audio_next = Some(start + u64::from(AAC_FRAME));
@@ -378,7 +400,6 @@ impl LlSegmenter {
         match fmp4::fragment(self.fragment_sequence, &video, &audio) {
             Ok(data) => {
                 self.fragment_sequence = self.fragment_sequence.wrapping_add(1);
-                self.longest_part = self.longest_part.max(duration);
                 b.segment.parts.push(Arc::new(Part {
                     duration,
                     independent,
@@ -486,8 +507,16 @@ impl LlSegmenter {
     pub fn playlist(&self, prefix: &str) -> String {
         let longest = self.segments.iter().map(|s| s.duration()).fold(0.0, f64::max);
         let target = (longest.round() as i64).max((self.config.target_duration_ms + 500) / 1000).max(1);
-        // RFC 8216bis: no part may be longer than PART-TARGET; it only ever grows.
-        let part_target = (self.config.part_target_ms as f64 / 1000.0).max((self.longest_part * 1000.0).ceil() / 1000.0);
+        // RFC 8216bis: no listed part may be longer than PART-TARGET.
+        let longest_part = self
+            .segments
+            .iter()
+            .map(|s| s.as_ref())
+            .chain(self.building.as_ref().map(|b| &b.segment))
+            .flat_map(|s| s.parts.iter())
+            .map(|p| p.duration)
+            .fold(0.0, f64::max);
+        let part_target = (self.config.part_target_ms as f64 / 1000.0).max((longest_part * 1000.0).ceil() / 1000.0);
         let mut p = String::with_capacity(512 + 512 * self.segments.len());
         p.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
         let _ = writeln!(p, "#EXT-X-TARGETDURATION:{target}");
@@ -556,7 +585,10 @@ impl Segmenting for LlSegmenter {
             return self.frame(f, now_ms);
         }
         if let Some(replaced) = self.configs.update(ev) {
-            self.discontinuity_pending |= replaced;
+            // A track added after output started (WHIP: audio before the first keyframe) needs
+            // a discontinuity too: players cannot add a track to what they are playing.
+            let started = self.building.is_some() || !self.segments.is_empty();
+            self.discontinuity_pending |= replaced || started;
             self.new_init = true;
         }
         false
@@ -857,5 +889,75 @@ mod tests {
         let building = s.building.as_ref().map_or(0, |b| b.segment.len());
         assert!(building < 100_000);
         assert!(s.playlist("").contains("#EXT-X-TARGETDURATION:10\n"));
+    }
+
+    fn key_or_delta(ms: i64, key: bool) -> HubEvent {
+        let mut b = bytes::BytesMut::new();
+        b.put_u32(2);
+        b.put_slice(&[if key { 0x65 } else { 0x41 }, 0]);
+        HubEvent::Frame(Arc::new(MediaFrame::video(ms, ms, Timebase::MILLIS, key, b.freeze())))
+    }
+
+    #[test]
+    fn timestamps_that_stop_advancing_still_cut_segments_by_wall_time() {
+        let mut s = started();
+        // A keyframe at 1 s, then every frame stamped the same (the hub holds back timestamps
+        // that go backwards) while 70 s of wall time pass.
+        for i in 0..2100i64 {
+            s.push(&key_or_delta(1000, i == 0), 1000 + i * 33);
+        }
+        assert!(s.len() >= 5, "{}", s.playlist(""));
+        let building = s.building.as_ref().map_or(0, |b| b.segment.len() + b.segment.parts.len());
+        assert!(building < 100_000);
+    }
+
+    #[test]
+    fn a_stall_does_not_inflate_the_part_target_and_an_audio_gap_stays_in_place() {
+        let mut s = started();
+        feed(&mut s, 0, 60, 30, 0);
+        // Video stalls for 3 s, then goes on.
+        feed(&mut s, 150, 240, 30, 0);
+        let p = s.playlist("");
+        assert!(p.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"), "{p}");
+        assert!(s
+            .segments
+            .iter()
+            .flat_map(|seg| seg.parts.iter())
+            .all(|part| part.duration <= 0.2 + 1e-9));
+        // Audio: 200 ms missing in the middle of a part; the sample before the gap covers it so
+        // that the run's samples stay where their timestamps say.
+        let mut a = LlSegmenter::new(LlHlsConfig::default());
+        a.push(&HubEvent::AudioConfig(audio_config()), 0);
+        let frame = |ms: i64| HubEvent::Frame(Arc::new(MediaFrame::audio(ms, Timebase::MILLIS, Bytes::from_static(&[0x21, 0]))));
+        for i in 0..4 {
+            a.push(&frame(i * 64 / 3), 0);
+        }
+        for i in 14..200 {
+            a.push(&frame(i * 64 / 3), 0);
+        }
+        let first = &a.segments[0].parts[0];
+        let (_, tfdt, durations) = trafs(&first.data).remove(0);
+        assert_eq!(tfdt, 0);
+        // Frame 14 is stamped 298 ms (millisecond timestamps): 14304 samples in.
+        let at14 = (14 * 64 / 3) * 48;
+        assert_eq!(i64::from(durations[3]), at14 - 3 * 1024, "{durations:?}");
+        let next = trafs(&a.segments[0].parts[1].data).remove(0);
+        assert_eq!(next.1, durations.iter().map(|&d| u64::from(d)).sum::<u64>());
+    }
+
+    #[test]
+    fn a_track_added_after_output_started_is_a_discontinuity() {
+        let mut s = LlSegmenter::new(LlHlsConfig::default());
+        s.push(&HubEvent::AudioConfig(audio_config()), 0);
+        for i in 0..100 {
+            let f = MediaFrame::audio(i * 64 / 3, Timebase::MILLIS, Bytes::from_static(&[0x21, 0]));
+            s.push(&HubEvent::Frame(Arc::new(f)), 0);
+        }
+        assert!(s.len() >= 1);
+        s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+        feed(&mut s, 70, 160, 30, 0);
+        let p = s.playlist("");
+        assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{p}");
+        assert_eq!(p.matches("#EXT-X-MAP").count(), 2, "{p}");
     }
 }

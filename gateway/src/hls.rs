@@ -13,7 +13,9 @@
 //! readable for `hls.keep_ended_ms`. The first request
 //! waits until a player can start a little behind the live edge (classic: two segments; LL-HLS:
 //! one, the parts after it are enough), at most [`FIRST_WAIT`]. Segment sequence numbers start
-//! at the Unix time in seconds, so a restarted segmenter never reuses a URI a CDN may still hold.
+//! at the Unix time in tenths of a second: segments last at least `hls.segment_ms` (≥ 200 ms),
+//! so numbers grow slower than that clock and a restarted segmenter (or gateway) never reuses a
+//! URI a CDN may still hold.
 //!
 //! With a WebRTC publisher (whose keyframes come only on request), a segmenter whose segment has
 //! reached the target duration asks the hub for a keyframe, so segments hold the target.
@@ -281,8 +283,9 @@ async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStrea
             existing.clone()
         } else {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let first_sequence = u64::try_from(unix_ms() / 100).unwrap_or(now);
             let s = Arc::new(HlsStream {
-                segmenter: Mutex::new(S::make(&st.config.hls, now)),
+                segmenter: Mutex::new(S::make(&st.config.hls, first_sequence)),
                 rendered: Mutex::new(None),
                 prefix: format!("{}-", key.stream()),
                 last_access: Mutex::new(Instant::now()),
@@ -592,6 +595,16 @@ async fn ll_playlist(st: &SharedState, app: &str, stream: &str, q: Blocking) -> 
             return plain(
                 StatusCode::BAD_REQUEST,
                 format!("_HLS_msn={msn} is more than two segments past the live edge ({max} at most)"),
+            );
+        }
+        // RFC 8216bis: a part too far past the live edge is a 400, not a long wait. No segment
+        // holds more parts than its longest possible duration allows.
+        let c = &st.config.hls;
+        let most_parts = c.segment_ms.saturating_mul(10) / c.part_ms.max(1) + 2;
+        if part.is_some_and(|p| p > most_parts) {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("_HLS_part is past what a segment can hold ({most_parts})"),
             );
         }
         let part = part.and_then(|p| usize::try_from(p).ok());

@@ -646,6 +646,7 @@ fn ll_hls_parts_blocking_reload_and_bad_requests() {
         ("/ll/live/ll.m3u8?_HLS_msn=99999999999999999999999".to_owned(), 400),
         ("/ll/live/ll.m3u8?_HLS_msn=abc".to_owned(), 400),
         ("/ll/live/ll.m3u8?_HLS_part=1".to_owned(), 400),
+        (format!("/ll/live/ll.m3u8?_HLS_msn={msn}&_HLS_part=5000"), 400),
         ("/ll/live/ll-1.0.m4s".to_owned(), 404),
         ("/ll/live/ll-init7.mp4".to_owned(), 404),
         ("/ll/live/ll-x.y.m4s".to_owned(), 404),
