@@ -80,6 +80,8 @@ pub trait Segmenting: Send + 'static {
     }
     /// True once [`Segmenting::end`] was called (and no restart since).
     fn is_ended(&self) -> bool;
+    /// The live media playlist; URIs start with `prefix`.
+    fn playlist(&self, prefix: &str) -> String;
     /// The configured target duration, milliseconds.
     fn target_duration_ms(&self) -> i64;
     /// How much media the segment being built holds, milliseconds (0 when none is).
@@ -106,6 +108,18 @@ impl Configs {
             _ => None,
         }
     }
+}
+
+/// Drops the segments beyond `window` from the front of `segments`; returns how many of them
+/// started a discontinuity (what `EXT-X-DISCONTINUITY-SEQUENCE` counts).
+pub(crate) fn trim_window<T>(segments: &mut VecDeque<Arc<T>>, window: usize, discontinuity: impl Fn(&T) -> bool) -> u64 {
+    let mut dropped = 0;
+    while segments.len() > window {
+        if segments.pop_front().is_some_and(|old| discontinuity(&old)) {
+            dropped += 1;
+        }
+    }
+    dropped
 }
 
 /// Maps the media timeline (90 kHz) to the wall clock for `EXT-X-PROGRAM-DATE-TIME`: anchored at
@@ -290,51 +304,13 @@ impl Segmenter {
         };
         self.next_sequence += 1;
         self.segments.push_back(Arc::new(seg));
-        while self.segments.len() > self.config.window {
-            if let Some(old) = self.segments.pop_front() {
-                if old.discontinuity {
-                    self.discontinuity_sequence += 1;
-                }
-            }
-        }
+        self.discontinuity_sequence += trim_window(&mut self.segments, self.config.window, |s| s.discontinuity);
         true
     }
 
     /// A segment still in the window.
     pub fn segment(&self, sequence: u64) -> Option<Arc<Segment>> {
         self.segments.iter().find(|s| s.sequence == sequence).cloned()
-    }
-
-    /// The live media playlist; segment URIs are `{prefix}{sequence}.ts`.
-    pub fn playlist(&self, prefix: &str) -> String {
-        let longest = self
-            .segments
-            .iter()
-            .map(|s| s.duration_ms)
-            .max()
-            .unwrap_or(self.config.target_duration_ms);
-        // RFC 8216 §4.3.3.1: each EXTINF rounded to the nearest integer is <= the target.
-        let target = (longest + 500) / 1000;
-        let mut p = String::with_capacity(256 + 64 * self.segments.len());
-        p.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
-        let _ = writeln!(p, "#EXT-X-TARGETDURATION:{}", target.max(1));
-        let first = self.segments.front().map_or(self.next_sequence, |s| s.sequence);
-        let _ = writeln!(p, "#EXT-X-MEDIA-SEQUENCE:{first}");
-        if self.discontinuity_sequence > 0 {
-            let _ = writeln!(p, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
-        }
-        for s in &self.segments {
-            if s.discontinuity {
-                p.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-            let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", format_program_date_time(s.program_date_ms));
-            let _ = writeln!(p, "#EXTINF:{}.{:03},", s.duration_ms / 1000, s.duration_ms % 1000);
-            let _ = writeln!(p, "{prefix}{}.ts", s.sequence);
-        }
-        if self.ended {
-            p.push_str("#EXT-X-ENDLIST\n");
-        }
-        p
     }
 }
 
@@ -379,6 +355,38 @@ impl Segmenting for Segmenter {
 
     fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// Segment URIs are `{prefix}{sequence}.ts`.
+    fn playlist(&self, prefix: &str) -> String {
+        let longest = self
+            .segments
+            .iter()
+            .map(|s| s.duration_ms)
+            .max()
+            .unwrap_or(self.config.target_duration_ms);
+        // RFC 8216 §4.3.3.1: each EXTINF rounded to the nearest integer is <= the target.
+        let target = (longest + 500) / 1000;
+        let mut p = String::with_capacity(256 + 64 * self.segments.len());
+        p.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+        let _ = writeln!(p, "#EXT-X-TARGETDURATION:{}", target.max(1));
+        let first = self.segments.front().map_or(self.next_sequence, |s| s.sequence);
+        let _ = writeln!(p, "#EXT-X-MEDIA-SEQUENCE:{first}");
+        if self.discontinuity_sequence > 0 {
+            let _ = writeln!(p, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
+        }
+        for s in &self.segments {
+            if s.discontinuity {
+                p.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(p, "#EXT-X-PROGRAM-DATE-TIME:{}", format_program_date_time(s.program_date_ms));
+            let _ = writeln!(p, "#EXTINF:{}.{:03},", s.duration_ms / 1000, s.duration_ms % 1000);
+            let _ = writeln!(p, "{prefix}{}.ts", s.sequence);
+        }
+        if self.ended {
+            p.push_str("#EXT-X-ENDLIST\n");
+        }
+        p
     }
 
     fn target_duration_ms(&self) -> i64 {

@@ -27,7 +27,7 @@ use media::frame::{MediaFrame, Timebase, TrackKind};
 use media::hub::HubEvent;
 
 use crate::fmp4::{self, Sample, VIDEO_TIMESCALE};
-use crate::hls::{format_program_date_time, Configs, Segmenting, WallAnchor, MAX_AUDIO_AHEAD_MS, MAX_SEGMENT_TARGETS};
+use crate::hls::{format_program_date_time, trim_window, Configs, Segmenting, WallAnchor, MAX_AUDIO_AHEAD_MS, MAX_SEGMENT_TARGETS};
 
 /// LL-HLS settings.
 #[derive(Debug, Clone)]
@@ -205,6 +205,16 @@ impl LlSegmenter {
         self.errors
     }
 
+    /// Longest part allowed before the next frame closes it, 90 kHz.
+    fn part_limit90(&self) -> i64 {
+        self.config.part_target_ms * 90 + PART_SLACK_90K
+    }
+
+    /// Video gathered for the part so far, 90 kHz.
+    fn part_video90(&self) -> i64 {
+        self.part_video.iter().map(|s| i64::from(s.duration)).sum()
+    }
+
     fn audio_rate(&self) -> i64 {
         self.configs.audio.as_ref().map_or(48_000, |a| i64::from(a.info.sample_rate.max(1)))
     }
@@ -306,8 +316,8 @@ impl LlSegmenter {
         // A stall (or a timestamp jump) does not make a long sample: at most one part target, and
         // the next part's tfdt places what follows where it belongs.
         let duration = (next90 - h.at90).clamp(1, self.config.part_target_ms * 90);
-        let length: i64 = self.part_video.iter().map(|s| i64::from(s.duration)).sum();
-        let closed = length > 0 && length + duration > self.config.part_target_ms * 90 + PART_SLACK_90K && self.close_part();
+        let length = self.part_video90();
+        let closed = length > 0 && length + duration > self.part_limit90() && self.close_part();
         self.end90 = self.end90.max(h.at90 + duration);
         self.part_video.push(Sample {
             decode_time: u64::try_from(h.at90 - origin).unwrap_or(0),
@@ -358,17 +368,15 @@ impl LlSegmenter {
 
     /// Closes the part if one more frame of the driving track would take it past the target.
     fn close_full_part(&mut self) -> bool {
-        let target90 = self.config.part_target_ms * 90 + PART_SLACK_90K;
         let (length90, last90) = if self.configs.video.is_some() {
-            let sum: i64 = self.part_video.iter().map(|s| i64::from(s.duration)).sum();
-            (sum, self.part_video.last().map_or(0, |s| i64::from(s.duration)))
+            (self.part_video90(), self.part_video.last().map_or(0, |s| i64::from(s.duration)))
         } else {
             let rate = self.audio_rate();
             let n = i64::try_from(self.part_audio.len()).unwrap_or(i64::MAX);
             let frame90 = i64::from(AAC_FRAME) * 90_000 / rate;
             (n * frame90, frame90)
         };
-        if length90 == 0 || length90 + last90 <= target90 {
+        if length90 == 0 || length90 + last90 <= self.part_limit90() {
             return false;
         }
         self.close_part()
@@ -376,6 +384,11 @@ impl LlSegmenter {
 
     /// Turns the samples gathered so far into a part of the segment being built.
     fn close_part(&mut self) -> bool {
+        let duration = if self.part_video.is_empty() {
+            self.part_audio.iter().map(|s| f64::from(s.duration)).sum::<f64>() / self.audio_rate() as f64
+        } else {
+            self.part_video90() as f64 / f64::from(VIDEO_TIMESCALE)
+        };
         let Some(b) = &mut self.building else {
             self.part_video.clear();
             self.part_audio.clear();
@@ -384,16 +397,6 @@ impl LlSegmenter {
         if self.part_video.is_empty() && self.part_audio.is_empty() {
             return false;
         }
-        let duration = if self.part_video.is_empty() {
-            let rate = self
-                .configs
-                .audio
-                .as_ref()
-                .map_or(48_000.0, |a| f64::from(a.info.sample_rate.max(1)));
-            self.part_audio.iter().map(|s| f64::from(s.duration)).sum::<f64>() / rate
-        } else {
-            self.part_video.iter().map(|s| f64::from(s.duration)).sum::<f64>() / f64::from(VIDEO_TIMESCALE)
-        };
         let independent = self.part_video.first().is_none_or(|s| s.keyframe);
         let video = std::mem::take(&mut self.part_video);
         let audio = std::mem::take(&mut self.part_audio);
@@ -424,13 +427,7 @@ impl LlSegmenter {
             return changed;
         }
         self.segments.push_back(Arc::new(b.segment));
-        while self.segments.len() > self.config.window {
-            if let Some(old) = self.segments.pop_front() {
-                if old.discontinuity {
-                    self.discontinuity_sequence += 1;
-                }
-            }
-        }
+        self.discontinuity_sequence += trim_window(&mut self.segments, self.config.window, |s| s.discontinuity);
         // Init segments no listed segment needs any more.
         let oldest = self.segments.front().map_or(u64::MAX, |s| s.init);
         while self.inits.len() > 1 && self.inits.front().is_some_and(|(id, _)| *id < oldest) {
@@ -502,9 +499,54 @@ impl LlSegmenter {
             None => false,
         }
     }
+}
 
-    /// The live media playlist; URIs start with `prefix`.
-    pub fn playlist(&self, prefix: &str) -> String {
+impl Segmenting for LlSegmenter {
+    fn push(&mut self, ev: &HubEvent, now_ms: i64) -> bool {
+        if let HubEvent::Frame(f) = ev {
+            return self.frame(f, now_ms);
+        }
+        if let Some(replaced) = self.configs.update(ev) {
+            // A track added after output started (WHIP: audio before the first keyframe) needs
+            // a discontinuity too: players cannot add a track to what they are playing.
+            let started = self.building.is_some() || !self.segments.is_empty();
+            self.discontinuity_pending |= replaced || started;
+            self.new_init = true;
+        }
+        false
+    }
+
+    fn flush(&mut self) -> bool {
+        self.commit_held();
+        self.close_segment()
+    }
+
+    fn restart(&mut self) -> bool {
+        let changed = self.flush();
+        self.configs = Configs::default();
+        self.new_init = true;
+        self.discontinuity_pending = true;
+        self.rebase = true;
+        self.audio_next = None;
+        self.ended = false;
+        changed
+    }
+
+    fn end(&mut self) -> bool {
+        let changed = self.flush();
+        self.ended = true;
+        changed
+    }
+
+    fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    fn playlist(&self, prefix: &str) -> String {
         let longest = self.segments.iter().map(|s| s.duration()).fold(0.0, f64::max);
         let target = (longest.round() as i64).max((self.config.target_duration_ms + 500) / 1000).max(1);
         // RFC 8216bis: no listed part may be longer than PART-TARGET.
@@ -576,52 +618,6 @@ impl LlSegmenter {
             let _ = writeln!(p, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{prefix}{msn}.{part}.m4s\"");
         }
         p
-    }
-}
-
-impl Segmenting for LlSegmenter {
-    fn push(&mut self, ev: &HubEvent, now_ms: i64) -> bool {
-        if let HubEvent::Frame(f) = ev {
-            return self.frame(f, now_ms);
-        }
-        if let Some(replaced) = self.configs.update(ev) {
-            // A track added after output started (WHIP: audio before the first keyframe) needs
-            // a discontinuity too: players cannot add a track to what they are playing.
-            let started = self.building.is_some() || !self.segments.is_empty();
-            self.discontinuity_pending |= replaced || started;
-            self.new_init = true;
-        }
-        false
-    }
-
-    fn flush(&mut self) -> bool {
-        self.commit_held();
-        self.close_segment()
-    }
-
-    fn restart(&mut self) -> bool {
-        let changed = self.flush();
-        self.configs = Configs::default();
-        self.new_init = true;
-        self.discontinuity_pending = true;
-        self.rebase = true;
-        self.audio_next = None;
-        self.ended = false;
-        changed
-    }
-
-    fn end(&mut self) -> bool {
-        let changed = self.flush();
-        self.ended = true;
-        changed
-    }
-
-    fn len(&self) -> usize {
-        self.segments.len()
-    }
-
-    fn is_ended(&self) -> bool {
-        self.ended
     }
 
     fn target_duration_ms(&self) -> i64 {

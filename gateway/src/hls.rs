@@ -93,7 +93,7 @@ impl<S: Kind> HlsStream<S> {
         // between and leave a stale playlist cached.
         let seg = self.segmenter();
         let mut rendered = self.rendered.lock().unwrap_or_else(PoisonError::into_inner);
-        rendered.get_or_insert_with(|| Bytes::from(seg.render(&self.prefix))).clone()
+        rendered.get_or_insert_with(|| Bytes::from(seg.playlist(&self.prefix))).clone()
     }
 
     fn touch(&self) {
@@ -120,15 +120,18 @@ impl<S: Kind> HlsStream<S> {
     }
 }
 
-/// Every stream's segmenters of one kind.
+/// Every stream's segmenters of one kind, and what they served.
 pub struct HlsStreams<S> {
     streams: Mutex<HashMap<StreamKey, Arc<HlsStream<S>>>>,
+    /// Responses of this kind, for `/metrics`.
+    pub counters: HlsCounters,
 }
 
 impl<S> Default for HlsStreams<S> {
     fn default() -> Self {
         Self {
             streams: Mutex::new(HashMap::new()),
+            counters: HlsCounters::default(),
         }
     }
 }
@@ -193,10 +196,6 @@ pub struct Hls {
     pub classic: HlsStreams<Segmenter>,
     /// LL-HLS, CMAF parts.
     pub ll: HlsStreams<LlSegmenter>,
-    /// Classic HLS responses.
-    pub classic_counters: HlsCounters,
-    /// LL-HLS responses.
-    pub ll_counters: HlsCounters,
 }
 
 impl Hls {
@@ -223,8 +222,6 @@ pub(crate) trait Kind: Segmenting + Sized {
     const START_SEGMENTS: usize;
     fn streams(st: &AppState) -> &HlsStreams<Self>;
     fn make(config: &HlsSection, first_sequence: u64) -> Self;
-    /// The media playlist, URIs starting with `prefix`.
-    fn render(&self, prefix: &str) -> String;
     /// The segment being built reached the target duration without a keyframe.
     fn overdue(&self) -> bool {
         self.building_ms() >= self.target_duration_ms()
@@ -232,9 +229,6 @@ pub(crate) trait Kind: Segmenting + Sized {
 }
 
 impl Kind for Segmenter {
-    fn render(&self, prefix: &str) -> String {
-        self.playlist(prefix)
-    }
     const PROTOCOL: &'static str = "hls";
     const START_SEGMENTS: usize = START_SEGMENTS;
     fn streams(st: &AppState) -> &HlsStreams<Self> {
@@ -250,9 +244,6 @@ impl Kind for Segmenter {
 }
 
 impl Kind for LlSegmenter {
-    fn render(&self, prefix: &str) -> String {
-        self.playlist(prefix)
-    }
     const PROTOCOL: &'static str = "ll-hls";
     const START_SEGMENTS: usize = LL_START_SEGMENTS;
     fn streams(st: &AppState) -> &HlsStreams<Self> {
@@ -282,15 +273,14 @@ async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStrea
         if let Some(existing) = map.get(key) {
             existing.clone()
         } else {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let first_sequence = u64::try_from(unix_ms() / 100).unwrap_or(now);
+            let first_sequence = u64::try_from(unix_ms() / 100).unwrap_or(0);
             let s = Arc::new(HlsStream {
                 segmenter: Mutex::new(S::make(&st.config.hls, first_sequence)),
                 rendered: Mutex::new(None),
                 prefix: format!("{}-", key.stream()),
                 last_access: Mutex::new(Instant::now()),
                 changed: Notify::new(),
-                epoch: now,
+                epoch: first_sequence,
             });
             map.insert(key.clone(), s.clone());
             let span = tracing::info_span!("hls", key = %key, kind = S::PROTOCOL);
@@ -444,7 +434,7 @@ pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, h
             return Some(plain(StatusCode::NOT_FOUND, format!("{key} is not live")));
         };
         let body = hls.playlist();
-        st.hls.classic_counters.count(Object::Playlist, body.len());
+        st.hls.classic.counters.count(Object::Playlist, body.len());
         // At most one segment: a CDN may cache the playlist that long.
         return Some(reply(body, PLAYLIST, "max-age=1", None));
     }
@@ -463,7 +453,7 @@ pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, h
     };
     let etag = format!("\"{}-{}\"", hls.epoch, seg.sequence);
     let len = seg.data.len();
-    let counters = (&st.hls.classic_counters, Object::Segment);
+    let counters = (&st.hls.classic.counters, Object::Segment);
     Some(media_reply(
         counters,
         headers,
@@ -517,7 +507,7 @@ pub async fn ll(
         return match init {
             Some(b) => {
                 let len = b.len();
-                let counters = (&st.hls.ll_counters, Object::Init);
+                let counters = (&st.hls.ll.counters, Object::Init);
                 media_reply(counters, &headers, &method, Body::from(b), len, "video/mp4", etag)
             }
             None => missing(),
@@ -535,7 +525,7 @@ pub async fn ll(
         let len = seg.len();
         let chunks: Vec<Result<Bytes, std::convert::Infallible>> = seg.parts.iter().map(|p| Ok(p.data.clone())).collect();
         return media_reply(
-            (&st.hls.ll_counters, Object::Segment),
+            (&st.hls.ll.counters, Object::Segment),
             &headers,
             &method,
             Body::from_stream(futures_util::stream::iter(chunks)),
@@ -562,7 +552,7 @@ pub async fn ll(
     match found {
         Some(p) => {
             let len = p.data.len();
-            let counters = (&st.hls.ll_counters, Object::Part);
+            let counters = (&st.hls.ll.counters, Object::Part);
             media_reply(counters, &headers, &method, Body::from(p.data.clone()), len, "video/mp4", etag)
         }
         None => missing(),
@@ -614,7 +604,7 @@ async fn ll_playlist(st: &SharedState, app: &str, stream: &str, q: Blocking) -> 
         }
     }
     let body = hls.playlist();
-    st.hls.ll_counters.count(Object::Playlist, body.len());
+    st.hls.ll.counters.count(Object::Playlist, body.len());
     // A blocking reload's answer is for that URL only and may be cached as long as a part lasts;
     // the bare playlist changes with every part.
     let cache = if msn.is_some() { "max-age=1" } else { "max-age=0, no-cache" };

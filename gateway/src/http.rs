@@ -468,7 +468,7 @@ async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
         per_protocol(&|c| load(&c.bytes_in)),
     );
     let hls = |f: &dyn Fn(&crate::hls::HlsCounters, usize) -> u64| -> Vec<(String, u64)> {
-        let kinds = [("hls", &st.hls.classic_counters), ("ll-hls", &st.hls.ll_counters)];
+        let kinds = [("hls", &st.hls.classic.counters), ("ll-hls", &st.hls.ll.counters)];
         kinds
             .iter()
             .flat_map(|(kind, c)| {
