@@ -1,8 +1,9 @@
 //! Classic HLS (sans-IO): hub events in, MPEG-TS segments and a live media playlist out.
 //!
-//! * A segment starts on a video keyframe once the current one has lasted at least the target
-//!   duration (audio-only streams cut on any frame), and is cut anyway after ten target
-//!   durations without one. Segments are shared `Bytes`; only the
+//! * A segment starts on a video keyframe: the one that brings the current segment closest to
+//!   the target duration, judged by the recent keyframe interval (see [`KeyframeCadence`];
+//!   audio-only streams cut on any frame once the target is reached). It is cut anyway after ten
+//!   target durations without one. Segments are shared `Bytes`; only the
 //!   last [`HlsConfig::window`] are kept, so memory per stream is bounded by the window.
 //! * A real change of codec configuration (new SPS/PPS bytes, another AudioSpecificConfig)
 //!   starts a new segment flagged `EXT-X-DISCONTINUITY`; a configuration repeated unchanged does
@@ -29,7 +30,8 @@ use crate::ts::TsMuxer;
 /// Segmenting settings.
 #[derive(Debug, Clone)]
 pub struct HlsConfig {
-    /// Shortest segment, in milliseconds (a segment ends at the first keyframe after it).
+    /// Target segment duration, milliseconds: a segment ends at the keyframe closest to it,
+    /// never before half of it (see [`KeyframeCadence`]).
     pub target_duration_ms: i64,
     /// Segments kept and listed.
     pub window: usize,
@@ -58,6 +60,44 @@ pub(crate) const MAX_AUDIO_AHEAD_MS: i64 = 3000;
 /// long or no keyframe interval), so memory stays bounded by the window; players that
 /// were already playing decode on, new ones wait for the next keyframe.
 pub(crate) const MAX_SEGMENT_TARGETS: i64 = 10;
+
+/// Decides at which keyframe a segment ends.
+///
+/// Cutting at the first keyframe after the target makes a segment up to one keyframe interval
+/// too long when a keyframe comes early: x264's scene-cut keyframes (FFmpeg's and OBS's default)
+/// or a WebRTC encoder answering a loss. A 1 s target with a 1 s GOP then gives 1.9 s segments,
+/// TARGETDURATION 2, and players that started two segments behind the edge stall. So a segment
+/// also ends at a keyframe that comes before the target when waiting for the next one (one
+/// recent keyframe interval away) would overshoot the target by more than cutting now falls
+/// short of it, and never before half the target (at most two segments per target duration).
+#[derive(Debug, Default)]
+pub(crate) struct KeyframeCadence {
+    last_ms: Option<i64>,
+    /// The last few keyframe intervals, milliseconds (0: none yet).
+    recent: [i64; 4],
+    next: usize,
+}
+
+impl KeyframeCadence {
+    /// A keyframe at `at_ms` (any clock; intervals that are not positive are ignored).
+    pub(crate) fn keyframe(&mut self, at_ms: i64) {
+        if let Some(last) = self.last_ms.replace(at_ms) {
+            if at_ms > last {
+                self.recent[self.next % self.recent.len()] = at_ms - last;
+                self.next += 1;
+            }
+        }
+    }
+
+    /// Whether a segment that has lasted `elapsed_ms` ends at the keyframe just recorded.
+    pub(crate) fn ends_segment(&self, elapsed_ms: i64, target_ms: i64) -> bool {
+        // The longest recent interval: scene cuts and keyframe requests only shorten some.
+        let gop = self.recent.iter().copied().max().unwrap_or(0);
+        // elapsed >= target - gop / 2 (closer to the target now than at the next keyframe),
+        // and elapsed >= target / 2.
+        elapsed_ms >= target_ms || 2 * elapsed_ms >= target_ms.max(2 * target_ms - gop)
+    }
+}
 
 /// What the gateway drives: a segmenter fed with hub events, told when the publisher leaves and
 /// comes back.
@@ -194,6 +234,7 @@ pub struct Segmenter {
     /// Arrival (Unix ms) of the current segment's first frame (see [`MAX_SEGMENT_TARGETS`]).
     current_start_wall_ms: i64,
     wall: WallAnchor,
+    cadence: KeyframeCadence,
     last_frame_ms: i64,
     next_sequence: u64,
     discontinuity_pending: bool,
@@ -217,6 +258,7 @@ impl Segmenter {
             current_program_date_ms: 0,
             current_start_wall_ms: 0,
             wall: WallAnchor::default(),
+            cadence: KeyframeCadence::default(),
             last_frame_ms: 0,
             discontinuity_pending: false,
             current_discontinuity: false,
@@ -245,13 +287,17 @@ impl Segmenter {
             self.errors += 1;
             return false;
         }
+        if boundary && has_video {
+            self.cadence.keyframe(at);
+        }
         let mut finished = false;
+        let target = self.config.target_duration_ms;
         let needs_new = match self.current_start_ms {
             None => boundary,
             Some(start) => {
-                (boundary && (at - start >= self.config.target_duration_ms || self.discontinuity_pending || self.muxer.is_none()))
-                    || (driver && at - start >= self.config.target_duration_ms * MAX_SEGMENT_TARGETS)
-                    || (driver && now_ms - self.current_start_wall_ms >= self.config.target_duration_ms * MAX_SEGMENT_TARGETS)
+                (boundary && (self.cadence.ends_segment(at - start, target) || self.discontinuity_pending || self.muxer.is_none()))
+                    || (driver && at - start >= target * MAX_SEGMENT_TARGETS)
+                    || (driver && now_ms - self.current_start_wall_ms >= target * MAX_SEGMENT_TARGETS)
             }
         };
         if needs_new {
@@ -457,6 +503,46 @@ mod tests {
         assert!(s.segment(first).is_some());
         assert!(s.end());
         assert!(s.playlist("x").ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn an_early_scene_cut_keyframe_ends_the_segment_instead_of_doubling_it() {
+        let mut s = Segmenter::new(HlsConfig::default());
+        s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+        s.push(&HubEvent::AudioConfig(audio_config()), 0);
+        // x264 with a 1 s GOP (25 frames) and scene cuts: a scene-cut keyframe restarts the
+        // GOP count. Keyframes at 0, 1, 1.96 (scene cut), 2.96, 3.24 (scene cut: too early to
+        // cut), 4.24, 5.24 s.
+        let keys = [0, 25, 49, 74, 81, 106, 131];
+        for i in 0..150 {
+            let t = i * 40;
+            s.push(&video(t, keys.contains(&i)), 0);
+            s.push(&audio(t + 5), 0);
+        }
+        let durations: Vec<i64> = s.segments.iter().map(|seg| seg.duration_ms).collect();
+        // Cut at the first keyframe after 1 s, the 1.96 s keyframe gave a 1.96 s segment.
+        assert_eq!(durations, [1000, 960, 1000, 1280, 1000], "{}", s.playlist(""));
+        assert!(s.playlist("").contains("#EXT-X-TARGETDURATION:1\n"));
+    }
+
+    #[test]
+    fn a_segment_ends_at_the_keyframe_closest_to_the_target() {
+        let mut c = KeyframeCadence::default();
+        // No interval known yet: the target itself.
+        c.keyframe(0);
+        assert!(!c.ends_segment(999, 1000));
+        assert!(c.ends_segment(1000, 1000));
+        // Keyframes every 0.6 s: 0.6 s is 0.4 short, the next one 0.2 over: wait.
+        c.keyframe(600);
+        assert!(!c.ends_segment(600, 1000));
+        assert!(c.ends_segment(700, 1000));
+        // A 2 s GOP never cuts before half the target.
+        c.keyframe(2600);
+        assert!(!c.ends_segment(499, 1000));
+        assert!(c.ends_segment(500, 1000));
+        // A restart's clock going back is not an interval.
+        c.keyframe(100);
+        assert!(c.ends_segment(500, 1000));
     }
 
     #[test]

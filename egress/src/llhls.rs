@@ -6,8 +6,9 @@
 //! * A part closes as soon as one more frame of the driving track (video, or audio when there is
 //!   no video) would take it past [`LlHlsConfig::part_target_ms`]; each part is one `moof` +
 //!   `mdat` with both tracks' samples. A segment is its parts back to back; it starts on a video
-//!   keyframe once the current one lasted [`LlHlsConfig::target_duration_ms`] (after ten of those
-//!   without a keyframe, on any frame: memory stays bounded).
+//!   keyframe, the one closest to [`LlHlsConfig::target_duration_ms`] (as in classic HLS, see
+//!   [`crate::hls::KeyframeCadence`]; after ten target durations without a keyframe, on any
+//!   frame: memory stays bounded).
 //! * Decode times run on one timeline (90 kHz video, sample-rate audio) that continues across a
 //!   publisher restart; a real codec change or restart starts a segment flagged
 //!   `EXT-X-DISCONTINUITY` with a new init segment (`EXT-X-MAP`).
@@ -27,12 +28,14 @@ use media::frame::{MediaFrame, Timebase, TrackKind};
 use media::hub::HubEvent;
 
 use crate::fmp4::{self, Sample, VIDEO_TIMESCALE};
-use crate::hls::{format_program_date_time, trim_window, Configs, Segmenting, WallAnchor, MAX_AUDIO_AHEAD_MS, MAX_SEGMENT_TARGETS};
+use crate::hls::{
+    format_program_date_time, trim_window, Configs, KeyframeCadence, Segmenting, WallAnchor, MAX_AUDIO_AHEAD_MS, MAX_SEGMENT_TARGETS,
+};
 
 /// LL-HLS settings.
 #[derive(Debug, Clone)]
 pub struct LlHlsConfig {
-    /// Shortest segment, in milliseconds (a segment ends at the first keyframe after it).
+    /// Target segment duration, milliseconds (a segment ends at the keyframe closest to it).
     pub target_duration_ms: i64,
     /// Longest part, in milliseconds (`PART-TARGET`).
     pub part_target_ms: i64,
@@ -156,6 +159,7 @@ pub struct LlSegmenter {
     /// End of the last committed sample, 90 kHz timeline.
     end90: i64,
     wall: WallAnchor,
+    cadence: KeyframeCadence,
     held_video: Option<Held>,
     /// Where the next audio frame is expected, audio ticks.
     audio_next: Option<u64>,
@@ -185,6 +189,7 @@ impl LlSegmenter {
             rebase: false,
             end90: 0,
             wall: WallAnchor::default(),
+            cadence: KeyframeCadence::default(),
             held_video: None,
             audio_next: None,
             part_video: Vec::new(),
@@ -232,6 +237,9 @@ impl LlSegmenter {
                 if let Some(prev) = self.held_video.take() {
                     changed |= self.commit_video(prev, at90);
                 }
+                if f.keyframe {
+                    self.cadence.keyframe(at90 / 90);
+                }
                 changed |= self.boundary(at90, f.keyframe, now_ms);
                 changed |= self.close_full_part();
                 self.held_video = Some(Held {
@@ -267,7 +275,8 @@ impl LlSegmenter {
             Some(b) => {
                 let elapsed_ms = (at90 - b.start90) / 90;
                 let longest_ms = self.config.target_duration_ms * MAX_SEGMENT_TARGETS;
-                (random_access && (elapsed_ms >= self.config.target_duration_ms || self.discontinuity_pending || self.new_init))
+                let ends = self.cadence.ends_segment(elapsed_ms, self.config.target_duration_ms);
+                (random_access && (ends || self.discontinuity_pending || self.new_init))
                     || elapsed_ms >= longest_ms
                     || now_ms - b.start_wall_ms >= longest_ms
             }
@@ -639,13 +648,18 @@ mod tests {
     /// 30 fps video at 90 kHz, keyframe every `gop` frames, plus 48 kHz AAC with millisecond
     /// timestamps (as RTMP gives), covering frames `from..to`.
     fn feed(s: &mut LlSegmenter, from: i64, to: i64, gop: i64, offset90: i64) {
+        feed_keys(s, from, to, |i| i % gop == 0, offset90);
+    }
+
+    /// As [`feed`], with keyframes where `key(frame index)`.
+    fn feed_keys(s: &mut LlSegmenter, from: i64, to: i64, key: impl Fn(i64) -> bool, offset90: i64) {
         let mut next_audio = (from * 3000 + 1919) / 1920;
         for i in from..to {
             let t = i * 3000 + offset90;
             let mut b = bytes::BytesMut::new();
             b.put_u32(4);
-            b.put_slice(&[if i % gop == 0 { 0x65 } else { 0x41 }, 1, 2, 3]);
-            let f = MediaFrame::video(t + 3000, t, Timebase::MPEG, i % gop == 0, b.freeze());
+            b.put_slice(&[if key(i) { 0x65 } else { 0x41 }, 1, 2, 3]);
+            let f = MediaFrame::video(t + 3000, t, Timebase::MPEG, key(i), b.freeze());
             s.push(&HubEvent::Frame(Arc::new(f)), t / 90);
             // Audio frames due before the next video frame (1920 ticks of 90 kHz each).
             while next_audio * 1920 < (i + 1) * 3000 {
@@ -677,6 +691,16 @@ mod tests {
                 (t.tfhd.track_id, t.tfdt.as_ref().unwrap().base_media_decode_time, d)
             })
             .collect()
+    }
+
+    #[test]
+    fn an_early_scene_cut_keyframe_ends_the_segment() {
+        let mut s = started();
+        // 1 s GOP at 30 fps; a scene cut at 1.9 s restarts it (2.9, 3.9 s ...).
+        feed_keys(&mut s, 0, 150, |i| i == 0 || i == 30 || (i >= 57 && (i - 57) % 30 == 0), 0);
+        let durations: Vec<f64> = s.segments.iter().map(|seg| (seg.duration() * 1000.0).round()).collect();
+        // At the first keyframe after 1 s, the second segment would last 1.9 s.
+        assert_eq!(durations, [1000.0, 900.0, 1000.0, 1000.0, 1000.0], "{}", s.playlist(""));
     }
 
     #[test]

@@ -435,8 +435,10 @@ pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, h
         };
         let body = hls.playlist();
         st.hls.classic.counters.count(Object::Playlist, body.len());
-        // At most one segment: a CDN may cache the playlist that long.
-        return Some(reply(body, PLAYLIST, "max-age=1", None));
+        // A CDN may cache the playlist for one segment (s-maxage); a browser must not: hls.js
+        // reloads half a target after an unchanged playlist, and a cached copy then hid a new
+        // segment for another second, enough to stall a player two segments behind the edge.
+        return Some(reply(body, PLAYLIST, "max-age=0, s-maxage=1", None));
     }
     let (stream, seq) = file.strip_suffix(".ts")?.rsplit_once('-')?;
     let key = match stream_key_or_400(app, stream) {

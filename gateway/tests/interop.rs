@@ -484,7 +484,11 @@ fn hls_playlist_and_segments_play_in_ffmpeg() {
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("content-type: application/vnd.apple.mpegurl"), "{head}");
     assert!(lower.contains("access-control-allow-origin: *"), "{head}");
+    // A CDN may keep it one segment, a browser not at all.
+    assert!(lower.contains("cache-control: max-age=0, s-maxage=1"), "{head}");
     assert!(playlist.starts_with("#EXTM3U\n"), "{playlist}");
+    // A 1 s GOP with a 1 s target: no segment reaches 1.5 s, even with x264's scene cuts.
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:1\n"), "{playlist}");
     let first = playlist.lines().find(|l| l.ends_with(".ts")).expect("a segment").to_owned();
     assert!(first.starts_with("hls-"), "{first}");
     let (status, head, _) = http_request(gw.http, "HEAD", &format!("/live/{first}"));

@@ -19,7 +19,11 @@ for (const [name, path, query, limitMs] of [
         await waitLive(gw.http, 'live/hlsclock');
         const probe = await playAndMeasure(browser, pages.port, `http://127.0.0.1:${gw.http}${path}`, SECONDS, 'hls', query);
         const r = summarize(probe, SECONDS);
-        console.log(name, JSON.stringify({ ...r, stalls: probe.stalls, stallAtMs: probe.stallAt }));
+        // The margin: media left in the buffer when a segment (or part) arrived, after the start.
+        const ahead = probe.trace.filter((t) => t[1] === 'frag' && t[0] > 5000).map((t) => t[5]);
+        const minAheadMs = ahead.length ? Math.min(...ahead) : null;
+        console.log(name, JSON.stringify({ ...r, stalls: probe.stalls, stallAtMs: probe.stallAt, minAheadMs }));
+        if (probe.stalls) console.log('hls.js trace', JSON.stringify(probe.trace));
         assert.deepEqual(r.errors, []);
         assert.equal(probe.stalls, 0, 'hls.js stalled');
         assert.ok(r.samples >= (SECONDS - 8) * 25, `only ${r.samples} frames decoded in ${SECONDS} s`);
