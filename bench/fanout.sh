@@ -36,8 +36,12 @@ results=$work/results.jsonl
 run_streamgate() { # proto N coalesce_ms
   local http rtmp sg pub
   http=$(free_port); rtmp=$(free_port)
-  printf '[egress]\nwrite_coalesce_ms = %s\n' "$3" >"$work/sg.toml"
-  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn >"$work/sg.log" 2>&1 &
+  local config=()
+  if [ "$3" != default ]; then
+    printf '[egress]\nwrite_coalesce_ms = %s\n' "$3" >"$work/sg.toml"
+    config=(--config "$work/sg.toml")
+  fi
+  "$SG" "${config[@]}" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn >"$work/sg.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_port "$http"; wait_port "$rtmp"
   publish "rtmp://127.0.0.1:$rtmp/live/bench"; pub=$PUB
@@ -45,7 +49,7 @@ run_streamgate() { # proto N coalesce_ms
   local url="http://127.0.0.1:$http/live/bench.flv"
   [ "$1" = rtmp ] && url="rtmp://127.0.0.1:$rtmp/live/bench"
   local name=streamgate
-  [ "$3" = 0 ] || name="streamgate coalesce ${3}ms"
+  [ "$3" = default ] || name="streamgate coalesce ${3}ms"
   "$LOADGEN" "$1" "$url" "$2" "$WARMUP" "$WINDOW" "$sg" | sed "s/^{/{\"server\":\"$name\",/" >>"$results"
   kill "$pub" "$sg"; wait "$pub" "$sg" 2>/dev/null || true
 }
@@ -73,9 +77,10 @@ CONF
   kill "$pub" "$master"; wait "$pub" "$master" 2>/dev/null || true
 }
 
-# COALESCE: extra write_coalesce_ms settings to measure beside the default 0 (e.g. "66").
+# COALESCE: other egress.write_coalesce_ms settings to measure beside the default (66 ms),
+# e.g. COALESCE=0 for writes as soon as a frame arrives.
 for n in "${counts[@]}"; do
-  for c in 0 ${COALESCE:-}; do
+  for c in default ${COALESCE:-}; do
     echo "N=$n: streamgate HTTP-FLV (coalesce $c ms)" >&2; run_streamgate http "$n" "$c"
     echo "N=$n: streamgate RTMP (coalesce $c ms)" >&2; run_streamgate rtmp "$n" "$c"
   done

@@ -22,7 +22,7 @@ use serde_json::json;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::{debug, info, Instrument};
 
-use crate::io::coalesce;
+use crate::io::Batcher;
 use crate::state::{ProtocolCounters, SharedState};
 use crate::whip;
 
@@ -160,22 +160,17 @@ async fn subscribe_waiting(st: &SharedState, key: &StreamKey, protocol: &'static
 /// drains, so a slow viewer's backlog stays in its bounded hub queue.
 fn flv_stream(sub: Subscriber, st: SharedState) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
     let viewer = FlvViewer::new();
-    let window = Duration::from_millis(st.config.egress.write_coalesce_ms);
-    let state = (sub, viewer, VecDeque::<Bytes>::new(), st, None);
-    futures_util::stream::unfold(state, move |(mut sub, mut viewer, mut pending, st, mut last_write)| async move {
+    let batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
+    let state = (sub, viewer, VecDeque::<Bytes>::new(), st, batcher);
+    futures_util::stream::unfold(state, move |(mut sub, mut viewer, mut pending, st, mut batcher)| async move {
         loop {
             // Everything ready is yielded without waiting, and hyper writes it with one writev.
             if let Some(b) = pending.pop_front() {
                 st.counters.http_flv.add_out(b.len());
-                return Some((Ok(b), (sub, viewer, pending, st, last_write)));
+                return Some((Ok(b), (sub, viewer, pending, st, batcher)));
             }
-            let ev = sub.recv().await?;
             let mut out = Vec::new();
-            viewer.on_event(ev, &mut out);
-            coalesce(&mut last_write, window).await;
-            while let Some(Some(ev)) = sub.try_recv() {
-                viewer.on_event(ev, &mut out);
-            }
+            batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut out)).await?;
             pending.extend(out);
         }
     })
@@ -186,18 +181,14 @@ async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
     let mut viewer = FlvViewer::new();
     let mut out = Vec::new();
     let counters: &ProtocolCounters = &st.counters.ws_flv;
-    let window = Duration::from_millis(st.config.egress.write_coalesce_ms);
-    let mut last_write = None;
+    let mut batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
     loop {
         tokio::select! {
-            ev = sub.recv() => {
-                let Some(ev) = ev else { break };
-                viewer.on_event(ev, &mut out);
-                coalesce(&mut last_write, window).await;
-                while let Some(Some(ev)) = sub.try_recv() {
-                    viewer.on_event(ev, &mut out);
+            batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut out)) => {
+                if batch.is_none() {
+                    break;
                 }
-                // Queue every message, then one flush: one write for all that was ready.
+                // Queue every message, then one flush: one write for the batch.
                 let mut n = 0;
                 for b in out.drain(..) {
                     n += b.len();

@@ -4,6 +4,7 @@ use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use media::hub::{HubEvent, Subscriber};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Writes every buffer with as few `writev` calls as the socket allows, draining `bufs`.
@@ -32,35 +33,210 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec
     Ok(total)
 }
 
-/// Waits so that writes to one viewer are at least `window` apart (SRS calls this "merged
+/// Gathers one viewer's hub events into batches, one write each (SRS calls this "merged
 /// write"): fewer, larger writes cost less CPU per byte, at the price of up to `window` of extra
-/// latency. A zero window never waits.
-pub async fn coalesce(last_write: &mut Option<Instant>, window: Duration) {
-    if window.is_zero() {
-        return;
-    }
-    if let Some(due) = last_write.map(|t| t + window) {
-        if due > Instant::now() {
-            tokio::time::sleep_until(due.into()).await;
+/// latency. A zero window hands over each event with whatever else is already queued, at once.
+///
+/// With a window, batches are cut on a process-wide grid of `window` steps, so every viewer of
+/// every stream wakes in the same timer tick (one wake-up of the runtime's workers serves them
+/// all; deadlines spread over the window woke a worker for each), and while frames flow a viewer
+/// wakes only on the grid, not also for each frame. The first event after a pause goes out at
+/// once (a new viewer's first frame, a stream that was idle).
+///
+/// Cancel-safe: events already handed to `take` stay with the caller, and the next call goes on
+/// waiting for the same grid point.
+#[derive(Debug)]
+pub struct Batcher {
+    window: Duration,
+    /// The grid point the current batch is cut at; `None` while waiting for an event.
+    due: Option<Instant>,
+    /// Events taken since the last batch was returned.
+    taken: bool,
+    last_cut: Option<Instant>,
+}
+
+impl Batcher {
+    /// A batcher for `window` (zero: no waiting).
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            due: None,
+            taken: false,
+            last_cut: None,
         }
     }
-    *last_write = Some(Instant::now());
+
+    /// Hands the next batch of events to `take`. `None` once the stream has ended (events
+    /// queued before the end have been handed over by an earlier call).
+    pub async fn next(&mut self, sub: &mut Subscriber, mut take: impl FnMut(HubEvent)) -> Option<()> {
+        loop {
+            match self.due {
+                None => {
+                    let ev = sub.recv().await?;
+                    take(ev);
+                    self.taken = true;
+                    let now = Instant::now();
+                    match self.last_cut.map(|t| t + self.window) {
+                        Some(earliest) if !self.window.is_zero() && earliest > now => {
+                            self.due = Some(on_grid(earliest, self.window));
+                        }
+                        // Zero window, or the first event after a pause: at once.
+                        _ => {
+                            self.cut(sub, &mut take, now);
+                            return Some(());
+                        }
+                    }
+                }
+                Some(due) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    let ended = self.drain(sub, &mut take);
+                    if !self.taken {
+                        if ended {
+                            return None;
+                        }
+                        // Nothing came in a whole window: back to waiting for an event.
+                        self.due = None;
+                        continue;
+                    }
+                    self.taken = false;
+                    self.last_cut = Some(due);
+                    // Stay on the grid while frames flow.
+                    self.due = Some(due + self.window);
+                    return Some(());
+                }
+            }
+        }
+    }
+
+    fn cut(&mut self, sub: &mut Subscriber, take: &mut impl FnMut(HubEvent), now: Instant) {
+        self.drain(sub, take);
+        self.taken = false;
+        self.due = None;
+        self.last_cut = Some(now);
+    }
+
+    /// Takes everything queued; true when the stream has ended.
+    fn drain(&mut self, sub: &mut Subscriber, take: &mut impl FnMut(HubEvent)) -> bool {
+        loop {
+            match sub.try_recv() {
+                Some(Some(ev)) => {
+                    take(ev);
+                    self.taken = true;
+                }
+                Some(None) => return true,
+                None => return false,
+            }
+        }
+    }
+}
+
+/// `t` rounded up to the next multiple of `step` since a process-wide origin.
+fn on_grid(t: Instant, step: Duration) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let step_ns = step.as_nanos().max(1);
+    let since = t.saturating_duration_since(origin).as_nanos();
+    let steps = since.div_ceil(step_ns);
+    let ns = u64::try_from(steps * step_ns).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(ns)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use media::frame::{MediaFrame, Timebase};
+    use media::hub::{Hub, PublisherInfo};
+    use media::key::StreamKey;
+
+    fn stream(hub: &Hub) -> (media::hub::Publisher, Subscriber) {
+        let key = StreamKey::new("live", "batch").unwrap();
+        let info = PublisherInfo {
+            protocol: "test",
+            remote: "127.0.0.1:1".into(),
+        };
+        let p = hub.publish(key.clone(), info).unwrap();
+        let sub = hub.subscribe(&key, "test").unwrap();
+        (p, sub)
+    }
+
+    fn frame(ts: i64) -> MediaFrame {
+        MediaFrame::video(ts, ts, Timebase::MILLIS, ts == 0, Bytes::from_static(&[0, 0, 0, 1, 0x65]))
+    }
+
+    /// Frames handed over by one `next` call, and when it returned.
+    async fn batch(b: &mut Batcher, sub: &mut Subscriber) -> Option<(usize, Instant)> {
+        let mut n = 0;
+        b.next(sub, |ev| n += usize::from(matches!(ev, HubEvent::Frame(_)))).await?;
+        Some((n, Instant::now()))
+    }
+
     #[tokio::test]
-    async fn coalesce_spaces_writes_by_the_window() {
-        let mut last = None;
-        let t = Instant::now();
-        coalesce(&mut last, Duration::ZERO).await;
-        assert!(last.is_none(), "a zero window keeps no state and never waits");
-        coalesce(&mut last, Duration::from_millis(50)).await;
-        assert!(t.elapsed() < Duration::from_millis(40), "the first write does not wait");
-        coalesce(&mut last, Duration::from_millis(50)).await;
-        assert!(t.elapsed() >= Duration::from_millis(50), "the second write waits out the window");
+    async fn without_a_window_every_frame_goes_at_once() {
+        let hub = Hub::default();
+        let (p, mut sub) = stream(&hub);
+        let mut b = Batcher::new(Duration::ZERO);
+        p.push(frame(0));
+        assert_eq!(batch(&mut b, &mut sub).await.unwrap().0, 1);
+        p.push(frame(33));
+        p.push(frame(66));
+        // Whatever is queued goes together.
+        assert_eq!(batch(&mut b, &mut sub).await.unwrap().0, 2);
+        drop(p);
+        assert!(batch(&mut b, &mut sub).await.is_none(), "the end");
+    }
+
+    #[tokio::test]
+    async fn with_a_window_batches_follow_the_grid_while_frames_flow() {
+        let hub = Hub::default();
+        let (p, mut sub) = stream(&hub);
+        let window = Duration::from_millis(60);
+        let mut b = Batcher::new(window);
+        // The first frame goes at once.
+        let t0 = Instant::now();
+        p.push(frame(0));
+        let (n, at) = batch(&mut b, &mut sub).await.unwrap();
+        assert_eq!(n, 1);
+        assert!(at - t0 < Duration::from_millis(30));
+        // A frame every 10 ms: each batch is cut on the grid, a window apart, with several.
+        let pusher = tokio::spawn(async move {
+            for i in 1..=40 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                p.push(frame(i * 10));
+            }
+            p
+        });
+        let mut cuts = Vec::new();
+        let mut frames = 1;
+        for _ in 0..5 {
+            let (n, at) = batch(&mut b, &mut sub).await.unwrap();
+            assert!(n >= 2, "a batch of {n}");
+            frames += n;
+            cuts.push(at);
+        }
+        for w in cuts.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= window - Duration::from_millis(2) && gap < window * 2, "{gap:?}");
+        }
+        assert_eq!(on_grid(b.last_cut.unwrap(), window), b.last_cut.unwrap(), "cut on the grid");
+        // The rest, then the end once the publisher has gone: nothing is lost.
+        drop(pusher.await.unwrap());
+        while let Some((n, _)) = batch(&mut b, &mut sub).await {
+            frames += n;
+        }
+        assert_eq!(frames, 41);
+    }
+
+    #[test]
+    fn grid_points_are_shared_and_never_early() {
+        let step = Duration::from_millis(66);
+        let a = Instant::now();
+        let g = on_grid(a, step);
+        assert!(g >= a && g - a <= step);
+        // Anything up to that point lands on the same one; just after it, one step later.
+        assert_eq!(on_grid(g - Duration::from_millis(30), step), g);
+        assert_eq!(on_grid(g, step), g);
+        assert_eq!(on_grid(g + Duration::from_nanos(1), step), g + step);
     }
 
     #[tokio::test]

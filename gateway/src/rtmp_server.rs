@@ -17,7 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::io::{coalesce, write_all_vectored};
+use crate::io::{write_all_vectored, Batcher};
 use crate::state::SharedState;
 
 pub async fn serve(listener: TcpListener, state: SharedState) {
@@ -246,23 +246,17 @@ async fn publish_loop(
 async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<()> {
     let mut viewer = RtmpPlayViewer::new(stream_id, conn.session.out_chunk_size());
     let mut out: Vec<Bytes> = Vec::new();
-    let window = Duration::from_millis(conn.state.config.egress.write_coalesce_ms);
-    let mut last_write = None;
+    let mut batcher = Batcher::new(Duration::from_millis(conn.state.config.egress.write_coalesce_ms));
     loop {
         tokio::select! {
-            ev = sub.recv() => {
-                let Some(ev) = ev else {
+            batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut out)) => {
+                if batch.is_none() {
                     conn.session.notify("NetStream.Play.UnpublishNotify", "stream ended");
                     conn.flush().await?;
                     let _ = conn.wr.shutdown().await;
                     return Ok(());
-                };
-                viewer.on_event(ev, &mut out);
-                coalesce(&mut last_write, window).await;
-                // Take whatever else is already queued, so one write carries it all.
-                while let Some(Some(ev)) = sub.try_recv() {
-                    viewer.on_event(ev, &mut out);
                 }
+                // One write carries the whole batch.
                 let n = write_all_vectored(&mut conn.wr, &mut out).await.context("write to player")?;
                 conn.state.counters.rtmp.add_out(n);
             }
