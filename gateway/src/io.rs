@@ -100,8 +100,11 @@ impl Batcher {
                     }
                     self.taken = false;
                     self.last_cut = Some(due);
-                    // Stay on the grid while frames flow.
-                    self.due = Some(due + self.window);
+                    // Stay on the grid while frames flow; after a slow write (a viewer that fell
+                    // behind), the next grid point from now, not a run of missed ones.
+                    let next = due + self.window;
+                    let now = Instant::now();
+                    self.due = Some(if next > now { next } else { on_grid(now, self.window) });
                     return Some(());
                 }
             }
@@ -225,6 +228,33 @@ mod tests {
             frames += n;
         }
         assert_eq!(frames, 41);
+    }
+
+    #[tokio::test]
+    async fn after_a_slow_write_the_grid_resumes_from_now() {
+        let hub = Hub::default();
+        let (p, mut sub) = stream(&hub);
+        let window = Duration::from_millis(50);
+        let mut b = Batcher::new(window);
+        p.push(frame(0));
+        batch(&mut b, &mut sub).await.unwrap();
+        p.push(frame(10));
+        batch(&mut b, &mut sub).await.unwrap();
+        // The write of that batch took 300 ms; frames kept coming.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        p.push(frame(20));
+        p.push(frame(30));
+        let t = Instant::now();
+        let (n, _) = batch(&mut b, &mut sub).await.unwrap();
+        assert_eq!(n, 2);
+        assert!(t.elapsed() < window, "the backlog goes at once");
+        // Then one batch per window again, not a burst of missed grid points.
+        p.push(frame(40));
+        let (n, at) = batch(&mut b, &mut sub).await.unwrap();
+        assert_eq!(n, 1);
+        let cut = b.last_cut.unwrap();
+        assert!(cut >= t && at >= cut, "cut on a grid point after the backlog, not a missed one");
+        assert_eq!(on_grid(cut, window), cut);
     }
 
     #[test]
