@@ -94,8 +94,8 @@ impl KeyframeCadence {
         // The longest recent interval: scene cuts and keyframe requests only shorten some.
         let gop = self.recent.iter().copied().max().unwrap_or(0);
         // elapsed >= target - gop / 2 (closer to the target now than at the next keyframe),
-        // and elapsed >= target / 2.
-        elapsed_ms >= target_ms || 2 * elapsed_ms >= target_ms.max(2 * target_ms - gop)
+        // and elapsed >= target / 2. With no interval known (gop 0) that is the target itself.
+        2 * elapsed_ms >= target_ms.max(2 * target_ms - gop)
     }
 }
 

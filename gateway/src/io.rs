@@ -75,14 +75,19 @@ impl Batcher {
                     let ev = sub.recv().await?;
                     take(ev);
                     self.taken = true;
+                    if self.window.is_zero() {
+                        self.drain(sub, &mut take);
+                        self.taken = false;
+                        return Some(());
+                    }
                     let now = Instant::now();
                     match self.last_cut.map(|t| t + self.window) {
-                        Some(earliest) if !self.window.is_zero() && earliest > now => {
-                            self.due = Some(on_grid(earliest, self.window));
-                        }
-                        // Zero window, or the first event after a pause: at once.
+                        Some(earliest) if earliest > now => self.due = Some(on_grid(earliest, self.window)),
+                        // The first event after a pause: at once.
                         _ => {
-                            self.cut(sub, &mut take, now);
+                            self.drain(sub, &mut take);
+                            self.taken = false;
+                            self.last_cut = Some(now);
                             return Some(());
                         }
                     }
@@ -102,20 +107,11 @@ impl Batcher {
                     self.last_cut = Some(due);
                     // Stay on the grid while frames flow; after a slow write (a viewer that fell
                     // behind), the next grid point from now, not a run of missed ones.
-                    let next = due + self.window;
-                    let now = Instant::now();
-                    self.due = Some(if next > now { next } else { on_grid(now, self.window) });
+                    self.due = Some(on_grid((due + self.window).max(Instant::now()), self.window));
                     return Some(());
                 }
             }
         }
-    }
-
-    fn cut(&mut self, sub: &mut Subscriber, take: &mut impl FnMut(HubEvent), now: Instant) {
-        self.drain(sub, take);
-        self.taken = false;
-        self.due = None;
-        self.last_cut = Some(now);
     }
 
     /// Takes everything queued; true when the stream has ended.
