@@ -77,8 +77,8 @@ CONF
   kill "$pub" "$master"; wait "$pub" "$master" 2>/dev/null || true
 }
 
-# COALESCE: other egress.write_coalesce_ms settings to measure beside the default (66 ms),
-# e.g. COALESCE=0 for writes as soon as a frame arrives.
+# COALESCE: other egress.write_coalesce_ms settings to measure beside the default (0: each frame
+# at once), e.g. COALESCE=100 for batched writes.
 for n in "${counts[@]}"; do
   for c in default ${COALESCE:-}; do
     echo "N=$n: streamgate HTTP-FLV (coalesce $c ms)" >&2; run_streamgate http "$n" "$c"
