@@ -4,6 +4,7 @@
 # and the same N over RTMP play from nginx-rtmp in the same run.
 # Prints a markdown table: server CPU per delivered byte, CPU %, RSS per viewer.
 #   bench/fanout.sh [N...]          (default: 100 500 1000)
+#   REPEAT=3 COALESCE=0 WINDOW=16 bench/fanout.sh 100   (rounds, other write_coalesce_ms, window s)
 # Everything binds to 127.0.0.1; every process started here is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,27 +78,48 @@ CONF
   kill "$pub" "$master"; wait "$pub" "$master" 2>/dev/null || true
 }
 
-# COALESCE: other egress.write_coalesce_ms settings to measure beside the default (0: each frame
-# at once), e.g. COALESCE=100 for batched writes.
+# COALESCE: other egress.write_coalesce_ms settings to measure beside the default (100 ms), e.g.
+# COALESCE=0 for a write per frame. REPEAT: rounds per N (each round runs every server once, so
+# drift on the machine hits all of them); the table gives medians and the range over rounds.
+REPEAT=${REPEAT:-1}
 for n in "${counts[@]}"; do
-  for c in default ${COALESCE:-}; do
-    echo "N=$n: streamgate HTTP-FLV (coalesce $c ms)" >&2; run_streamgate http "$n" "$c"
-    echo "N=$n: streamgate RTMP (coalesce $c ms)" >&2; run_streamgate rtmp "$n" "$c"
+  for r in $(seq "$REPEAT"); do
+    for c in default ${COALESCE:-}; do
+      echo "N=$n round $r: streamgate HTTP-FLV (coalesce $c ms)" >&2; run_streamgate http "$n" "$c"
+      echo "N=$n round $r: streamgate RTMP (coalesce $c ms)" >&2; run_streamgate rtmp "$n" "$c"
+    done
+    echo "N=$n round $r: nginx-rtmp RTMP" >&2; run_nginx "$n"
   done
-  echo "N=$n: nginx-rtmp RTMP" >&2; run_nginx "$n"
 done
 
 python3 - "$results" <<'PY'
 import json, sys
+from statistics import median
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| N | server | protocol | receiving | Mbit/s delivered | server CPU % | CPU ns/byte | RSS MiB | RSS KiB/viewer | vs nginx CPU/byte |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-nginx = {r["viewers"]: r for r in rows if r["server"] == "nginx-rtmp"}
+groups = {}
 for r in rows:
-    per_viewer = (r["server_rss_kb"] - r["server_rss_before_kb"]) / r["viewers"]
-    ref = nginx.get(r["viewers"])
-    ratio = r["server_cpu_ns_per_byte"] / ref["server_cpu_ns_per_byte"] if ref and ref["server_cpu_ns_per_byte"] > 0 else float("nan")
-    print(f"| {r['viewers']} | {r['server']} | {r['protocol']} | {r['viewers_receiving']}/{r['viewers']} | {r['mbit_per_s_total']:.0f} | "
-          f"{r['server_cpu_percent']:.1f} | {r['server_cpu_ns_per_byte']:.3f} | {r['server_rss_kb']/1024:.1f} | {per_viewer:.1f} | {ratio:.2f} |")
+    groups.setdefault((r["viewers"], r["server"], r["protocol"]), []).append(r)
+def ns(rs):
+    return [r["server_cpu_ns_per_byte"] for r in rs]
+print("| N | server | protocol | rounds | receiving | Mbit/s delivered | server CPU % | CPU ns/byte (range) | RSS MiB | RSS KiB/viewer | vs nginx CPU/byte (range) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for (n, server, proto), rs in groups.items():
+    ref = groups.get((n, "nginx-rtmp", "rtmp"))
+    v = ns(rs)
+    m = median(v)
+    if ref:
+        refm = median(ns(ref))
+        # Ratio of medians, and the range of the same-round ratios.
+        per_round = [a / b for a, b in zip(v, ns(ref)) if b > 0]
+        ratio = f"{m / refm:.2f} ({min(per_round):.2f}–{max(per_round):.2f})" if len(per_round) > 1 else f"{m / refm:.2f}"
+    else:
+        ratio = "n/a"
+    recv = min(r["viewers_receiving"] for r in rs)
+    mbit = median(r["mbit_per_s_total"] for r in rs)
+    cpu = median(r["server_cpu_percent"] for r in rs)
+    rss = median(r["server_rss_kb"] for r in rs) / 1024
+    per_viewer = median((r["server_rss_kb"] - r["server_rss_before_kb"]) / r["viewers"] for r in rs)
+    rng = f" ({min(v):.3f}–{max(v):.3f})" if len(v) > 1 else ""
+    print(f"| {n} | {server} | {proto} | {len(rs)} | {recv}/{n} | {mbit:.0f} | {cpu:.1f} | {m:.3f}{rng} | {rss:.1f} | {per_viewer:.1f} | {ratio} |")
 PY
 echo "raw results: $results" >&2

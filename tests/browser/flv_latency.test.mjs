@@ -30,6 +30,9 @@ test(`WS-FLV: ${LONG} s mpegts.js session, latency does not creep`, { timeout: (
   // 30 fps rendered for most of the session (the first second or two are start-up).
   assert.ok(r.samples >= LONG * 30 * 0.85, `only ${r.samples} frames decoded in ${LONG} s`);
   assert.ok(Math.abs(r.endMedianMs - r.startMedianMs) <= 200, `latency crept from ${r.startMedianMs} to ${r.endMedianMs} ms`);
+  // Seeks to the live edge throw frames away; a healthy run has 0-3 (a storm of them is latency
+  // chasing fighting bursty delivery).
+  assert.ok(r.seeks <= 10, `${r.seeks} seeks to the live edge`);
   assert.ok(r.medianMs <= 500, `median latency ${r.medianMs} ms (target 500)`);
 });
 
@@ -38,5 +41,6 @@ test('HTTP-FLV: 30 s mpegts.js session plays at low latency', { timeout: 120000 
   console.log('http-flv', JSON.stringify(r));
   assert.deepEqual(r.errors, []);
   assert.ok(r.samples >= 30 * 30 * 0.85, `only ${r.samples} frames decoded`);
+  assert.ok(r.seeks <= 10, `${r.seeks} seeks to the live edge`);
   assert.ok(r.medianMs <= 500, `median latency ${r.medianMs} ms (target 500)`);
 });

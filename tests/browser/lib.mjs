@@ -45,7 +45,9 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /// Starts the gateway on free ports of `host` (loopback unless a test made another address);
 /// WebRTC UDP on `udpHost`.
+/// GATEWAY_ARGS adds arguments to every gateway a test starts (e.g. `--config x.toml`).
 export async function startGateway(extraArgs = [], host = '127.0.0.1', udpHost = host) {
+  extraArgs = [...(process.env.GATEWAY_ARGS || '').split(' ').filter(Boolean), ...extraArgs];
   const http = await freePort();
   const rtmp = await freePort();
   const udp = await freePort();
@@ -131,7 +133,7 @@ export function median(xs) {
 export async function playAndMeasure(browser, pagePort, url, seconds, player = 'mpegts', query = '') {
   const page = await openPlayer(browser, pagePort, url, player, query);
   await sleep(seconds * 1000);
-  const probe = await page.evaluate(() => window.probe);
+  const probe = await page.evaluate(() => ({ ...window.probe, quality: window.probe.quality?.() }));
   await page.close();
   return probe;
 }
@@ -140,7 +142,8 @@ export async function playAndMeasure(browser, pagePort, url, seconds, player = '
 /// '&ll=1' for hls.js lowLatencyMode). Read `window.probe` from the page.
 export async function openPlayer(browser, pagePort, url, player = 'mpegts', query = '') {
   const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}&player=${player}${query}`);
+  const extra = process.env.MPEGTS_CONFIG ? `&mpegts=${encodeURIComponent(process.env.MPEGTS_CONFIG)}` : '';
+  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}&player=${player}${query}${extra}`);
   return page;
 }
 
@@ -160,6 +163,9 @@ export function summarize(probe, seconds) {
     endMedianMs: median(end),
     medianMs: median(all),
     p95Ms: all.length ? [...all].sort((a, b) => a - b)[Math.floor(all.length * 0.95)] : NaN,
+    seeks: probe.seeks,
+    decodedFrames: probe.quality?.total,
+    droppedFrames: probe.quality?.dropped,
   };
 }
 

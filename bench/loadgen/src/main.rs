@@ -1,5 +1,5 @@
 //! `loadgen`: opens N viewers against a server and measures, over a fixed window, the bytes they
-//! received and the server's CPU time (utime + stime from /proc/PID/stat) and RSS.
+//! received and the server's CPU time (scheduler run time from /proc, see `proc_cpu_and_rss`) and RSS.
 //!
 //! usage: loadgen http|rtmp URL N WARMUP_SECS WINDOW_SECS SERVER_PID...
 //! (several PIDs are summed: nginx runs a master and a worker). Prints one JSON line.
@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use rtmp::amf0::{self, Amf0Value};
 use rtmp::chunk::{encode_message, types};
-use streamgate_loadgen::{proc_cpu_and_rss, split_url};
+use streamgate_loadgen::{proc_cpu_and_rss, proc_cpu_ticks, split_url};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -134,9 +134,11 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
     let start_bytes: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     let (cpu0, _) = proc_cpu_and_rss(&pids);
+    let ticks0 = proc_cpu_ticks(&pids);
     let t0 = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(window)).await;
     let (cpu1, rss_kb) = proc_cpu_and_rss(&pids);
+    let ticks1 = proc_cpu_ticks(&pids);
     let elapsed = t0.elapsed().as_secs_f64();
     let per_conn: Vec<u64> = counters
         .iter()
@@ -157,6 +159,7 @@ async fn main() -> Result<()> {
         "mbit_per_s_total": total as f64 * 8.0 / elapsed / 1e6,
         "min_viewer_kbit_per_s": min as f64 * 8.0 / elapsed / 1e3,
         "server_cpu_s": cpu,
+        "server_cpu_s_ticks": ticks1 - ticks0,
         "server_cpu_percent": cpu / elapsed * 100.0,
         "server_cpu_ns_per_byte": if total > 0 { cpu * 1e9 / total as f64 } else { f64::NAN },
         "server_rss_kb": rss_kb,
