@@ -18,3 +18,20 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+# nginx with the RTMP module (Debian's libnginx-mod-rtmp), one worker, serving live/ on a free
+# port under directory $1. Sets NGINX_PORT and NGINX_MASTER (stopped on exit like the rest).
+start_nginx_rtmp() { # workdir
+  NGINX_PORT=$(free_port)
+  mkdir -p "$1/logs"
+  cat >"$1/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+worker_processes 1;
+error_log $1/logs/error.log warn;
+events { worker_connections 8192; }
+rtmp { server { listen 127.0.0.1:$NGINX_PORT; chunk_size 4096; application live { live on; } } }
+CONF
+  nginx -c "$1/nginx.conf" -p "$1" -g "daemon off; pid $1/nginx.pid;" &
+  NGINX_MASTER=$!; pids+=("$NGINX_MASTER")
+  wait_port "$NGINX_PORT"
+}

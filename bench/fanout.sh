@@ -56,20 +56,9 @@ run_streamgate() { # proto N coalesce_ms
 }
 
 run_nginx() { # N
-  local port conf pub master workers
-  port=$(free_port)
-  mkdir -p "$work/nginx/logs"
-  conf=$work/nginx/nginx.conf
-  cat >"$conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-worker_processes 1;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 8192; }
-rtmp { server { listen 127.0.0.1:$port; chunk_size 4096; application live { live on; } } }
-CONF
-  nginx -c "$conf" -p "$work/nginx" -g "daemon off; pid $work/nginx/nginx.pid;" &
-  master=$!; pids+=($master)
-  wait_port "$port"
+  local port pub master workers
+  start_nginx_rtmp "$work/nginx"
+  port=$NGINX_PORT; master=$NGINX_MASTER
   workers=$(pgrep -P "$master" | tr '\n' ' ')
   publish "rtmp://127.0.0.1:$port/live/bench"; pub=$PUB
   sleep 2
