@@ -15,12 +15,24 @@ make_source() {
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
+# Stops the given PIDs, waits for them and drops them from pids (so the exit trap never signals a
+# PID that a new process may have taken).
+stop() {
+  local p keep=() q
+  for p in "$@"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  for q in "${pids[@]}"; do
+    for p in "$@"; do [ "$q" = "$p" ] && continue 2; done
+    keep+=("$q")
+  done
+  pids=("${keep[@]}")
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 # nginx with the RTMP module (Debian's libnginx-mod-rtmp), one worker, serving live/ on a free
-# port under directory $1. Sets NGINX_PORT and NGINX_MASTER (stopped on exit like the rest).
+# port under directory $1. Sets NGINX_PORT, NGINX_MASTER and NGINX_WORKERS (stopped on exit like
+# the rest).
 start_nginx_rtmp() { # workdir
   NGINX_PORT=$(free_port)
   mkdir -p "$1/logs"
@@ -34,4 +46,7 @@ CONF
   nginx -c "$1/nginx.conf" -p "$1" -g "daemon off; pid $1/nginx.pid;" &
   NGINX_MASTER=$!; pids+=("$NGINX_MASTER")
   wait_port "$NGINX_PORT"
+  # nginx listens before it forks its worker.
+  for _ in $(seq 50); do pgrep -P "$NGINX_MASTER" >/dev/null && break; sleep 0.1; done
+  NGINX_WORKERS=$(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')
 }

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 counts=("$@")
 [ ${#counts[@]} -gt 0 ] || counts=(100 500 1000)
 WARMUP=${WARMUP:-4}
-WINDOW=${WINDOW:-10}
+WINDOW=${WINDOW:-16}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 scripts/deps.sh test >/dev/null
@@ -52,19 +52,19 @@ run_streamgate() { # proto N coalesce_ms
   local name=streamgate
   [ "$3" = default ] || name="streamgate coalesce ${3}ms"
   "$LOADGEN" "$1" "$url" "$2" "$WARMUP" "$WINDOW" "$sg" | sed "s/^{/{\"server\":\"$name\",/" >>"$results"
-  kill "$pub" "$sg"; wait "$pub" "$sg" 2>/dev/null || true
+  stop "$pub" "$sg"
 }
 
 run_nginx() { # N
   local port pub master workers
   start_nginx_rtmp "$work/nginx"
   port=$NGINX_PORT; master=$NGINX_MASTER
-  workers=$(pgrep -P "$master" | tr '\n' ' ')
+  workers=$NGINX_WORKERS
   publish "rtmp://127.0.0.1:$port/live/bench"; pub=$PUB
   sleep 2
   # shellcheck disable=SC2086
   "$LOADGEN" rtmp "rtmp://127.0.0.1:$port/live/bench" "$1" "$WARMUP" "$WINDOW" "$master" $workers | sed "s/^{/{\"server\":\"nginx-rtmp\",/" >>"$results"
-  kill "$pub" "$master"; wait "$pub" "$master" 2>/dev/null || true
+  stop "$pub" "$master"
 }
 
 # COALESCE: other egress.write_coalesce_ms settings to measure beside the default (100 ms), e.g.

@@ -16,19 +16,21 @@ work=$(mktemp -d /tmp/sg-ingest.XXXXXX)
 source bench/common.sh
 make_source
 
-cpu_ns() { # pid
-  local s=0 t
-  for t in /proc/"$1"/task/*/schedstat; do s=$((s + $(cut -d' ' -f1 "$t"))); done
+cpu_ns() { # "pid..."
+  local s=0 p t
+  for p in $1; do
+    for t in /proc/"$p"/task/*/schedstat; do s=$((s + $(cut -d' ' -f1 "$t" 2>/dev/null || echo 0))); done
+  done
   echo "$s"
 }
-measure() { # name pid url
+measure() { # name "pid..." url
   local pub a b
   ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$src" -c copy -f flv "$3" </dev/null >/dev/null 2>&1 &
   pub=$!; pids+=("$pub")
   sleep 4
   a=$(cpu_ns "$2"); sleep "$WINDOW"; b=$(cpu_ns "$2")
   printf '| %s | %d |\n' "$1" $(( (b - a) / WINDOW / 1000 ))
-  kill "$pub"; wait "$pub" 2>/dev/null || true
+  stop "$pub"
 }
 
 echo "| server | CPU µs per second, publisher only |"
@@ -39,11 +41,11 @@ for _ in $(seq "$rounds"); do
   sg=$!; pids+=("$sg")
   wait_port "$http"; wait_port "$rtmp"
   measure streamgate "$sg" "rtmp://127.0.0.1:$rtmp/live/bench"
-  kill "$sg"; wait "$sg" 2>/dev/null || true
+  stop "$sg"
 
   start_nginx_rtmp "$work/nginx"
   port=$NGINX_PORT; master=$NGINX_MASTER
-  sleep 0.5
-  measure nginx-rtmp "$(pgrep -P "$master" | head -1)" "rtmp://127.0.0.1:$port/live/bench"
-  kill "$master"; wait "$master" 2>/dev/null || true
+  # Master and worker, as bench/fanout.sh counts them.
+  measure nginx-rtmp "$master $NGINX_WORKERS" "rtmp://127.0.0.1:$port/live/bench"
+  stop "$master"
 done

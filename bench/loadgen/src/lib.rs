@@ -28,13 +28,16 @@ pub fn proc_cpu_ticks(pids: &[u32]) -> f64 {
     pids.iter().map(|p| stat_cpu(*p)).sum()
 }
 
-/// Run time of every live thread of `pid`, in seconds.
+/// Run time of every live thread of `pid`, in seconds; `None` only when the process has no
+/// readable task list. A thread that exits while being read is skipped (its time is lost either
+/// way), so both ends of a window use the same method.
 fn schedstat_cpu(pid: u32) -> Option<f64> {
     let mut ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let s = std::fs::read_to_string(path).ok()?;
-        ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     }
     Some(ns as f64 / 1e9)
 }
