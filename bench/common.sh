@@ -27,6 +27,15 @@ stop() {
   pids=("${keep[@]}")
 }
 
+# FFmpeg publishing the looped source to an RTMP URL in real time (-c copy: no encoder competes
+# for CPU). Sets PUB.
+PUB=
+publish() { # url; sets PUB
+  ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$src" -c copy -f flv "$1" </dev/null >/dev/null &
+  PUB=$!
+  pids+=("$PUB")
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 

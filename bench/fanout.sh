@@ -24,15 +24,6 @@ work=$(mktemp -d /tmp/sg-fanout.XXXXXX)
 source bench/common.sh
 make_source
 
-
-
-PUB=
-publish() { # url; sets PUB
-  ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$src" -c copy -f flv "$1" </dev/null >/dev/null &
-  PUB=$!
-  pids+=("$PUB")
-}
-
 results=$work/results.jsonl
 run_streamgate() { # proto N coalesce_ms
   local http rtmp sg pub

@@ -28,8 +28,7 @@ http=$(free_port); rtmp=$(free_port)
 "$SG" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn >"$work/sg.log" 2>&1 &
 sg=$!; pids+=("$sg")
 wait_port "$http"; wait_port "$rtmp"
-ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$src" -c copy -f flv "rtmp://127.0.0.1:$rtmp/live/bench" </dev/null >/dev/null &
-pids+=("$!")
+publish "rtmp://127.0.0.1:$rtmp/live/bench"
 sleep 2
 curl -sf "http://127.0.0.1:$http/live/bench.m3u8" >/dev/null
 sleep 6

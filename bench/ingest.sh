@@ -25,8 +25,7 @@ cpu_ns() { # "pid..."
 }
 measure() { # name "pid..." url
   local pub a b
-  ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$src" -c copy -f flv "$3" </dev/null >/dev/null 2>&1 &
-  pub=$!; pids+=("$pub")
+  publish "$3"; pub=$PUB
   sleep 4
   a=$(cpu_ns "$2"); sleep "$WINDOW"; b=$(cpu_ns "$2")
   printf '| %s | %d |\n' "$1" $(( (b - a) / WINDOW / 1000 ))
