@@ -4,7 +4,9 @@
 # and the same N over RTMP play from nginx-rtmp in the same run.
 # Prints a markdown table: server CPU per delivered byte, CPU %, RSS per viewer.
 #   bench/fanout.sh [N...]          (default: 100 500 1000)
-#   REPEAT=3 COALESCE=0 WINDOW=16 bench/fanout.sh 100   (rounds, other write_coalesce_ms, window s)
+#   REPEAT=3 COALESCE=0 WORKERS=2 WINDOW=16 bench/fanout.sh 100
+#     (rounds; other egress.write_coalesce_ms and server.workers settings beside the default;
+#     window in seconds)
 # Everything binds to 127.0.0.1; every process started here is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,14 +27,15 @@ source bench/common.sh
 make_source
 
 results=$work/results.jsonl
-run_streamgate() { # proto N coalesce_ms
+run_streamgate() { # proto N variant ("default", "coalesce=MS" or "workers=N")
   local http rtmp sg pub
   http=$(free_port); rtmp=$(free_port)
-  local config=()
-  if [ "$3" != default ]; then
-    printf '[egress]\nwrite_coalesce_ms = %s\n' "$3" >"$work/sg.toml"
-    config=(--config "$work/sg.toml")
-  fi
+  local config=() name=streamgate
+  case $3 in
+    coalesce=*) printf '[egress]\nwrite_coalesce_ms = %s\n' "${3#*=}" >"$work/sg.toml"; name="streamgate coalesce ${3#*=}ms" ;;
+    workers=*) printf '[server]\nworkers = %s\n' "${3#*=}" >"$work/sg.toml"; name="streamgate workers ${3#*=}" ;;
+  esac
+  [ "$3" = default ] || config=(--config "$work/sg.toml")
   "$SG" "${config[@]}" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn >"$work/sg.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_port "$http"; wait_port "$rtmp"
@@ -40,8 +43,6 @@ run_streamgate() { # proto N coalesce_ms
   sleep 2
   local url="http://127.0.0.1:$http/live/bench.flv"
   [ "$1" = rtmp ] && url="rtmp://127.0.0.1:$rtmp/live/bench"
-  local name=streamgate
-  [ "$3" = default ] || name="streamgate coalesce ${3}ms"
   "$LOADGEN" "$1" "$url" "$2" "$WARMUP" "$WINDOW" "$sg" | sed "s/^{/{\"server\":\"$name\",/" >>"$results"
   stop "$pub" "$sg"
 }
@@ -59,14 +60,18 @@ run_nginx() { # N
 }
 
 # COALESCE: other egress.write_coalesce_ms settings to measure beside the default (100 ms), e.g.
-# COALESCE=0 for a write per frame. REPEAT: rounds per N (each round runs every server once, so
+# COALESCE=0 for a write per frame; WORKERS: other server.workers settings beside the default
+# (1), e.g. WORKERS=2. REPEAT: rounds per N (each round runs every server once, so
 # drift on the machine hits all of them); the table gives medians and the range over rounds.
 REPEAT=${REPEAT:-1}
 for n in "${counts[@]}"; do
   for r in $(seq "$REPEAT"); do
-    for c in default ${COALESCE:-}; do
-      echo "N=$n round $r: streamgate HTTP-FLV (coalesce $c ms)" >&2; run_streamgate http "$n" "$c"
-      echo "N=$n round $r: streamgate RTMP (coalesce $c ms)" >&2; run_streamgate rtmp "$n" "$c"
+    variants=(default)
+    for c in ${COALESCE:-}; do variants+=("coalesce=$c"); done
+    for w in ${WORKERS:-}; do variants+=("workers=$w"); done
+    for v in "${variants[@]}"; do
+      echo "N=$n round $r: streamgate HTTP-FLV ($v)" >&2; run_streamgate http "$n" "$v"
+      echo "N=$n round $r: streamgate RTMP ($v)" >&2; run_streamgate rtmp "$n" "$v"
     done
     echo "N=$n round $r: nginx-rtmp RTMP" >&2; run_nginx "$n"
   done

@@ -133,6 +133,8 @@ pub struct ServerConfig {
     pub public_ip: String,
     pub log: String,
     pub socket_send_buffer: u32,
+    /// Async runtime worker threads; 0: one per core.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -222,6 +224,9 @@ impl Config {
         if self.server.https.is_some() {
             bail!("the HTTPS listener (--https) is not available in this build yet; put a TLS-terminating proxy in front (docs/deployment.md)");
         }
+        if self.server.workers > 1024 {
+            bail!("server.workers must be at most 1024 (0: one per core)");
+        }
         if !(128..=65536).contains(&self.rtmp.chunk_size) {
             bail!("rtmp.chunk_size must be 128..=65536");
         }
@@ -266,6 +271,7 @@ mod tests {
         assert_eq!(cfg.server.rtmp.port(), 1935);
         assert_eq!(cfg.server.webrtc_udp.port(), 8000);
         assert_eq!(cfg.rtmp.chunk_size, 4096);
+        assert_eq!(cfg.server.workers, 1);
     }
 
     #[test]
@@ -286,6 +292,11 @@ mod tests {
         assert_eq!(cfg.hub.queue_max_frames, 1024, "untouched keys keep defaults");
         std::fs::write(&path, "[server]\nhtp = \"x\"\n").unwrap();
         assert!(Config::load(&cli(&["--config", p])).is_err(), "unknown keys are refused");
+        std::fs::write(&path, "[server]\nworkers = 0\n").unwrap();
+        assert_eq!(Config::load(&cli(&["--config", p])).unwrap().server.workers, 0, "0: one per core");
+        std::fs::write(&path, "[server]\nworkers = 5000\n").unwrap();
+        let e = Config::load(&cli(&["--config", p])).unwrap_err().to_string();
+        assert!(e.contains("server.workers"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -74,14 +74,22 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli)?;
     if cli.print_config {
         print!("{}", toml::to_string_pretty(&config)?);
         return Ok(());
     }
+    // Multi-thread even with one worker: transcoding moves off it with `block_in_place`.
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        rt.worker_threads(config.server.workers);
+    }
+    rt.enable_all().build().context("starting the runtime")?.block_on(run(config))
+}
+
+async fn run(config: Config) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.server.log).context("--log filter")?)
         .with_target(false)
