@@ -3,6 +3,7 @@
 
 mod auth;
 mod config;
+mod flv_http;
 mod hls;
 mod http;
 mod io;
@@ -142,13 +143,11 @@ async fn run(config: Config) -> Result<()> {
     let rtmp_task = tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone()));
     let webrtc_task = tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_rx, state.clone()));
     let mut http_shutdown = shutdown_rx.clone();
+    let http_state = state.clone();
     let http_task = tokio::spawn(async move {
-        // Live media is latency-bound: no Nagle delay on play responses.
-        let listener = http_listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                warn!("TCP_NODELAY: {e}");
-            }
-        });
+        // HTTP-FLV plays are served on the socket; the rest reaches axum. `tap_io` is what gives a
+        // custom listener's connections their `ConnectInfo<SocketAddr>` (WHIP reads it).
+        let listener = flv_http::spawn(http_listener, http_state)?.tap_io(|_| {});
         axum::serve(listener, http::router(state).into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;

@@ -771,3 +771,119 @@ fn hls_of_a_video_only_and_an_audio_only_stream() {
         let _ = p.wait();
     }
 }
+
+/// Sends `request` on a fresh connection and reads until the server closes (or 20 s).
+fn raw_exchange(port: u16, request: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    raw
+}
+
+/// Splits a response into its head and its body, undoing chunked transfer coding; true if the
+/// chunked body ended with its last chunk.
+fn split_response(raw: &[u8]) -> (String, Vec<u8>, bool) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let mut rest = &raw[end..];
+    if !head.contains("transfer-encoding: chunked") {
+        return (head, rest.to_vec(), false);
+    }
+    let mut body = Vec::new();
+    while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return (head, body, &rest[nl..] == b"\r\n\r\n");
+        }
+        let data = &rest[nl + 2..];
+        if data.len() < size + 2 {
+            break;
+        }
+        body.extend_from_slice(&data[..size]);
+        assert_eq!(&data[size..size + 2], b"\r\n", "chunk trailer");
+        rest = &data[size + 2..];
+    }
+    (head, body, false)
+}
+
+/// HTTP-FLV is answered on the socket for a plain HTTP/1.1 GET and by hyper for the rest
+/// (HTTP/1.0, a second request on a kept-alive connection): both give the whole stream, playable,
+/// with the same headers; a viewer that floods the connection after its request is closed.
+#[test]
+fn http_flv_fast_path_and_hyper_path_agree() {
+    let gw = Gateway::start("flvpaths", "");
+    let dir = temp_dir("flvpaths");
+    let mut publisher = publish(&gw.rtmp_url("live/paths"), 6, "320x240");
+    gw.wait_live("live/paths", Duration::from_secs(10));
+    let port = gw.http;
+    let fast = std::thread::spawn(move || raw_exchange(port, b"GET /live/paths.flv?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let old = std::thread::spawn(move || raw_exchange(port, b"GET /live/paths.flv HTTP/1.0\r\n\r\n"));
+    let kept = std::thread::spawn(move || {
+        raw_exchange(
+            port,
+            b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n\r\nGET /live/paths.flv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    // A player that keeps sending after its request: closed, nobody else notices.
+    let flood = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /live/paths.flv HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // After the response has begun (sent with the request, the junk would look like a
+        // pipelined request and go to hyper).
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut s, &mut first).unwrap();
+        let junk = vec![b'x'; 16 * 1024];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if s.write_all(&junk).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    });
+    assert!(flood.join().unwrap(), "a flooding viewer was not closed");
+
+    let (head, body, last_chunk) = split_response(&fast.join().unwrap());
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    for h in [
+        "content-type: video/x-flv",
+        "access-control-allow-origin: *",
+        "cache-control: no-cache",
+    ] {
+        assert!(head.contains(h), "{h} missing: {head}");
+    }
+    assert!(last_chunk, "the stream's end is the last chunk");
+    let (old_head, old_body, _) = split_response(&old.join().unwrap());
+    assert!(
+        old_head.starts_with("http/1.0 200") && old_head.contains("video/x-flv"),
+        "{old_head}"
+    );
+    let kept = kept.join().unwrap();
+    let second = kept.windows(8).rposition(|w| w == b"HTTP/1.1").expect("two responses");
+    let (kept_head, kept_body, kept_last) = split_response(&kept[second..]);
+    assert!(kept_head.contains("video/x-flv") && kept_last, "{kept_head}");
+
+    for (name, flv) in [("fast", body), ("http10", old_body), ("keptalive", kept_body)] {
+        assert_eq!(&flv[..3], b"FLV", "{name}");
+        let path = dir.join(format!("{name}.flv"));
+        std::fs::write(&path, &flv).unwrap();
+        let packets = probe_packets(&path);
+        let video = packets.iter().filter(|p| p.video).count();
+        let audio = packets.len() - video;
+        // 6 s at 30 fps from the keyframe a viewer starts at.
+        assert!(video >= 120 && audio >= 150, "{name}: {video} video, {audio} audio packets");
+        assert_eq!(probe_codecs(path.to_str().unwrap()), ["h264", "aac"], "{name}");
+    }
+    let _ = publisher.wait();
+    let m = gw.get("/metrics").2;
+    let errors = m
+        .lines()
+        .find(|l| l.starts_with("streamgate_connection_errors_total{protocol=\"http-flv\"}"))
+        .unwrap_or("")
+        .to_owned();
+    assert!(errors.ends_with(" 1"), "the flood counted as an error: {errors}");
+}

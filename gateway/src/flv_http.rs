@@ -1,0 +1,403 @@
+//! HTTP-FLV plays served straight on the socket, in front of hyper.
+//!
+//! Every HTTP connection's first request head is read here. A plain `GET /{app}/{stream}.flv`
+//! over HTTP/1.1 for a live stream is answered on the socket itself: a fixed response head, then
+//! each batch of FLV tags as one chunk, written with one `writev`, as RTMP play does. Everything
+//! else (other routes, HEAD, WebSocket upgrades, HTTP/1.0, a key that is not live yet, heads we
+//! do not understand) goes on to axum/hyper with the bytes read so far put back in front
+//! ([`Rewind`]), so it behaves as if this module did not exist.
+//!
+//! Why: hyper streams a body as one chunk per `Bytes` (header and payload of every FLV tag), with
+//! its own polling and encoding for each; for a 2 Mb/s stream that was ~10 % of the CPU per
+//! viewer (docs/benchmarks.md).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use egress::flv::FlvViewer;
+use media::{StreamKey, Subscriber};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::io::{write_all_vectored, Batcher};
+use crate::state::SharedState;
+
+/// Longest request head read here; longer ones go to hyper, which enforces its own limits.
+const MAX_HEAD: usize = 8 * 1024;
+/// A connection that sends no complete request head in this long is closed.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes a player may send after its request (it should send none) before it is closed.
+const MAX_TRAILING_INPUT: usize = 64 * 1024;
+
+/// What a connection's first bytes are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// Not a whole request head yet.
+    Partial,
+    /// `GET /{app}/{stream}.flv` over HTTP/1.1 with nothing hyper must see (no body, no upgrade,
+    /// nothing pipelined after it): served here if the stream is live.
+    FlvPlay { app: String, stream: String },
+    /// Anything else: hyper's.
+    Other,
+}
+
+/// Classifies a connection's first bytes (sans-IO).
+pub fn classify(buf: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Ok(httparse::Status::Complete(len)) => len,
+        Err(_) => return Head::Other,
+    };
+    if len != buf.len() || req.method != Some("GET") || req.version != Some(1) {
+        return Head::Other;
+    }
+    const HYPERS: [&str; 5] = ["upgrade", "content-length", "transfer-encoding", "expect", "connection"];
+    for h in req.headers.iter() {
+        if HYPERS.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+            && !(h.name.eq_ignore_ascii_case("connection") && plain_connection(h.value))
+        {
+            return Head::Other;
+        }
+    }
+    let path = req.path.unwrap_or("");
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    // Percent-escapes are decoded by axum's router; leave those requests to it.
+    let Some(rest) = path.strip_prefix('/').filter(|p| !p.contains('%')) else {
+        return Head::Other;
+    };
+    let Some((app, file)) = rest.split_once('/') else {
+        return Head::Other;
+    };
+    match file.strip_suffix(".flv") {
+        Some(stream) if !app.is_empty() && !stream.is_empty() && !file.contains('/') => Head::FlvPlay {
+            app: app.to_owned(),
+            stream: stream.to_owned(),
+        },
+        _ => Head::Other,
+    }
+}
+
+/// `Connection: keep-alive` or `close` only (an `Upgrade` token means a protocol switch).
+fn plain_connection(v: &[u8]) -> bool {
+    v.split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+    })
+}
+
+/// The response head of a play: what axum's route sends for the same request (content type,
+/// caching, the CORS headers of the router's layer), chunked, and `Connection: close` since the
+/// connection ends with the stream.
+pub fn response_head(cors_allow_origin: &str) -> Bytes {
+    let valid = axum::http::HeaderValue::from_str(cors_allow_origin).is_ok();
+    let origin = if valid { cors_allow_origin } else { "null" };
+    let vary = if origin == "*" {
+        ""
+    } else {
+        "vary: origin, access-control-request-method, access-control-request-headers\r\n"
+    };
+    Bytes::from(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: video/x-flv\r\ncache-control: no-cache, no-store\r\n\
+         access-control-allow-origin: {origin}\r\naccess-control-expose-headers: location,link,etag\r\n{vary}\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    ))
+}
+
+/// The connections that are not served here, for `axum::serve`.
+pub struct Rest {
+    rx: mpsc::Receiver<(Rewind, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for Rest {
+    type Io = Rewind;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Rewind, SocketAddr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop has stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Accepts on `listener`, serves HTTP-FLV plays, and hands every other connection to the
+/// returned listener.
+pub fn spawn(listener: TcpListener, st: SharedState) -> io::Result<Rest> {
+    let local = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(accept_loop(listener, tx, st));
+    Ok(Rest { rx, local })
+}
+
+async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<(Rewind, SocketAddr)>, st: SharedState) {
+    let mut shutdown = st.shutdown.clone();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => {
+                    // Live media is latency-bound: no Nagle delay.
+                    if let Err(e) = sock.set_nodelay(true) {
+                        warn!("TCP_NODELAY: {e}");
+                    }
+                    tokio::spawn(route(sock, peer, tx.clone(), st.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    warn!("HTTP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn route(mut sock: TcpStream, peer: SocketAddr, tx: mpsc::Sender<(Rewind, SocketAddr)>, st: SharedState) {
+    let mut buf = BytesMut::with_capacity(1024);
+    let read_head = async {
+        loop {
+            if sock.read_buf(&mut buf).await? == 0 {
+                return Ok::<_, io::Error>(Head::Other); // hyper sees the same EOF
+            }
+            match classify(&buf) {
+                Head::Partial if buf.len() < MAX_HEAD => continue,
+                Head::Partial => return Ok(Head::Other),
+                h => return Ok(h),
+            }
+        }
+    };
+    match tokio::time::timeout(HEAD_TIMEOUT, read_head).await {
+        Ok(Ok(Head::FlvPlay { app, stream })) => {
+            // A bad name or a key that is not live: axum answers (400, 404, or waits for a
+            // publisher as configured).
+            if let Ok(key) = StreamKey::new(&app, &stream) {
+                if let Ok(sub) = st.hub.subscribe(&key, "http-flv") {
+                    let span = tracing::info_span!("play", %key, protocol = "http-flv", %peer);
+                    serve(sock, sub, st).instrument(span).await;
+                    return;
+                }
+            }
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            debug!(%peer, "HTTP read: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "no request head in {} s", HEAD_TIMEOUT.as_secs());
+            return;
+        }
+    }
+    let _ = tx.send((Rewind::new(buf.freeze(), sock), peer)).await;
+}
+
+/// Streams FLV to one viewer until the stream ends, the viewer goes, or the gateway stops.
+async fn serve(mut sock: TcpStream, mut sub: Subscriber, st: SharedState) {
+    let counters = &st.counters.http_flv;
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    info!("viewer joined");
+    let (mut rd, mut wr) = sock.split();
+    let mut viewer = FlvViewer::new();
+    let mut tags = Vec::new();
+    let mut out = vec![response_head(&st.config.http.cors_allow_origin)];
+    let mut batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
+    let mut shutdown = st.shutdown.clone();
+    let mut input = [0u8; 512];
+    let mut input_total = 0;
+    let why = loop {
+        tokio::select! {
+            batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut tags)) => {
+                let ended = batch.is_none();
+                let n: usize = tags.iter().map(Bytes::len).sum();
+                if n > 0 {
+                    out.push(Bytes::from(format!("{n:x}\r\n")));
+                    out.append(&mut tags);
+                    out.push(Bytes::from_static(b"\r\n"));
+                }
+                if ended {
+                    out.push(Bytes::from_static(b"0\r\n\r\n"));
+                }
+                if let Err(e) = write_all_vectored(&mut wr, &mut out).await {
+                    break format!("write: {e}");
+                }
+                counters.add_out(n);
+                if ended {
+                    break "stream ended".to_owned();
+                }
+            }
+            r = rd.read(&mut input) => match r {
+                Ok(0) => break "viewer closed".to_owned(),
+                Err(e) => break format!("read: {e}"),
+                Ok(n) => {
+                    input_total += n;
+                    if input_total > MAX_TRAILING_INPUT {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        break format!("viewer sent {input_total} bytes after its request");
+                    }
+                }
+            },
+            _ = shutdown.changed() => break "shutting down".to_owned(),
+        }
+    };
+    let _ = wr.shutdown().await;
+    info!(dropped = sub.dropped(), why, "viewer left");
+}
+
+/// A socket with bytes already read from it put back in front, for hyper.
+pub struct Rewind {
+    prefix: Bytes,
+    io: TcpStream,
+}
+
+impl Rewind {
+    fn new(prefix: Bytes, io: TcpStream) -> Self {
+        Self { prefix, io }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn play(app: &str, stream: &str) -> Head {
+        Head::FlvPlay {
+            app: app.into(),
+            stream: stream.into(),
+        }
+    }
+
+    #[test]
+    fn plain_flv_gets_are_served_here() {
+        assert_eq!(classify(b"GET /live/a.flv HTTP/1.1\r\nHost: x\r\n\r\n"), play("live", "a"));
+        // What browsers' fetch sends; a query (tokens, cache busters) is ignored as axum does.
+        let chrome = b"GET /live/cam-1.flv?t=123 HTTP/1.1\r\nHost: x:8080\r\nConnection: keep-alive\r\n\
+            Origin: http://y\r\nAccept: */*\r\nUser-Agent: Mozilla/5.0\r\n\r\n";
+        assert_eq!(classify(chrome), play("live", "cam-1"));
+        assert_eq!(
+            classify(b"GET /live/a.flv HTTP/1.1\r\nConnection: Close\r\n\r\n"),
+            play("live", "a")
+        );
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        let full = b"GET /live/a.flv HTTP/1.1\r\nHost: x\r\n\r\n";
+        for n in 1..full.len() {
+            assert_eq!(classify(&full[..n]), Head::Partial, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        for req in [
+            &b"HEAD /live/a.flv HTTP/1.1\r\n\r\n"[..],
+            b"GET /live/a.flv HTTP/1.0\r\n\r\n",
+            b"GET /live/a.m3u8 HTTP/1.1\r\n\r\n",
+            b"GET /api/v1/streams HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET /a.flv HTTP/1.1\r\n\r\n",
+            b"GET /ll/live/a.flv HTTP/1.1\r\n\r\n",
+            b"GET /live/.flv HTTP/1.1\r\n\r\n",
+            b"GET //a.flv HTTP/1.1\r\n\r\n",
+            b"GET /live/a%20b.flv HTTP/1.1\r\n\r\n",
+            b"GET http://x/live/a.flv HTTP/1.1\r\n\r\n",
+            b"POST /live/a.flv HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            // WebSocket-FLV is the same URL, upgraded.
+            b"GET /live/a.flv HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /live/a.flv HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /live/a.flv HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            // A second request pipelined behind the first.
+            b"GET /live/a.flv HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"GET /live/a.flv HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            assert_eq!(classify(req), Head::Other, "{}", String::from_utf8_lossy(req));
+        }
+        let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(classify(format!("GET /live/a.flv HTTP/1.1\r\n{many}\r\n").as_bytes()), Head::Other);
+    }
+
+    #[test]
+    fn response_head_matches_the_cors_setting() {
+        let any = response_head("*");
+        let any = std::str::from_utf8(&any).unwrap();
+        assert!(any.starts_with("HTTP/1.1 200 OK\r\n") && any.ends_with("\r\n\r\n"));
+        assert!(any.contains("content-type: video/x-flv\r\n") && any.contains("transfer-encoding: chunked\r\n"));
+        assert!(any.contains("access-control-allow-origin: *\r\n") && !any.contains("vary"));
+        let one = response_head("https://site.example");
+        let one = std::str::from_utf8(&one).unwrap();
+        assert!(one.contains("access-control-allow-origin: https://site.example\r\n") && one.contains("\r\nvary: origin,"));
+        let bad = response_head("x\r\ny: z");
+        assert!(std::str::from_utf8(&bad).unwrap().contains("access-control-allow-origin: null\r\n"));
+    }
+
+    #[tokio::test]
+    async fn rewind_replays_the_prefix_then_the_socket() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b" world").await.unwrap();
+            let mut back = Vec::new();
+            c.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let (s, _) = l.accept().await.unwrap();
+        let mut r = Rewind::new(Bytes::from_static(b"hello"), s);
+        let mut got = vec![0u8; 11];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello world");
+        r.write_all(b"ok").await.unwrap();
+        r.shutdown().await.unwrap();
+        assert_eq!(client.await.unwrap(), b"ok");
+    }
+}
