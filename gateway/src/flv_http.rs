@@ -29,12 +29,15 @@ use tracing::{debug, info, warn, Instrument};
 use crate::io::{write_all_vectored, Batcher};
 use crate::state::SharedState;
 
-/// Longest request head read here; longer ones go to hyper, which enforces its own limits.
+/// Longest request head read here; a longer one goes to hyper as it is (hyper limits the size of a
+/// head, but with no timer set on it not the time it takes to arrive).
 const MAX_HEAD: usize = 8 * 1024;
 /// A connection that sends no complete request head in this long is closed.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes a player may send after its request (it should send none) before it is closed.
 const MAX_TRAILING_INPUT: usize = 64 * 1024;
+/// The last write to a viewer at shutdown (the end of the chunked body) waits at most this long.
+const LAST_WRITE: Duration = Duration::from_secs(1);
 
 /// What a connection's first bytes are.
 #[derive(Debug, PartialEq, Eq)]
@@ -97,7 +100,7 @@ fn plain_connection(v: &[u8]) -> bool {
 /// The response head of a play: what axum's route sends for the same request (content type,
 /// caching, the CORS headers of the router's layer), chunked, and `Connection: close` since the
 /// connection ends with the stream.
-pub fn response_head(cors_allow_origin: &str) -> Bytes {
+pub fn response_head(cors_allow_origin: &str, date: &str) -> Bytes {
     let valid = axum::http::HeaderValue::from_str(cors_allow_origin).is_ok();
     let origin = if valid { cors_allow_origin } else { "null" };
     let vary = if origin == "*" {
@@ -106,10 +109,37 @@ pub fn response_head(cors_allow_origin: &str) -> Bytes {
         "vary: origin, access-control-request-method, access-control-request-headers\r\n"
     };
     Bytes::from(format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: video/x-flv\r\ncache-control: no-cache, no-store\r\n\
+        "HTTP/1.1 200 OK\r\ndate: {date}\r\ncontent-type: video/x-flv\r\ncache-control: no-cache, no-store\r\n\
          access-control-allow-origin: {origin}\r\naccess-control-expose-headers: location,link,etag\r\n{vary}\
          transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     ))
+}
+
+/// An HTTP date (IMF-fixdate, RFC 9110 5.6.7) for `t`.
+pub fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let weekday = WEEKDAYS[usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
+    let month = MONTHS[usize::try_from(month - 1).unwrap_or(0)];
+    format!(
+        "{weekday}, {day:02} {month} {year} {:02}:{:02}:{:02} GMT",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The connections that are not served here, for `axum::serve`.
@@ -214,48 +244,72 @@ async fn serve(mut sock: TcpStream, mut sub: Subscriber, st: SharedState) {
     let (mut rd, mut wr) = sock.split();
     let mut viewer = FlvViewer::new();
     let mut tags = Vec::new();
-    let mut out = vec![response_head(&st.config.http.cors_allow_origin)];
+    // A viewer that takes nothing for this long (a zero receive window) is closed; its queue in
+    // the hub was dropping by GOP meanwhile.
+    let stalled = Duration::from_secs(st.config.rtmp.idle_timeout_secs.max(1));
+    // The head goes out at once, as hyper's did, even before the first frame.
+    let head = response_head(&st.config.http.cors_allow_origin, &http_date(std::time::SystemTime::now()));
+    let mut out = vec![head];
     let mut batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
     let mut shutdown = st.shutdown.clone();
     let mut input = [0u8; 512];
     let mut input_total = 0;
-    let why = loop {
-        tokio::select! {
-            batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut tags)) => {
-                let ended = batch.is_none();
-                let n: usize = tags.iter().map(Bytes::len).sum();
-                if n > 0 {
-                    out.push(Bytes::from(format!("{n:x}\r\n")));
-                    out.append(&mut tags);
-                    out.push(Bytes::from_static(b"\r\n"));
-                }
-                if ended {
-                    out.push(Bytes::from_static(b"0\r\n\r\n"));
-                }
-                if let Err(e) = write_all_vectored(&mut wr, &mut out).await {
-                    break format!("write: {e}");
-                }
-                counters.add_out(n);
-                if ended {
-                    break "stream ended".to_owned();
-                }
-            }
-            r = rd.read(&mut input) => match r {
-                Ok(0) => break "viewer closed".to_owned(),
-                Err(e) => break format!("read: {e}"),
-                Ok(n) => {
-                    input_total += n;
-                    if input_total > MAX_TRAILING_INPUT {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                        break format!("viewer sent {input_total} bytes after its request");
+    let why = 'conn: {
+        if let Err(e) = timeout_write(&mut wr, &mut out, stalled).await {
+            break 'conn e;
+        }
+        loop {
+            tokio::select! {
+                batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut tags)) => {
+                    let ended = batch.is_none();
+                    let n: usize = tags.iter().map(Bytes::len).sum();
+                    if n > 0 {
+                        out.push(Bytes::from(format!("{n:x}\r\n")));
+                        out.append(&mut tags);
+                        out.push(Bytes::from_static(b"\r\n"));
+                    }
+                    if ended {
+                        out.push(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    if let Err(e) = timeout_write(&mut wr, &mut out, stalled).await {
+                        break 'conn e;
+                    }
+                    counters.add_out(n);
+                    if ended {
+                        break 'conn "stream ended".to_owned();
                     }
                 }
-            },
-            _ = shutdown.changed() => break "shutting down".to_owned(),
+                r = rd.read(&mut input) => match r {
+                    Ok(0) => break 'conn "viewer closed".to_owned(),
+                    Err(e) => break 'conn format!("read: {e}"),
+                    Ok(n) => {
+                        input_total += n;
+                        if input_total > MAX_TRAILING_INPUT {
+                            counters.errors.fetch_add(1, Ordering::Relaxed);
+                            break 'conn format!("viewer sent {input_total} bytes after its request");
+                        }
+                    }
+                },
+                _ = shutdown.changed() => {
+                    // End the chunked body properly, so players see an end, not a broken response.
+                    let mut last = vec![Bytes::from_static(b"0\r\n\r\n")];
+                    let _ = timeout_write(&mut wr, &mut last, LAST_WRITE).await;
+                    break 'conn "shutting down".to_owned();
+                }
+            }
         }
     };
     let _ = wr.shutdown().await;
     info!(dropped = sub.dropped(), why, "viewer left");
+}
+
+/// `write_all_vectored`, given up after `limit`; the error says why.
+async fn timeout_write<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<Bytes>, limit: Duration) -> Result<(), String> {
+    match tokio::time::timeout(limit, write_all_vectored(w, bufs)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("write: {e}")),
+        Err(_) => Err(format!("viewer took nothing for {} s", limit.as_secs())),
+    }
 }
 
 /// A socket with bytes already read from it put back in front, for hyper.
@@ -276,6 +330,9 @@ impl AsyncRead for Rewind {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                self.prefix = Bytes::new(); // frees the head buffer for the connection's lifetime
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
@@ -368,16 +425,25 @@ mod tests {
 
     #[test]
     fn response_head_matches_the_cors_setting() {
-        let any = response_head("*");
+        let any = response_head("*", "Sun, 29 Nov 2026 16:00:00 GMT");
         let any = std::str::from_utf8(&any).unwrap();
-        assert!(any.starts_with("HTTP/1.1 200 OK\r\n") && any.ends_with("\r\n\r\n"));
+        assert!(any.starts_with("HTTP/1.1 200 OK\r\ndate: Sun, 29 Nov 2026 16:00:00 GMT\r\n") && any.ends_with("\r\n\r\n"));
         assert!(any.contains("content-type: video/x-flv\r\n") && any.contains("transfer-encoding: chunked\r\n"));
         assert!(any.contains("access-control-allow-origin: *\r\n") && !any.contains("vary"));
-        let one = response_head("https://site.example");
+        let one = response_head("https://site.example", "");
         let one = std::str::from_utf8(&one).unwrap();
         assert!(one.contains("access-control-allow-origin: https://site.example\r\n") && one.contains("\r\nvary: origin,"));
-        let bad = response_head("x\r\ny: z");
+        let bad = response_head("x\r\ny: z", "");
         assert!(std::str::from_utf8(&bad).unwrap().contains("access-control-allow-origin: null\r\n"));
+    }
+
+    #[test]
+    fn http_dates() {
+        let at = |s: u64| http_date(std::time::UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT"); // RFC 9110's example
+        assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(at(1_798_761_599), "Thu, 31 Dec 2026 23:59:59 GMT");
     }
 
     #[tokio::test]

@@ -309,3 +309,36 @@ async fn stuck_viewer_is_bounded_and_harms_nobody() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// An HTTP-FLV viewer that takes nothing at all (its writes stall) is closed after
+/// `rtmp.idle_timeout_secs`, and its subscription ends with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_http_flv_viewer_is_closed() {
+    let gw = Gateway::start("stalled", "[rtmp]\nidle_timeout_secs = 2\n");
+    let mut publisher = publish(&gw.rtmp_url("live/stalled"), 30, "640x360");
+    gw.wait_live("live/stalled", Duration::from_secs(10));
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = sock.connect(([127, 0, 0, 1], gw.http).into()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /live/stalled.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let viewers = |gw: &Gateway| {
+        gw.stream("live/stalled")
+            .map_or(0, |s| s["viewers"]["http-flv"].as_u64().unwrap_or(0))
+    };
+    let t0 = Instant::now();
+    while viewers(&gw) == 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(viewers(&gw), 1, "{}", gw.stream("live/stalled").unwrap());
+    // The kernel buffers (256 KiB send buffer, doubled) fill within seconds, then 2 s of stall.
+    while !gw.log().contains("viewer took nothing for 2 s") {
+        assert!(t0.elapsed() < Duration::from_secs(25), "stalled viewer still open: {}", gw.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(viewers(&gw), 0, "{}", gw.stream("live/stalled").unwrap());
+    drop(stuck);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
