@@ -263,6 +263,16 @@ fn bad_rtmp_input_closes_only_that_connection() {
     let _ = publisher.wait();
 }
 
+/// An HTTP-FLV request from a socket with a tiny receive buffer, which the caller never reads.
+async fn stuck_http_viewer(port: u16, path: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.unwrap();
+    s
+}
+
 /// A viewer that connects and never reads, over HTTP-FLV and over RTMP, with a tiny receive
 /// buffer: the publisher and a normal viewer keep full frame rate, the stuck queues stay bounded
 /// and the drop counter rises.
@@ -272,12 +282,7 @@ async fn stuck_viewer_is_bounded_and_harms_nobody() {
     let mut publisher = publish(&gw.rtmp_url("live/stuck"), 20, "640x360");
     gw.wait_live("live/stuck", Duration::from_secs(10));
 
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut stuck_http = sock.connect(([127, 0, 0, 1], gw.http).into()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stuck_http, b"GET /live/stuck.flv HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let stuck_http = stuck_http_viewer(gw.http, "/live/stuck.flv").await;
     let mut stuck_rtmp = rtmp_connect(gw.rtmp);
     stuck_rtmp.write_all(&connect_cmd("live")).unwrap();
     stuck_rtmp.write_all(&publish_cmd("play", "stuck")).unwrap();
@@ -317,12 +322,7 @@ async fn stalled_http_flv_viewer_is_closed() {
     let gw = Gateway::start("stalled", "[rtmp]\nidle_timeout_secs = 2\n");
     let mut publisher = publish(&gw.rtmp_url("live/stalled"), 30, "640x360");
     gw.wait_live("live/stalled", Duration::from_secs(10));
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let mut stuck = sock.connect(([127, 0, 0, 1], gw.http).into()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /live/stalled.flv HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let stuck = stuck_http_viewer(gw.http, "/live/stalled.flv").await;
     let viewers = |gw: &Gateway| {
         gw.stream("live/stalled")
             .map_or(0, |s| s["viewers"]["http-flv"].as_u64().unwrap_or(0))
