@@ -182,26 +182,33 @@ async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
     let mut out = Vec::new();
     let counters: &ProtocolCounters = &st.counters.ws_flv;
     let mut batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
+    let stalled = Duration::from_secs(st.config.rtmp.idle_timeout_secs.max(1));
     loop {
         tokio::select! {
             batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut out)) => {
                 if batch.is_none() {
                     break;
                 }
-                // Queue every message, then one flush: one write for the batch.
-                let mut n = 0;
-                for b in out.drain(..) {
-                    n += b.len();
-                    if socket.feed(Message::Binary(b)).await.is_err() {
+                // Queue every message, then one flush: one write for the batch. A viewer that
+                // takes nothing for the idle timeout is closed (its hub queue was dropping by GOP).
+                let n: usize = out.iter().map(Bytes::len).sum();
+                let write = async {
+                    for b in out.drain(..) {
+                        socket.feed(Message::Binary(b)).await?;
+                    }
+                    socket.flush().await
+                };
+                match tokio::time::timeout(stalled, write).await {
+                    Ok(Ok(())) => counters.add_out(n),
+                    Ok(Err(_)) => {
                         debug!("viewer gone");
                         return;
                     }
+                    Err(_) => {
+                        info!(dropped = sub.dropped(), "viewer left: took nothing for {} s", stalled.as_secs());
+                        return;
+                    }
                 }
-                if socket.flush().await.is_err() {
-                    debug!("viewer gone");
-                    return;
-                }
-                counters.add_out(n);
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,

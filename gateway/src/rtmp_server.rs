@@ -256,8 +256,12 @@ async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdow
                     let _ = conn.wr.shutdown().await;
                     return Ok(());
                 }
-                // One write carries the whole batch.
-                let n = write_all_vectored(&mut conn.wr, &mut out).await.context("write to player")?;
+                // One write carries the whole batch. A player that takes nothing for the idle
+                // timeout (a zero receive window) is closed; its hub queue was dropping by GOP.
+                let n = tokio::time::timeout(conn.idle, write_all_vectored(&mut conn.wr, &mut out))
+                    .await
+                    .map_err(|_| anyhow!("player took nothing for {} s", conn.idle.as_secs()))?
+                    .context("write to player")?;
                 conn.state.counters.rtmp.add_out(n);
             }
             r = conn.rd.read(&mut conn.buf) => {

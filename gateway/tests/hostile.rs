@@ -27,7 +27,18 @@ fn xorshift_bytes(n: usize, mut x: u64) -> Vec<u8> {
 
 /// Connects and completes the RTMP handshake.
 fn rtmp_connect(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    rtmp_connect_with(TcpStream::connect(("127.0.0.1", port)).unwrap())
+}
+
+/// The same, from a socket with a tiny receive buffer (a player that can take little).
+fn rtmp_connect_small(port: u16) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+    rtmp_connect_with(sock.into())
+}
+
+fn rtmp_connect_with(mut s: TcpStream) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut c0c1 = vec![3u8];
     c0c1.extend(xorshift_bytes(1536, 7));
@@ -263,12 +274,13 @@ fn bad_rtmp_input_closes_only_that_connection() {
     let _ = publisher.wait();
 }
 
-/// An HTTP-FLV request from a socket with a tiny receive buffer, which the caller never reads.
-async fn stuck_http_viewer(port: u16, path: &str) -> tokio::net::TcpStream {
+/// An HTTP-FLV request (with `extra` header lines, each ending in CRLF) from a socket with a tiny
+/// receive buffer, which the caller never reads.
+async fn stuck_http_viewer(port: u16, path: &str, extra: &str) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut s = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
     tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.unwrap();
     s
 }
@@ -282,7 +294,7 @@ async fn stuck_viewer_is_bounded_and_harms_nobody() {
     let mut publisher = publish(&gw.rtmp_url("live/stuck"), 20, "640x360");
     gw.wait_live("live/stuck", Duration::from_secs(10));
 
-    let stuck_http = stuck_http_viewer(gw.http, "/live/stuck.flv").await;
+    let stuck_http = stuck_http_viewer(gw.http, "/live/stuck.flv", "").await;
     let mut stuck_rtmp = rtmp_connect(gw.rtmp);
     stuck_rtmp.write_all(&connect_cmd("live")).unwrap();
     stuck_rtmp.write_all(&publish_cmd("play", "stuck")).unwrap();
@@ -315,30 +327,45 @@ async fn stuck_viewer_is_bounded_and_harms_nobody() {
     let _ = publisher.wait();
 }
 
-/// An HTTP-FLV viewer that takes nothing at all (its writes stall) is closed after
-/// `rtmp.idle_timeout_secs`, and its subscription ends with it.
+/// Viewers that take nothing at all (their writes stall), over HTTP-FLV, WS-FLV and RTMP, are
+/// closed after `rtmp.idle_timeout_secs`, and their subscriptions end with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_http_flv_viewer_is_closed() {
+async fn stalled_viewers_are_closed() {
     let gw = Gateway::start("stalled", "[rtmp]\nidle_timeout_secs = 2\n");
     let mut publisher = publish(&gw.rtmp_url("live/stalled"), 30, "640x360");
     gw.wait_live("live/stalled", Duration::from_secs(10));
-    let stuck = stuck_http_viewer(gw.http, "/live/stalled.flv").await;
-    let viewers = |gw: &Gateway| {
-        gw.stream("live/stalled")
-            .map_or(0, |s| s["viewers"]["http-flv"].as_u64().unwrap_or(0))
-    };
+    let http = stuck_http_viewer(gw.http, "/live/stalled.flv", "").await;
+    let ws = stuck_http_viewer(
+        gw.http,
+        "/live/stalled.flv",
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    )
+    .await;
+    let mut rtmp = rtmp_connect_small(gw.rtmp);
+    rtmp.write_all(&connect_cmd("live")).unwrap();
+    rtmp.write_all(&publish_cmd("play", "stalled")).unwrap();
+    let viewers = |gw: &Gateway| gw.stream("live/stalled").map_or(0, |s| s["viewers_total"].as_u64().unwrap_or(0));
     let t0 = Instant::now();
-    while viewers(&gw) == 0 && t0.elapsed() < Duration::from_secs(5) {
+    while viewers(&gw) < 3 && t0.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(viewers(&gw), 1, "{}", gw.stream("live/stalled").unwrap());
+    assert_eq!(viewers(&gw), 3, "{}", gw.stream("live/stalled").unwrap());
     // The kernel buffers (256 KiB send buffer, doubled) fill within seconds, then 2 s of stall.
-    while !gw.log().contains("viewer took nothing for 2 s") {
-        assert!(t0.elapsed() < Duration::from_secs(25), "stalled viewer still open: {}", gw.log());
+    let closed = [
+        "viewer took nothing for 2 s",
+        "viewer left: took nothing for 2 s",
+        "player took nothing for 2 s",
+    ];
+    while !closed.iter().all(|l| gw.log().contains(l)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "a stalled viewer is still open: {}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(viewers(&gw), 0, "{}", gw.stream("live/stalled").unwrap());
-    drop(stuck);
+    drop((http, ws, rtmp));
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
