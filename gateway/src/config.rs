@@ -158,6 +158,8 @@ pub struct RtmpSection {
 pub struct HttpSection {
     pub cors_allow_origin: String,
     pub flv_wait_ms: u64,
+    /// A request head must arrive whole within this (every request of a connection).
+    pub request_head_timeout_secs: u64,
 }
 
 /// Merges a partial TOML document over the defaults, key by key.
@@ -223,6 +225,9 @@ impl Config {
         }
         if self.server.https.is_some() {
             bail!("the HTTPS listener (--https) is not available in this build yet; put a TLS-terminating proxy in front (docs/deployment.md)");
+        }
+        if !(1..=3600).contains(&self.http.request_head_timeout_secs) {
+            bail!("http.request_head_timeout_secs must be 1..=3600");
         }
         if self.server.workers > 1024 {
             bail!("server.workers must be at most 1024 (0: one per core)");

@@ -4,8 +4,9 @@
 //! over HTTP/1.1 for a live stream is answered on the socket itself: a fixed response head, then
 //! each batch of FLV tags as one chunk, written with one `writev`, as RTMP play does. Everything
 //! else (other routes, HEAD, WebSocket upgrades, HTTP/1.0, a key that is not live yet, heads we
-//! do not understand) goes on to axum/hyper with the bytes read so far put back in front
-//! ([`Rewind`]), so it behaves as if this module did not exist.
+//! do not understand) goes on to axum's router behind hyper, with the bytes read so far put back
+//! in front ([`Rewind`]), so it behaves as if this module did not exist. Every request head,
+//! here or in hyper, must arrive within `http.request_head_timeout_secs`.
 //!
 //! Why: hyper streams a body as one chunk per `Bytes` (header and payload of every FLV tag), with
 //! its own polling and encoding for each; for a 2 Mb/s stream that was ~10 % of the CPU per
@@ -23,17 +24,14 @@ use egress::flv::FlvViewer;
 use media::{StreamKey, Subscriber};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::io::{write_all_vectored, Batcher};
 use crate::state::SharedState;
 
-/// Longest request head read here; a longer one goes to hyper as it is (hyper limits the size of a
-/// head, but with no timer set on it not the time it takes to arrive).
+/// Longest request head read here; a longer one goes to hyper as it is (which bounds its size and,
+/// with the same timeout, the time it takes to arrive).
 const MAX_HEAD: usize = 8 * 1024;
-/// A connection that sends no complete request head in this long is closed.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes a player may send after its request (it should send none) before it is closed.
 const MAX_TRAILING_INPUT: usize = 64 * 1024;
 /// The last write to a viewer at shutdown (the end of the chunked body) waits at most this long.
@@ -133,40 +131,12 @@ pub fn http_date(t: std::time::SystemTime) -> String {
     )
 }
 
-/// The connections that are not served here, for `axum::serve`.
-pub struct Rest {
-    rx: mpsc::Receiver<(Rewind, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for Rest {
-    type Io = Rewind;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Rewind, SocketAddr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept loop has stopped (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-/// Accepts on `listener`, serves HTTP-FLV plays, and hands every other connection to the
-/// returned listener.
-pub fn spawn(listener: TcpListener, st: SharedState) -> io::Result<Rest> {
-    let local = listener.local_addr()?;
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(accept_loop(listener, tx, st));
-    Ok(Rest { rx, local })
-}
-
-async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<(Rewind, SocketAddr)>, st: SharedState) {
+/// Accepts on `listener` until shutdown: serves HTTP-FLV plays, and every other connection with
+/// hyper and `router`. Returns once every connection has closed (the caller bounds the wait).
+pub async fn serve(listener: TcpListener, router: axum::Router, st: SharedState) {
     let mut shutdown = st.shutdown.clone();
+    // One clone per open connection: the count says when all have closed.
+    let open = std::sync::Arc::new(());
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -175,7 +145,11 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<(Rewind, SocketAddr
                     if let Err(e) = sock.set_nodelay(true) {
                         warn!("TCP_NODELAY: {e}");
                     }
-                    tokio::spawn(route(sock, peer, tx.clone(), st.clone()));
+                    let (router, st, token) = (router.clone(), st.clone(), open.clone());
+                    tokio::spawn(async move {
+                        route(sock, peer, router, st).await;
+                        drop(token);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -183,12 +157,17 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<(Rewind, SocketAddr
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         }
+    }
+    drop(listener);
+    while std::sync::Arc::strong_count(&open) > 1 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn route(mut sock: TcpStream, peer: SocketAddr, tx: mpsc::Sender<(Rewind, SocketAddr)>, st: SharedState) {
+async fn route(mut sock: TcpStream, peer: SocketAddr, router: axum::Router, st: SharedState) {
+    let head_timeout = Duration::from_secs(st.config.http.request_head_timeout_secs);
     let mut buf = BytesMut::with_capacity(1024);
     let read_head = async {
         loop {
@@ -202,14 +181,14 @@ async fn route(mut sock: TcpStream, peer: SocketAddr, tx: mpsc::Sender<(Rewind, 
             }
         }
     };
-    match tokio::time::timeout(HEAD_TIMEOUT, read_head).await {
+    match tokio::time::timeout(head_timeout, read_head).await {
         Ok(Ok(Head::FlvPlay { app, stream })) => {
             // A bad name or a key that is not live: axum answers (400, 404, or waits for a
             // publisher as configured).
             if let Ok(key) = StreamKey::new(&app, &stream) {
                 if let Ok(sub) = st.hub.subscribe(&key, "http-flv") {
                     let span = tracing::info_span!("play", %key, protocol = "http-flv", %peer);
-                    serve(sock, sub, st).instrument(span).await;
+                    serve_flv(sock, sub, st).instrument(span).await;
                     return;
                 }
             }
@@ -220,15 +199,43 @@ async fn route(mut sock: TcpStream, peer: SocketAddr, tx: mpsc::Sender<(Rewind, 
             return;
         }
         Err(_) => {
-            debug!(%peer, "no request head in {} s", HEAD_TIMEOUT.as_secs());
+            debug!(%peer, "no request head in {} s", head_timeout.as_secs());
             return;
         }
     }
-    let _ = tx.send((Rewind::new(buf.freeze(), sock), peer)).await;
+    serve_hyper(Rewind::new(buf.freeze(), sock), peer, router, head_timeout, st).await;
+}
+
+/// Everything but FLV plays: axum's router behind hyper's HTTP/1.1, with WebSocket upgrades,
+/// `ConnectInfo<SocketAddr>` (WHIP reads it), a timeout for every request head (axum::serve sets
+/// none), and a graceful close at shutdown.
+async fn serve_hyper(io: Rewind, peer: SocketAddr, router: axum::Router, head_timeout: Duration, st: SharedState) {
+    let inner = hyper_util::service::TowerToHyperService::new(router);
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        hyper::service::Service::call(&inner, req)
+    });
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(head_timeout);
+    let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(io), svc).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut shutdown = st.shutdown.clone();
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(%peer, "HTTP connection: {e}");
+            }
+            return;
+        }
+        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        debug!(%peer, "HTTP connection: {e}");
+    }
 }
 
 /// Streams FLV to one viewer until the stream ends, the viewer goes, or the gateway stops.
-async fn serve(mut sock: TcpStream, mut sub: Subscriber, st: SharedState) {
+async fn serve_flv(mut sock: TcpStream, mut sub: Subscriber, st: SharedState) {
     let counters = &st.counters.http_flv;
     counters.connections.fetch_add(1, Ordering::Relaxed);
     info!("viewer joined");
@@ -304,7 +311,7 @@ async fn timeout_write<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<Bytes>, 
 }
 
 /// A socket with bytes already read from it put back in front, for hyper.
-pub struct Rewind {
+struct Rewind {
     prefix: Bytes,
     io: TcpStream,
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
 use clap::Parser;
 use media::{Hub, HubConfig};
 use tokio::net::{TcpListener, TcpSocket};
@@ -142,18 +141,8 @@ async fn run(config: Config) -> Result<()> {
 
     let rtmp_task = tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone()));
     let webrtc_task = tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_rx, state.clone()));
-    let mut http_shutdown = shutdown_rx.clone();
-    let http_state = state.clone();
-    let http_task = tokio::spawn(async move {
-        // HTTP-FLV plays are served on the socket; the rest reaches axum. `tap_io` is what gives a
-        // custom listener's connections their `ConnectInfo<SocketAddr>` (WHIP reads it).
-        let listener = flv_http::spawn(http_listener, http_state)?.tap_io(|_| {});
-        axum::serve(listener, http::router(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.changed().await;
-            })
-            .await
-    });
+    // HTTP-FLV plays are served on the socket, the rest by axum's router behind hyper.
+    let http_task = tokio::spawn(flv_http::serve(http_listener, http::router(state.clone()), state.clone()));
 
     shutdown_signal().await;
     info!("shutting down");

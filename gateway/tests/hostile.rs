@@ -369,3 +369,44 @@ async fn stalled_viewers_are_closed() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// Drips one byte of a header every 200 ms; how long until the server closed the connection
+/// (`None`: still open after `limit`).
+fn drip_until_closed(mut s: TcpStream, limit: Duration) -> Option<Duration> {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(t.elapsed()),
+            Ok(_) => {} // an earlier request's answer
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(t.elapsed()),
+        }
+        if s.write_all(b"x").is_err() {
+            return Some(t.elapsed());
+        }
+    }
+    None
+}
+
+/// Slow-drip request heads (slowloris) are closed after `http.request_head_timeout_secs`: the
+/// first request of a connection (read by the HTTP-FLV accept loop) and a later one on a
+/// kept-alive connection (read by hyper). Whole requests keep working.
+#[test]
+fn slow_request_heads_are_closed() {
+    let gw = Gateway::start("slowhead", "[http]\nrequest_head_timeout_secs = 1\n");
+    let mut first = TcpStream::connect(("127.0.0.1", gw.http)).unwrap();
+    first.write_all(b"GET /live/x.flv HTTP/1.1\r\nHost: x\r\nX-Drip: ").unwrap();
+    let mut later = TcpStream::connect(("127.0.0.1", gw.http)).unwrap();
+    later
+        .write_all(b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n\r\nGET /api/v1/streams HTTP/1.1\r\nHost: x\r\nX-Drip: ")
+        .unwrap();
+    let first = std::thread::spawn(move || drip_until_closed(first, Duration::from_secs(8)));
+    let later = std::thread::spawn(move || drip_until_closed(later, Duration::from_secs(8)));
+    let (first, later) = (first.join().unwrap(), later.join().unwrap());
+    assert!(first.is_some_and(|t| t < Duration::from_secs(4)), "first head: {first:?}");
+    assert!(later.is_some_and(|t| t < Duration::from_secs(4)), "kept-alive head: {later:?}");
+    let (status, _, _) = gw.get("/api/v1/streams");
+    assert_eq!(status, 200);
+}
