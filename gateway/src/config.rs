@@ -302,6 +302,9 @@ mod tests {
         std::fs::write(&path, "[server]\nworkers = 5000\n").unwrap();
         let e = Config::load(&cli(&["--config", p])).unwrap_err().to_string();
         assert!(e.contains("server.workers"), "{e}");
+        std::fs::write(&path, "[http]\nrequest_head_timeout_secs = 0\n").unwrap();
+        let e = Config::load(&cli(&["--config", p])).unwrap_err().to_string();
+        assert!(e.contains("request_head_timeout_secs"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
