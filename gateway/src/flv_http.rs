@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::io::{write_all_vectored, Batcher};
+use crate::io::{accept_until_shutdown, write_all_vectored, Batcher};
 use crate::state::SharedState;
 
 /// Longest request head read here; a longer one goes to hyper as it is (which bounds its size and,
@@ -134,32 +134,20 @@ pub fn http_date(t: std::time::SystemTime) -> String {
 /// Accepts on `listener` until shutdown: serves HTTP-FLV plays, and every other connection with
 /// hyper and `router`. Returns once every connection has closed (the caller bounds the wait).
 pub async fn serve(listener: TcpListener, router: axum::Router, st: SharedState) {
-    let mut shutdown = st.shutdown.clone();
     // One clone per open connection: the count says when all have closed.
     let open = std::sync::Arc::new(());
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((sock, peer)) => {
-                    // Live media is latency-bound: no Nagle delay.
-                    if let Err(e) = sock.set_nodelay(true) {
-                        warn!("TCP_NODELAY: {e}");
-                    }
-                    let (router, st, token) = (router.clone(), st.clone(), open.clone());
-                    tokio::spawn(async move {
-                        route(sock, peer, router, st).await;
-                        drop(token);
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    warn!("HTTP accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
+    accept_until_shutdown(&listener, st.shutdown.clone(), "HTTP", |sock, peer| {
+        // Live media is latency-bound: no Nagle delay.
+        if let Err(e) = sock.set_nodelay(true) {
+            warn!("TCP_NODELAY: {e}");
         }
-    }
+        let (router, st, token) = (router.clone(), st.clone(), open.clone());
+        tokio::spawn(async move {
+            route(sock, peer, router, st).await;
+            drop(token);
+        });
+    })
+    .await;
     drop(listener);
     while std::sync::Arc::strong_count(&open) > 1 {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,11 +1,38 @@
 //! Socket helpers for the thin I/O shells.
 
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use media::hub::{HubEvent, Subscriber};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::warn;
+
+/// Accepts on `listener` until `shutdown` changes, handing each connection to `on_conn`. Accept
+/// errors (out of file descriptors and the like) are logged and retried after 50 ms instead of
+/// spinning.
+pub async fn accept_until_shutdown(
+    listener: &TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    what: &str,
+    mut on_conn: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => on_conn(sock, peer),
+                Err(e) => {
+                    warn!("{what} accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
 
 /// Writes every buffer with as few `writev` calls as the socket allows, draining `bufs`.
 /// Returns the bytes written.

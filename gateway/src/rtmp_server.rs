@@ -17,36 +17,28 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::io::{write_all_vectored, Batcher};
+use crate::io::{accept_until_shutdown, write_all_vectored, Batcher};
 use crate::state::SharedState;
 
 pub async fn serve(listener: TcpListener, state: SharedState) {
-    let mut shutdown = state.shutdown.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => {
-                    state.counters.rtmp.connections.fetch_add(1, Ordering::Relaxed);
-                    let st = state.clone();
-                    let span = tracing::info_span!("rtmp", %peer);
-                    tokio::spawn(async move {
-                        match connection(sock, peer, st.clone()).await {
-                            Ok(()) => debug!("closed"),
-                            Err(e) => {
-                                st.counters.rtmp.errors.fetch_add(1, Ordering::Relaxed);
-                                warn!("closed: {e:#}");
-                            }
-                        }
-                    }.instrument(span));
+    accept_until_shutdown(&listener, state.shutdown.clone(), "RTMP", |sock, peer| {
+        state.counters.rtmp.connections.fetch_add(1, Ordering::Relaxed);
+        let st = state.clone();
+        let span = tracing::info_span!("rtmp", %peer);
+        tokio::spawn(
+            async move {
+                match connection(sock, peer, st.clone()).await {
+                    Ok(()) => debug!("closed"),
+                    Err(e) => {
+                        st.counters.rtmp.errors.fetch_add(1, Ordering::Relaxed);
+                        warn!("closed: {e:#}");
+                    }
                 }
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-        }
-    }
+            }
+            .instrument(span),
+        );
+    })
+    .await;
 }
 
 fn handshake_seed() -> (u32, [u8; 8]) {

@@ -772,41 +772,16 @@ fn hls_of_a_video_only_and_an_audio_only_stream() {
     }
 }
 
-/// Sends `request` on a fresh connection and reads until the server closes (or 20 s).
-fn raw_exchange(port: u16, request: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    raw
-}
-
 /// Splits a response into its head and its body, undoing chunked transfer coding; true if the
 /// chunked body ended with its last chunk.
 fn split_response(raw: &[u8]) -> (String, Vec<u8>, bool) {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
     let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let mut rest = &raw[end..];
     if !head.contains("transfer-encoding: chunked") {
-        return (head, rest.to_vec(), false);
+        return (head, raw[end..].to_vec(), false);
     }
-    let mut body = Vec::new();
-    while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return (head, body, &rest[nl..] == b"\r\n\r\n");
-        }
-        let data = &rest[nl + 2..];
-        if data.len() < size + 2 {
-            break;
-        }
-        body.extend_from_slice(&data[..size]);
-        assert_eq!(&data[size..size + 2], b"\r\n", "chunk trailer");
-        rest = &data[size + 2..];
-    }
-    (head, body, false)
+    let (body, ended) = dechunk(&raw[end..]);
+    (head, body, ended)
 }
 
 /// HTTP-FLV is answered on the socket for a plain HTTP/1.1 GET and by hyper for the rest
@@ -819,12 +794,14 @@ fn http_flv_fast_path_and_hyper_path_agree() {
     let mut publisher = publish(&gw.rtmp_url("live/paths"), 6, "320x240");
     gw.wait_live("live/paths", Duration::from_secs(10));
     let port = gw.http;
-    let fast = std::thread::spawn(move || raw_exchange(port, b"GET /live/paths.flv?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"));
-    let old = std::thread::spawn(move || raw_exchange(port, b"GET /live/paths.flv HTTP/1.0\r\n\r\n"));
+    const LONG: Duration = Duration::from_secs(20);
+    let fast = std::thread::spawn(move || raw_exchange(port, b"GET /live/paths.flv?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", LONG));
+    let old = std::thread::spawn(move || raw_exchange(port, b"GET /live/paths.flv HTTP/1.0\r\n\r\n", LONG));
     let kept = std::thread::spawn(move || {
         raw_exchange(
             port,
             b"GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n\r\nGET /live/paths.flv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            LONG,
         )
     });
     // A player that keeps sending after its request: closed at once, nobody else notices.

@@ -136,22 +136,26 @@ impl Drop for Gateway {
     }
 }
 
-/// A minimal HTTP/1.1 client: (status, headers, body). Reads until close.
-pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String, String) {
+/// Sends `request` on a fresh connection and reads until the server closes (or `timeout` passes
+/// without a byte).
+pub fn raw_exchange(port: u16, request: &[u8], timeout: Duration) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://example.com\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(request).unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
+    raw
+}
+
+/// A minimal HTTP/1.1 client: (status, headers, body). Reads until close.
+pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String, String) {
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://example.com\r\nConnection: close\r\n\r\n");
+    let raw = raw_exchange(port, req.as_bytes(), Duration::from_secs(5));
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
+        String::from_utf8_lossy(&dechunk(body.as_bytes()).0).into_owned()
     } else {
         body.to_owned()
     };
@@ -161,28 +165,31 @@ pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String, String
 /// GET with extra header lines (each ending in \r\n); the body as bytes (for responses with a
 /// Content-Length, not chunked ones). Reads until close.
 pub fn http_get_bytes(port: u16, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n");
+    let raw = raw_exchange(port, req.as_bytes(), Duration::from_secs(10));
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |p| p + 4);
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, head, raw[end..].to_vec())
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
+/// Undoes chunked transfer coding; true if the body ended with its last chunk.
+pub fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return (body, &rest[nl..] == b"\r\n\r\n");
+        }
+        let data = &rest[nl + 2..];
+        if data.len() < size + 2 {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        body.extend_from_slice(&data[..size]);
+        assert_eq!(&data[size..size + 2], b"\r\n", "chunk trailer");
+        rest = &data[size + 2..];
     }
-    out
+    (body, false)
 }
 
 /// ffmpeg publishing testsrc2 H.264 + AAC (1 s GOP) in real time for `secs` seconds.
