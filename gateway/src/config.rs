@@ -86,6 +86,10 @@ pub struct WebRtcSection {
     pub idle_timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub max_sessions: usize,
+    pub max_pending: usize,
+    pub max_pending_per_address: usize,
+    pub offers_per_second_per_address: f64,
+    pub offers_burst_per_address: u32,
     pub video_reorder_packets: usize,
     pub whip_token: String,
     pub ice_servers: Vec<String>,
@@ -151,6 +155,9 @@ pub struct RtmpSection {
     pub max_message_size: usize,
     pub chunk_size: u32,
     pub idle_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub max_pending: usize,
+    pub max_pending_per_address: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -257,6 +264,23 @@ impl Config {
         if h.idle_timeout_ms < 1000 {
             bail!("hls.idle_timeout_ms must be at least 1000");
         }
+        let w = &self.webrtc;
+        if !(500..=60_000).contains(&w.connect_timeout_ms) {
+            bail!("webrtc.connect_timeout_ms must be 500..=60000 (the time a connecting WebRTC publisher holds its key)");
+        }
+        if w.max_pending == 0 || w.max_pending_per_address == 0 {
+            bail!("webrtc.max_pending and webrtc.max_pending_per_address must be at least 1");
+        }
+        if !(0.0..=1e6).contains(&w.offers_per_second_per_address) || w.offers_burst_per_address == 0 {
+            bail!("webrtc.offers_per_second_per_address must be 0..=1000000 (0: no limit) and webrtc.offers_burst_per_address at least 1");
+        }
+        let r = &self.rtmp;
+        if !(1..=600).contains(&r.connect_timeout_secs) {
+            bail!("rtmp.connect_timeout_secs must be 1..=600");
+        }
+        if r.max_pending == 0 || r.max_pending_per_address == 0 {
+            bail!("rtmp.max_pending and rtmp.max_pending_per_address must be at least 1");
+        }
         Ok(())
     }
 }
@@ -277,6 +301,9 @@ mod tests {
         assert_eq!(cfg.server.webrtc_udp.port(), 8000);
         assert_eq!(cfg.rtmp.chunk_size, 4096);
         assert_eq!(cfg.server.workers, 1);
+        // A connecting WebRTC publisher holds its key for at most 5 s (issue 13).
+        assert!(cfg.webrtc.connect_timeout_ms <= 5000);
+        assert!(cfg.rtmp.connect_timeout_secs <= 10);
     }
 
     #[test]
@@ -305,6 +332,17 @@ mod tests {
         std::fs::write(&path, "[http]\nrequest_head_timeout_secs = 0\n").unwrap();
         let e = Config::load(&cli(&["--config", p])).unwrap_err().to_string();
         assert!(e.contains("request_head_timeout_secs"), "{e}");
+        for (toml, key) in [
+            ("[webrtc]\nconnect_timeout_ms = 100\n", "connect_timeout_ms"),
+            ("[webrtc]\nmax_pending_per_address = 0\n", "max_pending"),
+            ("[webrtc]\noffers_burst_per_address = 0\n", "offers_burst_per_address"),
+            ("[rtmp]\nconnect_timeout_secs = 0\n", "connect_timeout_secs"),
+            ("[rtmp]\nmax_pending = 0\n", "rtmp.max_pending"),
+        ] {
+            std::fs::write(&path, toml).unwrap();
+            let e = Config::load(&cli(&["--config", p])).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

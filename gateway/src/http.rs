@@ -232,6 +232,7 @@ async fn api_streams(State(st): State<SharedState>) -> impl IntoResponse {
                 "key": s.key.to_string(),
                 "app": s.key.app(),
                 "stream": s.key.stream(),
+                "state": "live",
                 "publisher": { "protocol": s.publisher.protocol, "remote": s.publisher.remote },
                 "started_unix_ms": s.started.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
                 "video": s.video.as_ref().map(|v| json!({
@@ -259,6 +260,22 @@ async fn api_streams(State(st): State<SharedState>) -> impl IntoResponse {
             })
         })
         .collect();
+    // Keys reserved by WebRTC publishers that are still connecting: listed, not live (no media,
+    // play URLs answer as for any key nobody publishes).
+    let mut streams = streams;
+    streams.extend(st.hub.connecting().into_iter().map(|c| {
+        json!({
+            "key": c.key.to_string(),
+            "app": c.key.app(),
+            "stream": c.key.stream(),
+            "state": "connecting",
+            "publisher": { "protocol": c.publisher.protocol, "remote": c.publisher.remote },
+            "started_unix_ms": c.since.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "video": null,
+            "audio": null,
+            "viewers_total": 0,
+        })
+    }));
     Json(json!({ "streams": streams }))
 }
 
@@ -308,6 +325,63 @@ async fn metrics(State(st): State<SharedState>) -> impl IntoResponse {
         "gauge",
         "WHIP sessions alive.",
         one(load(&w.sessions_active)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions_pending",
+        "gauge",
+        "WebRTC sessions created and not yet connected (their keys reserved, not live).",
+        one(st.webrtc_admission.pending() as u64),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions_ended_total",
+        "counter",
+        "WebRTC sessions that connected, lapsed (ICE/DTLS not done within webrtc.connect_timeout_ms), or connected after another publisher took their key.",
+        [
+            ("{result=\"connected\"}".to_owned(), load(&w.sessions_connected)),
+            ("{result=\"connect_timeout\"}".to_owned(), load(&w.sessions_connect_timeouts)),
+            ("{result=\"key_taken\"}".to_owned(), load(&w.sessions_key_taken)),
+        ],
+    );
+    family(
+        &mut m,
+        "streamgate_rtmp_connections_pending",
+        "gauge",
+        "RTMP connections in handshake or connect.",
+        one(st.rtmp_admission.pending() as u64),
+    );
+    family(
+        &mut m,
+        "streamgate_rtmp_connect_timeouts_total",
+        "counter",
+        "RTMP connections closed because handshake and connect took longer than rtmp.connect_timeout_secs.",
+        one(load(&st.counters.rtmp_connect_timeouts)),
+    );
+    let refused = |a: &crate::admission::Admission| -> Vec<(String, u64)> {
+        let c = a.counters();
+        [
+            ("per_address", &c.refused_per_address),
+            ("rate", &c.refused_rate),
+            ("total", &c.refused_total),
+        ]
+        .iter()
+        .map(|(limit, v)| (format!("{{limit=\"{limit}\"}}"), load(v)))
+        .collect()
+    };
+    family(
+        &mut m,
+        "streamgate_webrtc_offers_refused_total",
+        "counter",
+        "WHIP offers refused by the admission limits: pending sessions per address (429), offers per second per address (429), pending sessions in all (503).",
+        refused(&st.webrtc_admission),
+    );
+    family(
+        &mut m,
+        "streamgate_rtmp_connections_refused_total",
+        "counter",
+        "RTMP connections closed at once by the admission limits: pending per address, pending in all.",
+        refused(&st.rtmp_admission).into_iter().filter(|(l, _)| !l.contains("rate")),
     );
     family(
         &mut m,

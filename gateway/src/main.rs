@@ -1,6 +1,7 @@
 //! `streamgate`: the gateway binary. Wires ingest, the hub and egress to listeners.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod admission;
 mod auth;
 mod config;
 mod flv_http;
@@ -111,6 +112,18 @@ async fn run(config: Config) -> Result<()> {
     let udp_addr = udp_socket.local_addr()?;
     let (webrtc, webrtc_rx) = webrtc_server::channel();
     let publish_auth = auth::from_config(&config);
+    let webrtc_admission = admission::Admission::new(admission::Limits {
+        per_address: config.webrtc.max_pending_per_address,
+        total: config.webrtc.max_pending,
+        rate_per_sec: config.webrtc.offers_per_second_per_address,
+        burst: config.webrtc.offers_burst_per_address,
+    });
+    let rtmp_admission = admission::Admission::new(admission::Limits {
+        per_address: config.rtmp.max_pending_per_address,
+        total: config.rtmp.max_pending,
+        rate_per_sec: 0.0,
+        burst: 1,
+    });
     let state = Arc::new(AppState {
         config,
         hub,
@@ -120,6 +133,8 @@ async fn run(config: Config) -> Result<()> {
         webrtc_counters: Default::default(),
         publish_auth,
         hls: Default::default(),
+        webrtc_admission,
+        rtmp_admission,
     });
 
     let h = display_host(http_addr);

@@ -17,17 +17,28 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admission::Pending;
 use crate::io::{accept_until_shutdown, write_all_vectored, Batcher};
 use crate::state::SharedState;
 
 pub async fn serve(listener: TcpListener, state: SharedState) {
     accept_until_shutdown(&listener, state.shutdown.clone(), "RTMP", |sock, peer| {
         state.counters.rtmp.connections.fetch_add(1, Ordering::Relaxed);
+        // Until handshake and `connect` are done the connection counts against its address's
+        // pending limit; beyond the limits it is closed at once.
+        let pending = match state.rtmp_admission.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                debug!(%peer, "RTMP connection refused: {refusal}");
+                drop(sock);
+                return;
+            }
+        };
         let st = state.clone();
         let span = tracing::info_span!("rtmp", %peer);
         tokio::spawn(
             async move {
-                match connection(sock, peer, st.clone()).await {
+                match connection(sock, peer, pending, st.clone()).await {
                     Ok(()) => debug!("closed"),
                     Err(e) => {
                         st.counters.rtmp.errors.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +100,7 @@ impl Conn {
     }
 }
 
-async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Result<()> {
+async fn connection(sock: TcpStream, peer: SocketAddr, pending: Pending, state: SharedState) -> Result<()> {
     sock.set_nodelay(true)?;
     let (rd, wr) = sock.into_split();
     let (epoch, random) = handshake_seed();
@@ -111,19 +122,30 @@ async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Re
         idle,
     };
     let mut shutdown = state.shutdown.clone();
+    let connect_timeout = Duration::from_secs(state.config.rtmp.connect_timeout_secs);
+    let connect_deadline = tokio::time::Instant::now() + connect_timeout;
+    let mut pending = Some(pending);
     loop {
         let events = tokio::select! {
             r = conn.read_events() => match r? {
                 Some(ev) => ev,
                 None => return Ok(()),
             },
+            _ = tokio::time::sleep_until(connect_deadline), if pending.is_some() => {
+                state.counters.rtmp_connect_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(anyhow!("handshake and connect not done within {} s", connect_timeout.as_secs()));
+            }
             _ = shutdown.changed() => return Ok(()),
         };
         let mut events = events.into_iter();
         while let Some(ev) = events.next() {
             match ev {
-                SessionEvent::Connected { app } => debug!(%app, "connected"),
+                SessionEvent::Connected { app } => {
+                    pending = None;
+                    debug!(%app, "connected");
+                }
                 SessionEvent::PublishRequest { app, stream, .. } => {
+                    drop(pending.take());
                     let key = match StreamKey::new(&app, &stream) {
                         Ok(k) => k,
                         Err(e) => {
@@ -155,6 +177,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, state: SharedState) -> Re
                     return r;
                 }
                 SessionEvent::PlayRequest { app, stream, stream_id } => {
+                    drop(pending.take());
                     let key = match StreamKey::new(&app, &stream) {
                         Ok(k) => k,
                         Err(e) => {

@@ -32,6 +32,8 @@ pub struct Counters {
     pub rtmp: ProtocolCounters,
     pub http_flv: ProtocolCounters,
     pub ws_flv: ProtocolCounters,
+    /// RTMP connections closed because handshake and `connect` took too long.
+    pub rtmp_connect_timeouts: AtomicU64,
 }
 
 /// Everything a connection needs.
@@ -48,6 +50,10 @@ pub struct AppState {
     pub publish_auth: Box<dyn crate::auth::PublishAuth>,
     /// HLS segmenters (classic and LL-HLS), started on demand.
     pub hls: crate::hls::Hls,
+    /// WebRTC sessions before they connect (pending per address and in all, offer rate).
+    pub webrtc_admission: crate::admission::Admission,
+    /// RTMP connections before handshake and `connect`.
+    pub rtmp_admission: crate::admission::Admission,
 }
 
 pub type SharedState = Arc<AppState>;

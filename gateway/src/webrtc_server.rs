@@ -17,12 +17,13 @@ use ingest::webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEv
 use ingest::webrtc::pipeline::{HubOp, Pipeline, RtpFrame};
 use ingest::webrtc::timing::Track;
 use media::frame::TrackKind;
-use media::{Publisher, StreamKey};
+use media::{Publisher, Reservation, StreamKey};
 use str0m::format::Codec;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admission::Pending;
 use crate::state::SharedState;
 
 /// Frames queued between the UDP task and one publisher's media task.
@@ -34,10 +35,12 @@ const MAX_TICK: Duration = Duration::from_millis(200);
 
 /// What the HTTP side asks of the WebRTC task.
 pub enum Command {
-    /// A WHIP offer for a key already claimed on the hub.
+    /// A WHIP offer for a reserved key. The key is claimed when the session connects (ICE and
+    /// DTLS done); until then `pending` counts against the client's pending-session limits.
     Offer {
         sdp: String,
-        publisher: Publisher,
+        reservation: Reservation,
+        pending: Pending,
         reply: oneshot::Sender<Result<Accepted, OfferError>>,
     },
     /// WHIP DELETE.
@@ -57,6 +60,12 @@ pub struct Accepted {
 pub struct WebRtcCounters {
     pub sessions: AtomicU64,
     pub sessions_active: AtomicU64,
+    /// Sessions that connected.
+    pub sessions_connected: AtomicU64,
+    /// Sessions dropped because ICE/DTLS did not complete within the reservation time.
+    pub sessions_connect_timeouts: AtomicU64,
+    /// Sessions that connected after another publisher had claimed their key (closed).
+    pub sessions_key_taken: AtomicU64,
     pub datagrams_in: AtomicU64,
     pub bytes_in: AtomicU64,
     pub datagrams_unroutable: AtomicU64,
@@ -147,7 +156,11 @@ pub fn channel() -> (WebRtcHandle, mpsc::Receiver<Command>) {
 struct Live {
     token: String,
     key: StreamKey,
-    media: mpsc::Sender<RtpFrame>,
+    negotiated: Negotiated,
+    /// Until the session connects: its reservation of the key and its admission guard.
+    connecting: Option<(Reservation, Pending)>,
+    /// Once connected and the key claimed: the media task's queue.
+    media: Option<mpsc::Sender<RtpFrame>>,
 }
 
 /// Runs the WebRTC task until shutdown.
@@ -180,15 +193,12 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Rece
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
-                    Command::Offer { sdp, publisher, reply } => {
+                    Command::Offer { sdp, reservation, pending, reply } => {
                         let r = ep.accept_offer(Instant::now(), &sdp, &mut out);
-                        let r = r.map(|(id, answer, neg)| {
+                        let r = r.map(|(id, answer, negotiated)| {
                             let token = random_token();
-                            let key = publisher.key().clone();
-                            let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE);
-                            let span = tracing::info_span!("whip", %key, session = id);
-                            tokio::spawn(media_task(id, publisher, neg, mrx, st.clone()).instrument(span));
-                            live.insert(id, Live { token: token.clone(), key, media: mtx });
+                            let key = reservation.key().clone();
+                            live.insert(id, Live { token: token.clone(), key, negotiated, connecting: Some((reservation, pending)), media: None });
                             counters.sessions.fetch_add(1, Ordering::Relaxed);
                             Accepted { token, answer }
                         });
@@ -217,15 +227,38 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Rece
                 for id in ids {
                     ep.close(id, &mut out);
                 }
-                flush(&socket, &mut out, &mut live, counters, &ep).await;
+                flush(&socket, &mut out, &mut live, &st, &mut ep).await;
                 break;
             }
         }
-        flush(&socket, &mut out, &mut live, counters, &ep).await;
+        flush(&socket, &mut out, &mut live, &st, &mut ep).await;
     }
 }
 
-async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<SessionId, Live>, counters: &WebRtcCounters, ep: &Endpoint) {
+/// Sends what the endpoint wrote and acts on its events, until it has nothing more to say
+/// (closing a session whose key was taken writes more).
+async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &SharedState, ep: &mut Endpoint) {
+    loop {
+        send_transmits(socket, out).await;
+        let to_close = handle_events(out, live, st);
+        if to_close.is_empty() {
+            break;
+        }
+        for id in to_close {
+            ep.close(id, out);
+        }
+    }
+    let counters = &st.webrtc_counters;
+    counters.sessions_active.store(live.len() as u64, Ordering::Relaxed);
+    let c = ep.counters();
+    counters.datagrams_unroutable.store(c.unroutable, Ordering::Relaxed);
+    counters.datagrams_malformed.store(c.malformed, Ordering::Relaxed);
+    counters.nacks.store(c.nacks, Ordering::Relaxed);
+    counters.plis.store(c.plis, Ordering::Relaxed);
+    counters.rtp_packets.store(c.rtp_packets, Ordering::Relaxed);
+}
+
+async fn send_transmits(socket: &UdpSocket, out: &mut Outputs) {
     for t in out.transmits.drain(..) {
         if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -236,18 +269,40 @@ async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<Session
             }
         }
     }
+}
+
+/// Acts on the endpoint's events; returns the sessions to close.
+fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &SharedState) -> Vec<SessionId> {
+    let counters = &st.webrtc_counters;
+    let mut to_close = Vec::new();
     for ev in out.events.drain(..) {
         match ev {
             EndpointEvent::Media(id, frame) => {
-                if let Some(l) = live.get(&id) {
-                    if l.media.try_send(frame).is_err() {
+                if let Some(media) = live.get(&id).and_then(|l| l.media.as_ref()) {
+                    if media.try_send(frame).is_err() {
                         counters.frames_dropped_queue.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
             EndpointEvent::Connected(id) => {
-                if let Some(l) = live.get(&id) {
-                    info!(key = %l.key, session = id, "WebRTC publisher connected");
+                let Some(l) = live.get_mut(&id) else { continue };
+                // The admission guard goes; the reservation becomes the key, unless a publisher
+                // that connected first has it.
+                let Some((reservation, _pending)) = l.connecting.take() else { continue };
+                counters.sessions_connected.fetch_add(1, Ordering::Relaxed);
+                match reservation.claim() {
+                    Ok(publisher) => {
+                        info!(key = %l.key, session = id, "WebRTC publisher connected");
+                        let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE);
+                        let span = tracing::info_span!("whip", key = %l.key, session = id);
+                        tokio::spawn(media_task(id, publisher, l.negotiated, mrx, st.clone()).instrument(span));
+                        l.media = Some(mtx);
+                    }
+                    Err(e) => {
+                        counters.sessions_key_taken.fetch_add(1, Ordering::Relaxed);
+                        warn!(key = %l.key, session = id, "WebRTC publisher connected too late: {e} (another publisher connected first)");
+                        to_close.push(id);
+                    }
                 }
             }
             EndpointEvent::Closed(id, reason) => {
@@ -256,19 +311,17 @@ async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<Session
                         CloseReason::Requested | CloseReason::Disconnected => {
                             info!(key = %l.key, session = id, "WebRTC publisher left: {reason}")
                         }
+                        CloseReason::ConnectTimeout => {
+                            counters.sessions_connect_timeouts.fetch_add(1, Ordering::Relaxed);
+                            info!(key = %l.key, session = id, "WebRTC offer lapsed, the key is free: {reason}")
+                        }
                         _ => warn!(key = %l.key, session = id, "WebRTC publisher ended: {reason}"),
                     }
                 }
             }
         }
     }
-    counters.sessions_active.store(live.len() as u64, Ordering::Relaxed);
-    let c = ep.counters();
-    counters.datagrams_unroutable.store(c.unroutable, Ordering::Relaxed);
-    counters.datagrams_malformed.store(c.malformed, Ordering::Relaxed);
-    counters.nacks.store(c.nacks, Ordering::Relaxed);
-    counters.plis.store(c.plis, Ordering::Relaxed);
-    counters.rtp_packets.store(c.rtp_packets, Ordering::Relaxed);
+    to_close
 }
 
 async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx: mpsc::Receiver<RtpFrame>, st: SharedState) {

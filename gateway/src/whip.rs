@@ -4,7 +4,7 @@
 //! `405`, as the RFC allows.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Path, State};
@@ -14,8 +14,9 @@ use ingest::webrtc::endpoint::OfferError;
 use media::hub::PublisherInfo;
 use media::HubError;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::admission::Refusal;
 use crate::http::plain;
 use crate::state::SharedState;
 use crate::webrtc_server::Command;
@@ -55,6 +56,29 @@ pub async fn session_options() -> Response {
     r
 }
 
+/// Seconds a refused client should wait: a pending session connects or lapses within the
+/// reservation time.
+fn retry_secs(st: &SharedState) -> u64 {
+    st.config.webrtc.connect_timeout_ms.div_ceil(1000).max(1)
+}
+
+fn retry_after(r: &mut Response, secs: u64) {
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+}
+
+/// The answer to an offer refused by the admission limits: 429 for what one client did, 503
+/// when the server as a whole is at its limit; both say when to try again.
+pub(crate) fn refused(st: &SharedState, refusal: Refusal) -> Response {
+    let (status, secs) = match refusal {
+        Refusal::PerAddress(_) => (StatusCode::TOO_MANY_REQUESTS, retry_secs(st)),
+        Refusal::Rate => (StatusCode::TOO_MANY_REQUESTS, 1),
+        Refusal::Total(_) => (StatusCode::SERVICE_UNAVAILABLE, retry_secs(st)),
+    };
+    let mut r = plain(status, refusal.to_string());
+    retry_after(&mut r, secs);
+    r
+}
+
 /// `POST /whip/{app}/{stream}`.
 pub async fn post(
     State(st): State<SharedState>,
@@ -79,6 +103,14 @@ pub async fn post(
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
+    // Limits before the body is read: a flood costs a header parse per request.
+    let pending = match st.webrtc_admission.admit(peer.ip(), Instant::now()) {
+        Ok(p) => p,
+        Err(refusal) => {
+            debug!(%key, %peer, "WHIP offer refused: {refusal}");
+            return refused(&st, refusal);
+        }
+    };
     let sdp = match to_bytes(body, MAX_OFFER).await {
         Ok(b) => b,
         Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("SDP offer larger than {MAX_OFFER} bytes")),
@@ -91,19 +123,21 @@ pub async fn post(
         Some(xff) => format!("{peer} (x-forwarded-for {})", xff.chars().take(64).collect::<String>()),
         None => peer.to_string(),
     };
-    let publisher = match st.hub.publish(
+    // Until its session connects, the offer only reserves the key (a publisher that connects
+    // first wins) and counts against the pending-session limits of its address.
+    let reservation = match st.hub.reserve(
         key.clone(),
         PublisherInfo {
             protocol: "webrtc",
             remote,
         },
     ) {
-        Ok(p) => p,
+        Ok(r) => r,
         Err(e @ HubError::AlreadyPublishing(_)) => return plain(StatusCode::CONFLICT, e.to_string()),
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (reply, rx) = oneshot::channel();
-    if st.webrtc.tx.send(Command::Offer { sdp, publisher, reply }).await.is_err() {
+    if st.webrtc.tx.send(Command::Offer { sdp, reservation, pending, reply }).await.is_err() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down");
     }
     let accepted = match tokio::time::timeout(Duration::from_secs(5), rx).await {
@@ -116,11 +150,15 @@ pub async fn post(
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             warn!(%key, "WHIP offer refused: {e}");
-            return plain(status, e.to_string());
+            let mut r = plain(status, e.to_string());
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                retry_after(&mut r, retry_secs(&st));
+            }
+            return r;
         }
         _ => return plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC task did not answer"),
     };
-    info!(%key, "WHIP session created");
+    info!(%key, "WHIP session created, connecting");
     let location = format!("/whip/{app}/{stream}/{}", accepted.token);
     let mut r = (StatusCode::CREATED, accepted.answer).into_response();
     let h = r.headers_mut();

@@ -1,6 +1,9 @@
 //! The stream hub: where every ingest meets every egress.
 //!
 //! * A publisher claims a [`StreamKey`]; a second publisher for a live key is refused.
+//! * A publisher still connecting (a WebRTC offer before ICE/DTLS) holds a [`Reservation`]: the
+//!   key shows as connecting, is not live, and does not stop anybody else. Whoever claims the key
+//!   first with [`Hub::publish`] or [`Reservation::claim`] wins; a dropped reservation is gone.
 //! * Each subscriber (viewer) owns a bounded queue (frames and bytes). When a publisher's frame
 //!   would overflow it, the queued frames are dropped, the viewer skips to the next keyframe and
 //!   its drop counter rises. The publisher never waits for a viewer.
@@ -150,8 +153,21 @@ pub struct Hub {
 struct HubInner {
     config: HubConfig,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
+    /// Reservations by id.
+    reservations: Mutex<HashMap<u64, Connecting>>,
     next_id: AtomicU64,
     totals: HubTotals,
+}
+
+/// A key some publisher is connecting to (see [`Reservation`]).
+#[derive(Debug, Clone)]
+pub struct Connecting {
+    /// The key.
+    pub key: StreamKey,
+    /// Who is connecting.
+    pub publisher: PublisherInfo,
+    /// When the reservation was made.
+    pub since: SystemTime,
 }
 
 struct Stream {
@@ -243,6 +259,39 @@ impl Hub {
         streams.insert(key, stream.clone());
         self.inner.totals.streams_published.fetch_add(1, Ordering::Relaxed);
         Ok(Publisher { stream })
+    }
+
+    /// Reserves `key` for a publisher that is still connecting. Refused while the key is live;
+    /// several reservations of one key may exist (the first to [`Reservation::claim`] wins).
+    pub fn reserve(&self, key: StreamKey, info: PublisherInfo) -> Result<Reservation, HubError> {
+        if self.is_live(&key) {
+            self.inner.totals.publish_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(HubError::AlreadyPublishing(key.to_string()));
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Connecting {
+            key: key.clone(),
+            publisher: info.clone(),
+            since: SystemTime::now(),
+        };
+        lock(&self.inner.reservations).insert(id, entry);
+        Ok(Reservation {
+            hub: self.clone(),
+            id,
+            key,
+            info,
+        })
+    }
+
+    /// Keys reserved by connecting publishers and not live, one entry per key (the oldest
+    /// reservation), sorted by key.
+    pub fn connecting(&self) -> Vec<Connecting> {
+        let mut all: Vec<Connecting> = lock(&self.inner.reservations).values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key).then(a.since.cmp(&b.since)));
+        all.dedup_by(|later, first| later.key == first.key);
+        let streams = lock(&self.inner.streams);
+        all.retain(|c| !streams.contains_key(&c.key));
+        all
     }
 
     /// Subscribes to a live stream; `protocol` labels the viewer in statistics.
@@ -368,6 +417,40 @@ impl Stream {
             let s = st.subscribers.swap_remove(pos);
             st.dropped += s.dropped.load(Ordering::Relaxed);
         }
+    }
+}
+
+/// A key held for a publisher that is still connecting. It makes the key show as connecting
+/// (not live) until it is claimed or dropped; it refuses nobody.
+pub struct Reservation {
+    hub: Hub,
+    id: u64,
+    key: StreamKey,
+    info: PublisherInfo,
+}
+
+impl Reservation {
+    /// The reserved key.
+    pub fn key(&self) -> &StreamKey {
+        &self.key
+    }
+
+    /// Claims the key for the connected publisher (the reservation ends either way). Refused if
+    /// another publisher claimed it first.
+    pub fn claim(self) -> Result<Publisher, HubError> {
+        self.hub.publish(self.key.clone(), self.info.clone())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        lock(&self.hub.inner.reservations).remove(&self.id);
+    }
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").field("key", &self.key).finish()
     }
 }
 
@@ -730,6 +813,40 @@ mod tests {
         assert!(!hub.is_live(&key("a")));
         assert!(hub.publish(key("a"), info()).is_ok());
         assert_eq!(hub.totals().publish_refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn reservations_hold_nothing_and_the_first_claim_wins() {
+        let hub = Hub::default();
+        let r1 = hub.reserve(key("a"), info()).unwrap();
+        let r2 = hub.reserve(key("a"), info()).unwrap();
+        assert_eq!(r1.key(), &key("a"));
+        let connecting = hub.connecting();
+        assert_eq!(connecting.len(), 1, "one entry per key");
+        assert_eq!(connecting[0].key, key("a"));
+        // Not live: viewers are refused as for any key nobody publishes.
+        assert!(!hub.is_live(&key("a")));
+        assert!(matches!(hub.subscribe(&key("a"), "flv"), Err(HubError::NotFound(_))));
+        assert!(hub.streams().is_empty());
+        // A publisher that connects first (RTMP) wins over both reservations.
+        let rtmp = hub.publish(key("a"), info()).unwrap();
+        assert!(hub.connecting().is_empty(), "a live key is not listed as connecting");
+        assert_eq!(r1.claim().err(), Some(HubError::AlreadyPublishing("live/a".into())));
+        // While the key is live, no new reservation.
+        assert!(matches!(hub.reserve(key("a"), info()), Err(HubError::AlreadyPublishing(_))));
+        drop(rtmp);
+        // The remaining reservation is listed again, and its claim succeeds.
+        assert_eq!(hub.connecting().len(), 1);
+        let p = r2.claim().unwrap();
+        assert!(hub.is_live(&key("a")));
+        drop(p);
+        assert!(hub.connecting().is_empty(), "claimed and dropped reservations are gone");
+        assert!(lock(&hub.inner.reservations).is_empty());
+        // Dropping a reservation frees its entry.
+        let r3 = hub.reserve(key("b"), info()).unwrap();
+        assert_eq!(hub.connecting().len(), 1);
+        drop(r3);
+        assert!(hub.connecting().is_empty());
     }
 
     #[test]

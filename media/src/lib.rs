@@ -16,5 +16,5 @@ pub mod hub;
 pub mod key;
 
 pub use frame::{AudioConfig, MediaFrame, MuxSlot, Timebase, TrackKind, VideoConfig};
-pub use hub::{Hub, HubConfig, HubError, HubEvent, Publisher, Subscriber};
+pub use hub::{Hub, HubConfig, HubError, HubEvent, Publisher, Reservation, Subscriber};
 pub use key::{KeyError, StreamKey};

@@ -43,7 +43,7 @@ impl Default for EndpointConfig {
         Self {
             candidates: Vec::new(),
             max_sessions: 1000,
-            connect_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(4),
             video_reorder_packets: 400,
         }
@@ -233,7 +233,10 @@ impl Endpoint {
         // H.264 is passed through; VP8/VP9 are transcoded, so they are answered only when the
         // offer has no H.264 we take (str0m would otherwise answer in the offer's order).
         let offers_h264 = offers_h264_mode1(offer);
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;
+        if let Some(why) = sdp_line_error(offer) {
+            return Err(OfferError::BadSdp(why));
+        }
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(describe_parse_error(offer, &e.to_string())))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut cfg = Rtc::builder()
@@ -461,6 +464,75 @@ impl Endpoint {
     }
 }
 
+/// At most `max` characters of `s` for a message, with control characters shown as `?`.
+fn excerpt(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if s.chars().count() > max {
+        out.push_str("...");
+    }
+    out
+}
+
+/// The first line that is not `<letter>=<value>` (RFC 8866 section 5), or a first line other
+/// than `v=0`, described for a person: "line 3: expected `<letter>=<value>`, found `...`".
+fn sdp_line_error(sdp: &str) -> Option<String> {
+    let body = sdp.trim_end_matches(['\r', '\n']);
+    if body.is_empty() {
+        return Some("the offer is empty".into());
+    }
+    for (i, line) in body.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if i == 0 && line != "v=0" {
+            return Some(format!("line 1: expected `v=0`, found `{}`", excerpt(line, 40)));
+        }
+        let b = line.as_bytes();
+        if b.len() < 2 || !b[0].is_ascii_lowercase() || b[1] != b'=' {
+            return Some(format!("line {}: expected `<letter>=<value>`, found `{}`", i + 1, excerpt(line, 40)));
+        }
+    }
+    None
+}
+
+/// str0m's parse error made fit for a person. It comes from combine, which reports the position
+/// as a memory address ("Parse error at PointerOffset(0x7f..)") followed by lines such as
+/// "Unexpected `x`" and "Expected `y`". The address becomes a line number of `sdp` (the parser
+/// reads `sdp` in place); no address or parser internals are kept.
+fn describe_parse_error(sdp: &str, parser: &str) -> String {
+    let line = parser
+        .split("PointerOffset(0x")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+        .and_then(|addr| addr.checked_sub(sdp.as_ptr() as usize))
+        .filter(|&off| off <= sdp.len())
+        .map(|off| sdp.as_bytes()[..off].iter().filter(|&&b| b == b'\n').count() + 1);
+    let mut unexpected = false;
+    let details: Vec<String> = parser
+        .lines()
+        .map(str::trim)
+        // The position line, and combine's name for the rule ("sdp line").
+        .filter(|l| !l.is_empty() && !l.contains("Parse error at") && !l.contains("0x") && *l != "sdp line")
+        // The first unexpected token says it; the others are the same error seen by outer rules.
+        .filter(|l| !l.starts_with("Unexpected") || !std::mem::replace(&mut unexpected, true))
+        .map(|l| {
+            let mut l = excerpt(l, 160);
+            if let Some(first) = l.get_mut(0..1) {
+                first.make_ascii_lowercase();
+            }
+            l
+        })
+        .collect();
+    let what = if details.is_empty() {
+        "not valid SDP".to_owned()
+    } else {
+        details.join("; ")
+    };
+    match line {
+        Some(n) => format!("line {n}: {what}"),
+        None => what,
+    }
+}
+
 /// Whether an SDP offer has an H.264 payload type with packetization-mode=1.
 fn offers_h264_mode1(sdp: &str) -> bool {
     let h264_pts: Vec<&str> = sdp
@@ -628,6 +700,34 @@ mod tests {
         ep.accept_offer(now, OFFER, &mut out).unwrap();
         ep.accept_offer(now, OFFER, &mut out).unwrap();
         assert!(matches!(ep.accept_offer(now, OFFER, &mut out), Err(OfferError::Full(2))));
+    }
+
+    /// What a person reads for a malformed offer: the line and what is wrong, never a memory
+    /// address or Rust debug text.
+    #[test]
+    fn malformed_offers_are_described_by_line() {
+        let mut ep = endpoint();
+        let now = Instant::now();
+        let bad = |ep: &mut Endpoint, sdp: &str| match ep.accept_offer(now, sdp, &mut Outputs::default()) {
+            Err(e @ OfferError::BadSdp(_)) => e.to_string(),
+            other => panic!("{sdp:?}: {:?}", other.map(|r| r.2)),
+        };
+        assert_eq!(bad(&mut ep, "v=0 garbage"), "malformed SDP offer: line 1: expected `v=0`, found `v=0 garbage`");
+        assert_eq!(bad(&mut ep, ""), "malformed SDP offer: the offer is empty");
+        assert_eq!(
+            bad(&mut ep, "v=0\r\nthis is not sdp"),
+            "malformed SDP offer: line 2: expected `<letter>=<value>`, found `this is not sdp`"
+        );
+        // Lines of the right shape that the parser refuses: its position becomes a line number
+        // (of the media section, for what is missing in one), with the parser's reason.
+        let m = bad(&mut ep, &OFFER.replacen("a=rtpmap:96 VP8/90000", "a=rtpmap:96 VP8", 1));
+        assert_eq!(m, "malformed SDP offer: line 8: missing a=rtp_map:96 for mid: 0");
+        let t = bad(&mut ep, &OFFER.replacen("t=0 0", "t=zero", 1));
+        assert!(t.starts_with("malformed SDP offer: line 4: unexpected `z`; expected "), "{t}");
+        for m in [m, t] {
+            assert!(!m.contains("0x") && !m.contains("PointerOffset") && !m.contains('\n'), "{m}");
+        }
+        assert!(ep.is_empty());
     }
 
     #[test]
