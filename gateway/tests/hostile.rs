@@ -410,3 +410,230 @@ fn slow_request_heads_are_closed() {
     let (status, _, _) = gw.get("/api/v1/streams");
     assert_eq!(status, 200);
 }
+
+/// A Chromium 156 WHIP offer (H.264 + Opus): valid, but nobody behind it will ever connect.
+const OFFER: &str = include_str!("../../ingest/testdata/chromium156_offer.sdp");
+const LOCAL: [u8; 4] = [127, 0, 0, 1];
+const OTHER: [u8; 4] = [127, 0, 0, 2];
+
+fn post_offer(src: [u8; 4], port: u16, path: &str, sdp: &str) -> (u16, String, String) {
+    http_send_from(src, port, "POST", path, "application/sdp", sdp.as_bytes())
+}
+
+/// Reads until `marker` arrives or `within` passes; true if it arrived.
+fn read_until(s: &mut TcpStream, marker: &[u8], within: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let t = Instant::now();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    while t.elapsed() < within {
+        match s.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return false,
+        }
+        if all.windows(marker.len()).any(|w| w == marker) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The picture of the first decoded frame is not flat (a grey or black screen would be).
+fn assert_picture_has_content(file: &std::path::Path) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-frames:v", "1", "-vf", "scale=160:90", "-pix_fmt", "gray", "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    let px = out.stdout;
+    assert_eq!(px.len(), 160 * 90, "no frame decoded: {}", String::from_utf8_lossy(&out.stderr));
+    let mean = px.iter().map(|&p| f64::from(p)).sum::<f64>() / px.len() as f64;
+    let var = px.iter().map(|&p| (f64::from(p) - mean).powi(2)).sum::<f64>() / px.len() as f64;
+    assert!(var.sqrt() > 20.0, "flat picture: mean {mean:.0}, stddev {:.1}", var.sqrt());
+}
+
+/// Issue 13: a WHIP offer that never connects only reserves its key. An FFmpeg RTMP publisher
+/// to the same key is accepted at once and plays over HTTP-FLV; the reservation lapses on its
+/// own within webrtc.connect_timeout_ms (default 5 s) and is counted.
+#[test]
+fn whip_offer_that_never_connects_does_not_hold_its_key() {
+    let gw = Gateway::start("squat", "");
+    let t0 = Instant::now();
+    let (status, head, body) = post_offer(LOCAL, gw.http, "/whip/live/squat", OFFER);
+    assert_eq!(status, 201, "{head}\n{body}");
+    let s = gw.stream("live/squat").expect("the key is listed while connecting");
+    assert_eq!(s["state"], "connecting", "{s}");
+    assert!(s["video"].is_null(), "{s}");
+    // Play URLs behave as for a key nobody publishes.
+    for path in ["/live/squat.flv", "/live/squat.m3u8", "/ll/live/squat.m3u8"] {
+        let (status, _, body) = gw.get(path);
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    assert_eq!(gw.metric("streamgate_webrtc_sessions_pending"), 1);
+    assert_eq!(gw.metric("streamgate_streams"), 0);
+
+    // The real publisher connects first, so it wins, well within the reservation time.
+    let mut ffmpeg = publish(&gw.rtmp_url("live/squat"), 15, "640x360");
+    gw.wait_live("live/squat", Duration::from_secs(5));
+    let accepted = t0.elapsed();
+    let s = gw.stream("live/squat").unwrap();
+    assert_eq!(s["state"], "live");
+    assert_eq!(s["publisher"]["protocol"], "rtmp", "{s}");
+    eprintln!("RTMP publisher live {accepted:?} after the squatting offer");
+    assert!(accepted < Duration::from_secs(5), "{accepted:?}");
+
+    let out = gw.dir.join("squat.flv");
+    let st = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-o"])
+        .arg(&out)
+        .arg(gw.http_url("/live/squat.flv"))
+        .status()
+        .unwrap();
+    let _ = st;
+    check_capture(&out, 4.0);
+    assert_picture_has_content(&out);
+
+    // The offer lapses on its own: counted, nothing pending, the key stays the publisher's.
+    while gw.metric("streamgate_webrtc_sessions_pending") > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(8), "the reservation did not lapse: {}", gw.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("reservation lapsed {:?} after the offer", t0.elapsed());
+    assert_eq!(gw.metric("streamgate_webrtc_sessions_ended_total{result=\"connect_timeout\"}"), 1);
+    assert_eq!(gw.stream("live/squat").unwrap()["publisher"]["protocol"], "rtmp");
+    // An offer for a live key is refused outright.
+    let (status, _, body) = post_offer(LOCAL, gw.http, "/whip/live/squat", OFFER);
+    assert_eq!(status, 409, "{body}");
+    assert_for_people("409", &body);
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}
+
+/// Issue 13: 500 offers from one address leave at most `max_pending_per_address` pending (the
+/// rest 429 with Retry-After), a second address fills the global limit (then 503), idle RTMP
+/// connections beyond their limit are closed at once and the rest after
+/// rtmp.connect_timeout_secs; a real publisher and its viewer never notice, a new viewer from
+/// another address gets in, and memory is back within the reservation time.
+#[test]
+fn whip_and_rtmp_floods_are_bounded() {
+    let gw = Gateway::start("flood", "[webrtc]\nmax_pending = 15\n[rtmp]\nconnect_timeout_secs = 2\n");
+    let mut publisher = publish(&gw.rtmp_url("live/real"), 40, "640x360");
+    gw.wait_live("live/real", Duration::from_secs(10));
+    let watcher = Watcher::start(gw.http, "/live/real.flv");
+    std::thread::sleep(Duration::from_secs(2));
+    watcher.reset_gap();
+    let rss0 = gw.rss_kb();
+    let frames_before = gw.stream("live/real").unwrap()["frames_in"]["video"].as_u64().unwrap();
+    let t0 = Instant::now();
+
+    let mut created = 0;
+    let mut too_many = 0;
+    for i in 0..500 {
+        let (status, head, body) = post_offer(LOCAL, gw.http, &format!("/whip/flood/k{i}"), OFFER);
+        match status {
+            201 => created += 1,
+            429 => {
+                too_many += 1;
+                let retry: u64 = header(&head, "retry-after").expect("429 without Retry-After").parse().unwrap();
+                assert!((1..=5).contains(&retry), "{head}");
+                assert_for_people("429", &body);
+            }
+            other => panic!("offer {i}: {other} {head}\n{body}"),
+        }
+    }
+    let flood_secs = t0.elapsed().as_secs_f64();
+    eprintln!("500 offers in {flood_secs:.2} s: {created} created, {too_many} refused with 429");
+    assert_eq!(created, 10, "webrtc.max_pending_per_address is 10");
+    assert_eq!(too_many, 490);
+    assert_eq!(gw.metric("streamgate_webrtc_sessions_pending"), 10);
+    let refused =
+        gw.metric("streamgate_webrtc_offers_refused_total{limit=\"per_address\"}") + gw.metric("streamgate_webrtc_offers_refused_total{limit=\"rate\"}");
+    assert_eq!(refused, 490);
+    let streams = gw.streams();
+    let all = streams["streams"].as_array().unwrap();
+    assert_eq!(all.iter().filter(|s| s["state"] == "connecting").count(), 10);
+    assert_eq!(all.iter().filter(|s| s["state"] == "live").count(), 1, "only the real publisher is live");
+
+    // Another address gets in until the server-wide limit (15), then 503 with Retry-After.
+    let statuses: Vec<(u16, String, String)> = (0..8).map(|i| post_offer(OTHER, gw.http, &format!("/whip/flood/o{i}"), OFFER)).collect();
+    assert!(statuses[..5].iter().all(|(s, _, _)| *s == 201), "{:?}", statuses.iter().map(|s| s.0).collect::<Vec<_>>());
+    for (status, head, body) in &statuses[5..] {
+        assert_eq!(*status, 503, "{head}");
+        assert!(header(head, "retry-after").is_some(), "{head}");
+        assert_for_people("503", body);
+    }
+    assert_eq!(gw.metric("streamgate_webrtc_offers_refused_total{limit=\"total\"}"), 3);
+
+    // RTMP connections that never handshake: 32 held per address, the rest closed at once.
+    let idle: Vec<TcpStream> = (0..40).map(|_| connect_from(LOCAL, gw.rtmp)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut closed_at_once = 0;
+    for s in &idle {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match (&*s).read(&mut b) {
+            Ok(0) => closed_at_once += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed_at_once += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed_at_once, 8, "rtmp.max_pending_per_address is 32");
+    assert_eq!(gw.metric("streamgate_rtmp_connections_refused_total{limit=\"per_address\"}"), 8);
+    // A new RTMP viewer from another address is served meanwhile.
+    let mut viewer = rtmp_connect_with(connect_from(OTHER, gw.rtmp));
+    viewer.write_all(&connect_cmd("live")).unwrap();
+    viewer.write_all(&publish_cmd("play", "real")).unwrap();
+    assert!(read_until(&mut viewer, b"NetStream.Play.Start", Duration::from_secs(3)), "{}", gw.log());
+    // (It reads no further: closed now so that its queue does not count as memory below.)
+    drop(viewer);
+    // The held ones are closed after rtmp.connect_timeout_secs (2 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(gw.metric("streamgate_rtmp_connections_pending"), 0);
+    assert_eq!(gw.metric("streamgate_rtmp_connect_timeouts_total"), 32);
+    drop(idle);
+
+    // Within the reservation time (5 s) every offer lapsed; memory is back.
+    while gw.metric("streamgate_webrtc_sessions_pending") > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5) + Duration::from_secs_f64(flood_secs) + Duration::from_secs(2), "offers still pending");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lapsed = t0.elapsed();
+    let rss1 = gw.rss_kb();
+    assert_eq!(gw.metric("streamgate_webrtc_sessions_ended_total{result=\"connect_timeout\"}"), 15);
+    // The allocator keeps what it once held, so the first flood sets a high-water mark (bounded
+    // by the limits); a second flood must come back to it: nothing stays behind per flood.
+    let flood = |round: usize| {
+        let created = (0..500)
+            .filter(|i| post_offer(LOCAL, gw.http, &format!("/whip/flood/r{round}k{i}"), OFFER).0 == 201)
+            .count();
+        assert!(created <= 10, "{created}");
+        let t = Instant::now();
+        while gw.metric("streamgate_webrtc_sessions_pending") > 0 {
+            assert!(t.elapsed() < Duration::from_secs(7), "offers still pending");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    flood(1);
+    let rss2 = gw.rss_kb();
+    eprintln!(
+        "offers lapsed {lapsed:?} after the flood began; RSS {rss0} KiB before, {rss1} KiB after the first flood, {rss2} KiB after the second"
+    );
+    assert!(rss1 <= rss0 + 16 * 1024, "RSS grew from {rss0} to {rss1} KiB");
+    assert!(rss2 <= rss1 + 1024, "RSS grew from {rss1} to {rss2} KiB over a second flood");
+    assert_eq!(gw.streams()["streams"].as_array().unwrap().len(), 1);
+
+    // The real publisher and its viewer never noticed.
+    let elapsed = t0.elapsed().as_secs_f64();
+    let frames_after = gw.stream("live/real").unwrap()["frames_in"]["video"].as_u64().unwrap();
+    let rate = (frames_after - frames_before) as f64 / elapsed;
+    assert!(rate >= 0.95 * 30.0, "publisher slowed to {rate:.1} fps during the floods");
+    let (gap, bytes) = watcher.finish();
+    assert!(bytes > 100_000, "viewer received only {bytes} bytes");
+    assert!(gap < Duration::from_millis(500), "viewer saw a {gap:?} gap during the floods");
+    assert!(!gw.log().contains("panicked"));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}

@@ -71,6 +71,29 @@ impl Gateway {
         gw
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the gateway process, KiB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// One sample of `/metrics` (`name` with its labels, e.g. `x_total{a="b"}`).
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, _, m) = self.get("/metrics");
+        m.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{m}"))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
     }
@@ -133,6 +156,60 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `src` (127.0.0.0/8 is all
+/// local, so tests can be several client addresses).
+pub fn connect_from(src: [u8; 4], port: u16) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from((src, 0)).into()).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+    sock.into()
+}
+
+/// An HTTP/1.1 request with a body from `src`: (status, head, body). Reads until close.
+pub fn http_send_from(src: [u8; 4], port: u16, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, String, String) {
+    let mut s = connect_from(src, port);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    // A server may answer (413) and close before the whole body is written.
+    let _ = s.write_all(&req);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of header `name` (lower case) in a response head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Panics if an error message meant for a person carries a memory address, Rust debug syntax,
+/// a source path or a panic: what users read must be a sentence, not internals.
+pub fn assert_for_people(what: &str, text: &str) {
+    let lower = text.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    for (i, _) in lower.match_indices("0x") {
+        let hex = b[i + 2..].iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        assert!(hex < 6, "{what}: a memory address in {text:?}");
+    }
+    for bad in [
+        "pointeroffset", "some(", "none)", "ok(", "err(", " { ", "::", ".rs:", "panicked", "backtrace",
+        "/work/", "/root/", "/home/", "/tmp/", "/var/", "\\n", "\\\"", "error {", "kind:",
+    ] {
+        assert!(!lower.contains(bad), "{what}: {bad:?} (internals) in {text:?}");
     }
 }
 
