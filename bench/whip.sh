@@ -53,7 +53,9 @@ work=$(mktemp -d /tmp/sg-whip.XXXXXX)
 results=$work/results.jsonl
 for n in "${counts[@]}"; do
   http=$(free_port); rtmp=$(free_port); udp=$(free_port)
-  printf '[webrtc]\nmax_sessions = %s\n' "$((n + 10))" >"$work/sg.toml"
+  # whipload starts 50 publishers a second from one address: lift the per-address offer limits.
+  printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
+    "$((n + 10))" "$((n + 10))" "$((n + 10))" >"$work/sg.toml"
   "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log warn >"$work/sg-$n.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_port "$http"

@@ -176,15 +176,18 @@ impl Admission {
     /// Forgets addresses with nothing pending whose bucket is full again (at most once a
     /// second), so the map holds only addresses active in the last `burst / rate` seconds.
     fn sweep(&self, st: &mut State, now: Instant) {
-        if st.last_sweep.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+        if st
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
             return;
         }
         st.last_sweep = Some(now);
         let l = self.limits;
         let burst = f64::from(l.burst.max(1));
         st.by_address.retain(|_, e| {
-            let refilled = l.rate_per_sec <= 0.0
-                || e.tokens + now.saturating_duration_since(e.refilled).as_secs_f64() * l.rate_per_sec >= burst;
+            let refilled =
+                l.rate_per_sec <= 0.0 || e.tokens + now.saturating_duration_since(e.refilled).as_secs_f64() * l.rate_per_sec >= burst;
             e.pending > 0 || !refilled
         });
     }
@@ -217,7 +220,10 @@ mod tests {
 
     #[test]
     fn per_address_limit_frees_on_drop() {
-        let a = Admission::new(Limits { rate_per_sec: 0.0, ..LIMITS });
+        let a = Admission::new(Limits {
+            rate_per_sec: 0.0,
+            ..LIMITS
+        });
         let t = Instant::now();
         let held: Vec<Pending> = (0..3).map(|_| a.admit(ip("10.0.0.1"), t).unwrap()).collect();
         assert_eq!(a.admit(ip("10.0.0.1"), t).unwrap_err(), Refusal::PerAddress(3));
@@ -235,7 +241,10 @@ mod tests {
 
     #[test]
     fn global_limit_applies_across_addresses() {
-        let a = Admission::new(Limits { rate_per_sec: 0.0, ..LIMITS });
+        let a = Admission::new(Limits {
+            rate_per_sec: 0.0,
+            ..LIMITS
+        });
         let t = Instant::now();
         let held: Vec<Pending> = (1..=5).map(|i| a.admit(ip(&format!("10.0.0.{i}")), t).unwrap()).collect();
         assert_eq!(a.admit(ip("10.0.0.9"), t).unwrap_err(), Refusal::Total(5));
@@ -246,7 +255,11 @@ mod tests {
 
     #[test]
     fn rate_limit_refills_over_time() {
-        let a = Admission::new(Limits { per_address: 100, total: 100, ..LIMITS });
+        let a = Admission::new(Limits {
+            per_address: 100,
+            total: 100,
+            ..LIMITS
+        });
         let t = Instant::now();
         // A burst of 4, then refused; each admitted connection completes at once.
         for _ in 0..4 {
@@ -290,7 +303,10 @@ mod tests {
     fn ipv6_is_counted_per_64_and_mapped_v4_as_v4() {
         assert_eq!(client_block(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
         assert_eq!(client_block(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
-        let a = Admission::new(Limits { rate_per_sec: 0.0, ..LIMITS });
+        let a = Admission::new(Limits {
+            rate_per_sec: 0.0,
+            ..LIMITS
+        });
         let t = Instant::now();
         let _h: Vec<Pending> = (1..=3).map(|i| a.admit(ip(&format!("2001:db8:1:2::{i}")), t).unwrap()).collect();
         assert_eq!(a.admit(ip("2001:db8:1:2:ffff::9"), t).unwrap_err(), Refusal::PerAddress(3));
@@ -302,7 +318,10 @@ mod tests {
         let a = Admission::new(LIMITS);
         let t = Instant::now();
         for i in 0..1000 {
-            drop(a.admit(ip(&format!("10.1.{}.{}", i / 250, i % 250)), t).unwrap_or_else(|e| panic!("{i}: {e}")));
+            drop(
+                a.admit(ip(&format!("10.1.{}.{}", i / 250, i % 250)), t)
+                    .unwrap_or_else(|e| panic!("{i}: {e}")),
+            );
         }
         assert_eq!(a.tracked_addresses(), 1000);
         // Buckets are full again after burst / rate = 2 s; the next admission sweeps.

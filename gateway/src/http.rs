@@ -61,8 +61,21 @@ pub fn router(state: SharedState) -> Router {
             "/whip/{app}/{stream}/{session}",
             delete(whip::delete).patch(whip::patch).options(whip::session_options),
         )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(cors)
         .with_state(state)
+}
+
+async fn not_found() -> Response {
+    plain(
+        StatusCode::NOT_FOUND,
+        "no such page: streams play at /{app}/{stream}.flv or .m3u8, the list is at /api/v1/streams",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    plain(StatusCode::METHOD_NOT_ALLOWED, "this URL does not take that method")
 }
 
 async fn index(State(st): State<SharedState>) -> impl IntoResponse {

@@ -288,7 +288,9 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Sh
                 let Some(l) = live.get_mut(&id) else { continue };
                 // The admission guard goes; the reservation becomes the key, unless a publisher
                 // that connected first has it.
-                let Some((reservation, _pending)) = l.connecting.take() else { continue };
+                let Some((reservation, _pending)) = l.connecting.take() else {
+                    continue;
+                };
                 counters.sessions_connected.fetch_add(1, Ordering::Relaxed);
                 match reservation.claim() {
                     Ok(publisher) => {

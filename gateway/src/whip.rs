@@ -137,7 +137,18 @@ pub async fn post(
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (reply, rx) = oneshot::channel();
-    if st.webrtc.tx.send(Command::Offer { sdp, reservation, pending, reply }).await.is_err() {
+    if st
+        .webrtc
+        .tx
+        .send(Command::Offer {
+            sdp,
+            reservation,
+            pending,
+            reply,
+        })
+        .await
+        .is_err()
+    {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down");
     }
     let accepted = match tokio::time::timeout(Duration::from_secs(5), rx).await {

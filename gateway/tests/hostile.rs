@@ -549,17 +549,27 @@ fn whip_and_rtmp_floods_are_bounded() {
     assert_eq!(created, 10, "webrtc.max_pending_per_address is 10");
     assert_eq!(too_many, 490);
     assert_eq!(gw.metric("streamgate_webrtc_sessions_pending"), 10);
-    let refused =
-        gw.metric("streamgate_webrtc_offers_refused_total{limit=\"per_address\"}") + gw.metric("streamgate_webrtc_offers_refused_total{limit=\"rate\"}");
+    let refused = gw.metric("streamgate_webrtc_offers_refused_total{limit=\"per_address\"}")
+        + gw.metric("streamgate_webrtc_offers_refused_total{limit=\"rate\"}");
     assert_eq!(refused, 490);
     let streams = gw.streams();
     let all = streams["streams"].as_array().unwrap();
     assert_eq!(all.iter().filter(|s| s["state"] == "connecting").count(), 10);
-    assert_eq!(all.iter().filter(|s| s["state"] == "live").count(), 1, "only the real publisher is live");
+    assert_eq!(
+        all.iter().filter(|s| s["state"] == "live").count(),
+        1,
+        "only the real publisher is live"
+    );
 
     // Another address gets in until the server-wide limit (15), then 503 with Retry-After.
-    let statuses: Vec<(u16, String, String)> = (0..8).map(|i| post_offer(OTHER, gw.http, &format!("/whip/flood/o{i}"), OFFER)).collect();
-    assert!(statuses[..5].iter().all(|(s, _, _)| *s == 201), "{:?}", statuses.iter().map(|s| s.0).collect::<Vec<_>>());
+    let statuses: Vec<(u16, String, String)> = (0..8)
+        .map(|i| post_offer(OTHER, gw.http, &format!("/whip/flood/o{i}"), OFFER))
+        .collect();
+    assert!(
+        statuses[..5].iter().all(|(s, _, _)| *s == 201),
+        "{:?}",
+        statuses.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
     for (status, head, body) in &statuses[5..] {
         assert_eq!(*status, 503, "{head}");
         assert!(header(head, "retry-after").is_some(), "{head}");
@@ -586,7 +596,11 @@ fn whip_and_rtmp_floods_are_bounded() {
     let mut viewer = rtmp_connect_with(connect_from(OTHER, gw.rtmp));
     viewer.write_all(&connect_cmd("live")).unwrap();
     viewer.write_all(&publish_cmd("play", "real")).unwrap();
-    assert!(read_until(&mut viewer, b"NetStream.Play.Start", Duration::from_secs(3)), "{}", gw.log());
+    assert!(
+        read_until(&mut viewer, b"NetStream.Play.Start", Duration::from_secs(3)),
+        "{}",
+        gw.log()
+    );
     // (It reads no further: closed now so that its queue does not count as memory below.)
     drop(viewer);
     // The held ones are closed after rtmp.connect_timeout_secs (2 s).
@@ -597,7 +611,10 @@ fn whip_and_rtmp_floods_are_bounded() {
 
     // Within the reservation time (5 s) every offer lapsed; memory is back.
     while gw.metric("streamgate_webrtc_sessions_pending") > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(5) + Duration::from_secs_f64(flood_secs) + Duration::from_secs(2), "offers still pending");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5) + Duration::from_secs_f64(flood_secs) + Duration::from_secs(2),
+            "offers still pending"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let lapsed = t0.elapsed();
@@ -633,6 +650,173 @@ fn whip_and_rtmp_floods_are_bounded() {
     let (gap, bytes) = watcher.finish();
     assert!(bytes > 100_000, "viewer received only {bytes} bytes");
     assert!(gap < Duration::from_millis(500), "viewer saw a {gap:?} gap during the floods");
+    assert!(!gw.log().contains("panicked"));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+/// AMF0 strings that follow a "description" key in what an RTMP server sent.
+fn rtmp_descriptions(reply: &[u8]) -> Vec<String> {
+    let key = b"\x00\x0bdescription\x02";
+    let mut out = Vec::new();
+    let mut rest = reply;
+    while let Some(p) = rest.windows(key.len()).position(|w| w == key) {
+        let s = &rest[p + key.len()..];
+        if s.len() < 2 {
+            break;
+        }
+        let n = usize::from(u16::from_be_bytes([s[0], s[1]]));
+        out.push(String::from_utf8_lossy(&s[2..(2 + n).min(s.len())]).into_owned());
+        rest = &s[2..];
+    }
+    out
+}
+
+/// Issue 13: every error answer of every protocol is a sentence for a person: no memory
+/// addresses, Rust debug syntax, source paths or panics, whatever the request.
+#[test]
+fn error_responses_are_for_people() {
+    let gw = Gateway::start("errors", "[webrtc]\noffers_burst_per_address = 100\n");
+    let mut publisher = publish(&gw.rtmp_url("live/on"), 30, "320x240");
+    gw.wait_live("live/on", Duration::from_secs(10));
+    let mut checked = Vec::new();
+    let mut check = |what: String, status: u16, body: &str| {
+        assert!(status >= 400, "{what}: {status} {body}");
+        assert!(
+            what.starts_with("HEAD") || !body.trim().is_empty(),
+            "{what}: {status} with an empty body"
+        );
+        assert_for_people(&what, body);
+        checked.push(format!("{what} -> {status} {}", body.trim()));
+    };
+
+    // WHIP: malformed, refused and impossible offers, wrong types, sizes, methods and names.
+    let no_fingerprint: String = OFFER
+        .lines()
+        .filter(|l| !l.starts_with("a=fingerprint"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let av1_only = OFFER
+        .replace("H264/90000", "H26X/90000")
+        .replace("VP8/90000", "VP8X/90000")
+        .replace("VP9/90000", "VP9X/90000");
+    let offers: Vec<(&str, String)> = vec![
+        ("v=0 garbage", "v=0 garbage".into()),
+        ("not SDP", "v=0\r\nthis is not sdp".into()),
+        ("empty", String::new()),
+        ("bad t= line", OFFER.replacen("t=0 0", "t=zero", 1)),
+        ("missing rtpmap", OFFER.replacen("a=rtpmap:96 VP8/90000", "a=rtpmap:96 VP8", 1)),
+        ("no m-lines", OFFER.split("m=video").next().unwrap().to_owned()),
+        ("no fingerprint", no_fingerprint),
+        ("AV1 only", av1_only),
+        ("no Opus", OFFER.replace("opus/48000", "opux/48000")),
+        ("binary", String::from_utf8_lossy(&xorshift_bytes(3000, 9)).into_owned()),
+        ("live key", OFFER.to_owned()),
+    ];
+    for (what, sdp) in &offers {
+        let path = if *what == "live key" { "/whip/live/on" } else { "/whip/live/err" };
+        let (status, _, body) = post_offer(LOCAL, gw.http, path, sdp);
+        check(format!("WHIP {what}"), status, &body);
+    }
+    let (status, _, body) = http_send_from(LOCAL, gw.http, "POST", "/whip/live/err", "text/plain", b"x");
+    check("WHIP text/plain".into(), status, &body);
+    let big = vec![b'a'; 100_000];
+    let (status, _, body) = http_send_from(LOCAL, gw.http, "POST", "/whip/live/err", "application/sdp", &big);
+    check("WHIP 100 KB".into(), status, &body);
+    for path in [
+        "/whip/live/..",
+        "/whip/live/a%20b",
+        "/whip/%ff%fe/x",
+        "/whip/live/x%2f..",
+        &format!("/whip/live/{}", "n".repeat(200)),
+    ] {
+        let (status, _, body) = post_offer(LOCAL, gw.http, path, OFFER);
+        check(format!("WHIP {path}"), status, &body);
+    }
+    for method in ["DELETE", "PATCH", "GET", "PUT"] {
+        let (status, _, body) = http_send_from(
+            LOCAL,
+            gw.http,
+            method,
+            "/whip/live/err/nosuchsession",
+            "application/trickle-ice-sdpfrag",
+            b"a=x",
+        );
+        check(format!("WHIP {method} session"), status, &body);
+    }
+
+    // HTTP play: names, formats, keys nobody publishes, HLS query tricks, unknown routes.
+    for path in [
+        "/live/nosuch.flv",
+        "/live/..flv",
+        "/live/a%2F..flv",
+        "/live/%ff.flv",
+        "/live/on.mp4",
+        "/live/nosuch.m3u8",
+        "/live/on-99999.ts",
+        "/live/on-abc.ts",
+        "/ll/live/nosuch.m3u8",
+        "/ll/live/on.m3u8?_HLS_msn=abc",
+        "/ll/live/on.m3u8?_HLS_part=1",
+        "/ll/live/on.m3u8?_HLS_msn=1&_HLS_msn=2",
+        "/ll/live/on.m3u8?_HLS_msn=99999999999999999999999",
+        "/ll/live/on-x.m4s",
+        "/ll/live/on.txt",
+        "/no/such/route/at/all",
+        "/api/v1/streams/x",
+        "/%00",
+    ] {
+        let (status, _, body) = gw.get(path);
+        check(format!("GET {path}"), status, &body);
+    }
+    let (status, _, body) = http_request(gw.http, "HEAD", "/live/nosuch.flv");
+    check("HEAD not live".into(), status, &body);
+    // A WebSocket-FLV upgrade for a key that is not live.
+    let ws = b"GET /live/nosuch.flv HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let raw = String::from_utf8_lossy(&raw_exchange(gw.http, ws, Duration::from_secs(5))).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    check(
+        "WS-FLV not live".into(),
+        head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0),
+        body,
+    );
+    // A request that is not HTTP at all.
+    let raw = String::from_utf8_lossy(&raw_exchange(gw.http, b"\x16\x03\x01\x02\x00hello\r\n\r\n", Duration::from_secs(5))).into_owned();
+    assert_for_people("not HTTP", &raw);
+
+    // RTMP: the descriptions of every refusal.
+    let mut rtmp = |what: &str, app: &str, verb: &str, name: &str, extra: &[u8]| {
+        let mut s = rtmp_connect(gw.rtmp);
+        s.write_all(&connect_cmd(app)).unwrap();
+        s.write_all(&publish_cmd(verb, name)).unwrap();
+        if !extra.is_empty() {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = s.write_all(extra);
+        }
+        let reply = read_until_closed(s, Duration::from_secs(5));
+        let texts = rtmp_descriptions(&reply);
+        assert!(!texts.is_empty(), "{what}: no description in {:?}", String::from_utf8_lossy(&reply));
+        for t in texts {
+            assert_for_people(what, &t);
+            checked.push(format!("RTMP {what} -> {t}"));
+        }
+    };
+    rtmp("publish ..", "live", "publish", "..", &[]);
+    rtmp("publish a/b", "live", "publish", "a/b", &[]);
+    rtmp("publish live key", "live", "publish", "on", &[]);
+    rtmp("play ../x", "live", "play", "../x", &[]);
+    rtmp("play not live", "live", "play", "nosuch", &[]);
+    let mut hevc = BytesMut::new();
+    encode_message(&mut hevc, 6, 0, types::VIDEO, 1, &[0x1c, 0, 0, 0, 0], 128);
+    rtmp("HEVC", "live", "publish", "hevc", &hevc);
+    let mut mp3 = BytesMut::new();
+    encode_message(&mut mp3, 6, 0, types::AUDIO, 1, &[0x2f, 0, 0, 0], 128);
+    rtmp("MP3", "live", "publish", "mp3", &mp3);
+    let mut badavc = BytesMut::new();
+    encode_message(&mut badavc, 6, 0, types::VIDEO, 1, &[0x17, 0, 0, 0, 0, 1, 2, 3], 128);
+    rtmp("bad AVC header", "live", "publish", "badavc", &badavc);
+
+    eprintln!("{} error answers checked:\n{}", checked.len(), checked.join("\n"));
     assert!(!gw.log().contains("panicked"));
     let _ = publisher.kill();
     let _ = publisher.wait();

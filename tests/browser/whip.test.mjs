@@ -8,7 +8,7 @@ import { createSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withGatewayAndBrowser, whipPublish, waitLive, sleep } from './lib.mjs';
+import { withGatewayAndBrowser, whipPublish, waitLive, sleep, root } from './lib.mjs';
 import { captureHttp, captureRtmp, judge } from './flvcheck.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'streamgate-whip-'));
@@ -27,6 +27,38 @@ function sequenceHeaders(file) {
     pos += 11 + size + 4;
   }
   return out;
+}
+
+/// Polls an HTTP-FLV URL (every 20 ms while it answers 404) and reads it until the first coded
+/// video frame (a video tag after the sequence header); the wall-clock time it arrived.
+async function firstVideoFrameAt(url, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    assert.ok(Date.now() < deadline, `${url}: no video within ${ms} ms`);
+    const r = await fetch(url).catch(() => null);
+    if (!r || r.status !== 200) {
+      await sleep(20);
+      continue;
+    }
+    const reader = r.body.getReader();
+    let buf = Buffer.alloc(0);
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buf = Buffer.concat([buf, value]);
+      let pos = 13;
+      while (pos + 11 <= buf.length) {
+        const size = buf.readUIntBE(pos + 1, 3);
+        if (pos + 11 + size > buf.length) break;
+        if ((buf[pos] & 0x1f) === 9 && buf[pos + 12] === 1) {
+          const at = Date.now();
+          await reader.cancel().catch(() => {});
+          return at;
+        }
+        pos += 11 + size + 4;
+      }
+    }
+  }
 }
 
 async function streams(gw) {
@@ -50,8 +82,14 @@ async function sprayGarbage(port, count) {
 
 test('WHIP: two Chromium publishers on one UDP port, played as HTTP-FLV and RTMP', { timeout: 120000 }, async () => {
   await withGatewayAndBrowser({ camera: true }, async ({ gw, pages, browser }) => {
-    // One prefers H.264 (passed through); the other offers VP8 only (transcoded to H.264).
-    await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/h264`, { codec: 'h264' });
+    // One prefers H.264 (passed through); the other offers VP8 only (transcoded to H.264). A
+    // viewer waiting for the first one from before its offer sees its first frame as soon as
+    // ICE, DTLS and a keyframe allow (the key is claimed when the session connects).
+    const firstFrame = firstVideoFrameAt(`http://127.0.0.1:${gw.http}/live/h264.flv`);
+    const h264 = await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/h264`, { codec: 'h264' });
+    const postToFirstFrame = (await firstFrame) - (await h264.evaluate(() => window.whip.postedAt));
+    console.log(`WHIP offer to first video frame on HTTP-FLV: ${postToFirstFrame} ms`);
+    assert.ok(postToFirstFrame < 1500, `first video frame ${postToFirstFrame} ms after the offer`);
     const vp8 = await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/second`, { codec: 'vp8only' });
     const answer = await vp8.evaluate(() => window.whip.answer);
     assert.match(answer, /VP8\/90000/);
@@ -187,6 +225,20 @@ test('WHIP: refused offers get a clear 4xx', { timeout: 60000 }, async () => {
     assert.match(text, /H\.264/);
     assert.match(sdp, /AV1/);
     assert.ok(!(await streams(gw)).some((s) => s.key === 'live/bad'), 'refused offer left the key claimed');
+    // An offer that never connects (nobody behind it) only reserves its key: shown as
+    // connecting, not playable, and a browser publisher that connects first gets the key.
+    const squat = readFileSync(join(root, 'ingest', 'testdata', 'chromium156_offer.sdp'), 'utf8');
+    r = await fetch(`http://127.0.0.1:${gw.http}/whip/live/squat`, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: squat });
+    assert.equal(r.status, 201, await r.text());
+    const reserved = (await streams(gw)).find((s) => s.key === 'live/squat');
+    assert.equal(reserved?.state, 'connecting');
+    assert.equal((await fetch(`http://127.0.0.1:${gw.http}/live/squat.flv`)).status, 404);
+    const t0 = Date.now();
+    await whipPublish(browser, pages.port, `http://127.0.0.1:${gw.http}/whip/live/squat`);
+    const won = await waitLive(gw.http, 'live/squat');
+    assert.equal(won.state, 'live');
+    assert.equal(won.publisher.protocol, 'webrtc');
+    console.log(`a browser publisher took a reserved key in ${Date.now() - t0} ms`);
     r = await fetch(`${url}/nosuchsession`, { method: 'DELETE' });
     assert.equal(r.status, 404);
     r = await fetch(url, { method: 'OPTIONS' });

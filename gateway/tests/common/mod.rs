@@ -206,8 +206,25 @@ pub fn assert_for_people(what: &str, text: &str) {
         assert!(hex < 6, "{what}: a memory address in {text:?}");
     }
     for bad in [
-        "pointeroffset", "some(", "none)", "ok(", "err(", " { ", "::", ".rs:", "panicked", "backtrace",
-        "/work/", "/root/", "/home/", "/tmp/", "/var/", "\\n", "\\\"", "error {", "kind:",
+        "pointeroffset",
+        "some(",
+        "none)",
+        "ok(",
+        "err(",
+        " { ",
+        "::",
+        ".rs:",
+        "panicked",
+        "backtrace",
+        "/work/",
+        "/root/",
+        "/home/",
+        "/tmp/",
+        "/var/",
+        "\\n",
+        "\\\"",
+        "error {",
+        "kind:",
     ] {
         assert!(!lower.contains(bad), "{what}: {bad:?} (internals) in {text:?}");
     }

@@ -487,7 +487,11 @@ fn sdp_line_error(sdp: &str) -> Option<String> {
         }
         let b = line.as_bytes();
         if b.len() < 2 || !b[0].is_ascii_lowercase() || b[1] != b'=' {
-            return Some(format!("line {}: expected `<letter>=<value>`, found `{}`", i + 1, excerpt(line, 40)));
+            return Some(format!(
+                "line {}: expected `<letter>=<value>`, found `{}`",
+                i + 1,
+                excerpt(line, 40)
+            ));
         }
     }
     None
@@ -712,7 +716,10 @@ mod tests {
             Err(e @ OfferError::BadSdp(_)) => e.to_string(),
             other => panic!("{sdp:?}: {:?}", other.map(|r| r.2)),
         };
-        assert_eq!(bad(&mut ep, "v=0 garbage"), "malformed SDP offer: line 1: expected `v=0`, found `v=0 garbage`");
+        assert_eq!(
+            bad(&mut ep, "v=0 garbage"),
+            "malformed SDP offer: line 1: expected `v=0`, found `v=0 garbage`"
+        );
         assert_eq!(bad(&mut ep, ""), "malformed SDP offer: the offer is empty");
         assert_eq!(
             bad(&mut ep, "v=0\r\nthis is not sdp"),
