@@ -154,16 +154,51 @@ impl Watcher {
     }
 }
 
+/// A real FFmpeg publisher and an HTTP-FLV viewer of it, there to show that an attack on
+/// other connections harms neither.
+struct Bystander {
+    key: String,
+    publisher: std::process::Child,
+    watcher: Watcher,
+    frames_before: u64,
+    since: Instant,
+}
+
+impl Bystander {
+    fn start(gw: &Gateway, key: &str) -> Bystander {
+        let publisher = publish(&gw.rtmp_url(key), 40, "640x360");
+        gw.wait_live(key, Duration::from_secs(10));
+        let watcher = Watcher::start(gw.http, &format!("/{key}.flv"));
+        std::thread::sleep(Duration::from_secs(2));
+        watcher.reset_gap();
+        let frames_before = gw.stream(key).unwrap()["frames_in"]["video"].as_u64().unwrap();
+        Bystander {
+            key: key.to_owned(),
+            publisher,
+            watcher,
+            frames_before,
+            since: Instant::now(),
+        }
+    }
+
+    /// The publisher kept its 30 fps and the viewer saw no gap of 500 ms or more.
+    fn assert_unharmed(mut self, gw: &Gateway, during: &str) {
+        let elapsed = self.since.elapsed().as_secs_f64();
+        let frames_after = gw.stream(&self.key).unwrap()["frames_in"]["video"].as_u64().unwrap();
+        let rate = (frames_after - self.frames_before) as f64 / elapsed;
+        assert!(rate >= 0.95 * 30.0, "publisher slowed to {rate:.1} fps during {during}");
+        let (gap, bytes) = self.watcher.finish();
+        assert!(bytes > 100_000, "viewer received only {bytes} bytes");
+        assert!(gap < Duration::from_millis(500), "viewer saw a {gap:?} gap during {during}");
+        let _ = self.publisher.kill();
+        let _ = self.publisher.wait();
+    }
+}
+
 #[test]
 fn bad_rtmp_input_closes_only_that_connection() {
     let gw = Gateway::start("hostile", "[rtmp]\nmax_message_size = 1048576\nidle_timeout_secs = 3\n");
-    let mut publisher = publish(&gw.rtmp_url("live/good"), 40, "640x360");
-    gw.wait_live("live/good", Duration::from_secs(10));
-    let watcher = Watcher::start(gw.http, "/live/good.flv");
-    std::thread::sleep(Duration::from_secs(2));
-    watcher.reset_gap();
-    let frames_before = gw.stream("live/good").unwrap()["frames_in"]["video"].as_u64().unwrap();
-    let t0 = Instant::now();
+    let bystander = Bystander::start(&gw, "live/good");
 
     // 1. Random bytes instead of a handshake.
     let mut s = TcpStream::connect(("127.0.0.1", gw.rtmp)).unwrap();
@@ -249,13 +284,7 @@ fn bad_rtmp_input_closes_only_that_connection() {
     );
 
     // The good stream never noticed.
-    let elapsed = t0.elapsed().as_secs_f64();
-    let frames_after = gw.stream("live/good").unwrap()["frames_in"]["video"].as_u64().unwrap();
-    let rate = (frames_after - frames_before) as f64 / elapsed;
-    assert!(rate >= 0.95 * 30.0, "publisher slowed to {rate:.1} fps during the attacks");
-    let (gap, bytes) = watcher.finish();
-    assert!(bytes > 100_000, "viewer received only {bytes} bytes");
-    assert!(gap < Duration::from_millis(500), "viewer saw a {gap:?} gap during the attacks");
+    bystander.assert_unharmed(&gw, "the attacks");
 
     let log = gw.log();
     for why in [
@@ -270,8 +299,6 @@ fn bad_rtmp_input_closes_only_that_connection() {
         assert!(log.contains(why), "no log line says {why:?}:\n{log}");
     }
     assert!(!log.contains("panicked"), "{log}");
-    let _ = publisher.kill();
-    let _ = publisher.wait();
 }
 
 /// An HTTP-FLV request (with `extra` header lines, each ending in CRLF) from a socket with a tiny
@@ -520,13 +547,8 @@ fn whip_offer_that_never_connects_does_not_hold_its_key() {
 #[test]
 fn whip_and_rtmp_floods_are_bounded() {
     let gw = Gateway::start("flood", "[webrtc]\nmax_pending = 15\n[rtmp]\nconnect_timeout_secs = 2\n");
-    let mut publisher = publish(&gw.rtmp_url("live/real"), 40, "640x360");
-    gw.wait_live("live/real", Duration::from_secs(10));
-    let watcher = Watcher::start(gw.http, "/live/real.flv");
-    std::thread::sleep(Duration::from_secs(2));
-    watcher.reset_gap();
+    let bystander = Bystander::start(&gw, "live/real");
     let rss0 = gw.rss_kb();
-    let frames_before = gw.stream("live/real").unwrap()["frames_in"]["video"].as_u64().unwrap();
     let t0 = Instant::now();
 
     let mut created = 0;
@@ -643,16 +665,8 @@ fn whip_and_rtmp_floods_are_bounded() {
     assert_eq!(gw.streams()["streams"].as_array().unwrap().len(), 1);
 
     // The real publisher and its viewer never noticed.
-    let elapsed = t0.elapsed().as_secs_f64();
-    let frames_after = gw.stream("live/real").unwrap()["frames_in"]["video"].as_u64().unwrap();
-    let rate = (frames_after - frames_before) as f64 / elapsed;
-    assert!(rate >= 0.95 * 30.0, "publisher slowed to {rate:.1} fps during the floods");
-    let (gap, bytes) = watcher.finish();
-    assert!(bytes > 100_000, "viewer received only {bytes} bytes");
-    assert!(gap < Duration::from_millis(500), "viewer saw a {gap:?} gap during the floods");
+    bystander.assert_unharmed(&gw, "the floods");
     assert!(!gw.log().contains("panicked"));
-    let _ = publisher.kill();
-    let _ = publisher.wait();
 }
 
 /// AMF0 strings that follow a "description" key in what an RTMP server sent.
