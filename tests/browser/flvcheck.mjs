@@ -2,6 +2,28 @@
 // tests apply to them with ffprobe.
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { root } from './lib.mjs';
+
+/// What a viewer sees (tests/tools/picture_check.py): every frame decoded and judged.
+export function picture(file) {
+  return JSON.parse(execFileSync('python3', [join(root, 'tests', 'tools', 'picture_check.py'), file], { maxBuffer: 16 << 20 }));
+}
+
+/// The picture is not flat (grey, black) in any frame; with `clock`, the publisher's clock
+/// (whip.html source=pattern) reads back from nearly every frame and moves on with the capture.
+export function assertPicture(file, label, { clock = false, minSpanMs = 0 } = {}) {
+  const p = picture(file);
+  console.log(`${label} picture`, JSON.stringify(p));
+  assert.equal(p.flat_frames, 0, `${label}: ${p.flat_frames} of ${p.frames} frames are flat (grey or black)`);
+  assert.ok(p.luma_stddev >= 20, `${label}: a flat picture (luma stddev ${p.luma_stddev})`);
+  if (clock) {
+    assert.ok(p.clocks >= p.frames * 0.9, `${label}: the clock reads back in only ${p.clocks} of ${p.frames} frames`);
+    assert.ok(p.increasing, `${label}: the clock went backwards`);
+    assert.ok(p.span_ms >= minSpanMs, `${label}: the clock covers only ${p.span_ms} ms (a frozen picture)`);
+  }
+  return p;
+}
 
 export function run(cmd, args) {
   return new Promise((resolve) => {
@@ -22,7 +44,7 @@ export function probe(file) {
 
 /// Checks a capture: H.264 + AAC, frame rate, monotonic DTS, both tracks start together, and
 /// FFmpeg decodes it without an error.
-export async function judge(file, label, { minSpan = 8 } = {}) {
+export async function judge(file, label, { minSpan = 8, clock = false } = {}) {
   const p = probe(file);
   const codecs = p.streams.map((s) => s.codec_name).sort();
   assert.deepEqual(codecs, ['aac', 'h264'], `${label}: codecs ${codecs}`);
@@ -48,6 +70,7 @@ export async function judge(file, label, { minSpan = 8 } = {}) {
   // These captures join mid-stream: the hub's GOP cache starts both tracks at the keyframe.
   assert.ok(Math.abs(startGap) <= 0.1, `${label}: audio and video start ${Math.round(startGap * 1000)} ms apart`);
   assert.equal(dec.err.trim(), '', `${label}: FFmpeg decode errors`);
+  assertPicture(file, label, { clock, minSpanMs: (minSpan - 1) * 1000 });
   return r;
 }
 

@@ -18,6 +18,9 @@ use ffmpeg_next as ff;
 
 /// Highest output bitrate (x264 VBV), bits per second.
 pub const MAX_BITRATE: usize = 2_500_000;
+/// The frame rate x264's rate control assumes (browsers capture at 30 fps; at 20 the VBV caps
+/// at 2/3 of [`MAX_BITRATE`]).
+pub const NOMINAL_FPS: i32 = 30;
 /// Longest GOP x264 makes by itself (source keyframes come far more often).
 pub const MAX_GOP_FRAMES: u32 = 600;
 
@@ -226,6 +229,12 @@ fn open_x264(width: u32, height: u32) -> Result<ff::encoder::Video, VideoError> 
     enc.set_max_b_frames(0);
     enc.set_gop(MAX_GOP_FRAMES);
     enc.set_max_bit_rate(MAX_BITRATE);
+    // x264 budgets its VBV per frame from the frame rate. Unset, libavcodec derives it from the
+    // time base: 90000 fps, i.e. 2.5 Mbit/s / 90000 = 28 bits a frame, so once the initial
+    // buffer was spent (about 18 s of a busy 640x480 canvas) every frame came out as skipped
+    // macroblocks: a uniform grey picture. The timestamps stay in 90 kHz; this is the nominal
+    // rate of browser capture.
+    enc.set_frame_rate(Some(ff::Rational::new(NOMINAL_FPS, 1)));
     let mut opts = ff::Dictionary::new();
     opts.set("preset", "veryfast");
     opts.set("tune", "zerolatency");
@@ -317,6 +326,112 @@ mod tests {
         assert_eq!(keys, source_keys, "IDR exactly where the source has keyframes");
         let c = t.counters();
         assert_eq!((c.decoded, c.encoded, c.encoder_opens, c.decode_errors), (18, 18, 2, 0));
+    }
+
+    /// `n` VP8 frames of big random blocks that change every frame (a picture that costs the
+    /// encoder far more than the VBV cap), 30 fps.
+    fn vp8_noise(width: u32, height: u32, n: usize) -> Vec<Vec<u8>> {
+        ff::init().unwrap();
+        let codec = ff::encoder::find_by_name("libvpx").expect("libvpx VP8 encoder");
+        let mut enc = ff::codec::Context::new_with_codec(codec).encoder().video().unwrap();
+        enc.set_width(width);
+        enc.set_height(height);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, 30));
+        enc.set_gop(60);
+        enc.set_bit_rate(8_000_000);
+        let mut opts = ff::Dictionary::new();
+        opts.set("deadline", "realtime");
+        opts.set("cpu-used", "8");
+        opts.set("lag-in-frames", "0");
+        let mut enc = enc.open_with(opts).unwrap();
+        let mut frame = ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height);
+        let mut packet = ff::Packet::empty();
+        let mut out = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..n {
+            for plane in 0..3 {
+                let stride = frame.stride(plane);
+                let block = if plane == 0 { 16 } else { 8 };
+                let rows = frame.plane_height(plane) as usize;
+                let data = frame.data_mut(plane);
+                for by in (0..rows).step_by(block) {
+                    for bx in (0..stride).step_by(block) {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        let v = 16 + (seed % 220) as u8;
+                        for y in by..(by + block).min(rows) {
+                            for x in bx..(bx + block).min(stride) {
+                                data[y * stride + x] = v;
+                            }
+                        }
+                    }
+                }
+            }
+            frame.set_pts(Some(i as i64));
+            enc.send_frame(&frame).unwrap();
+            while enc.receive_packet(&mut packet).is_ok() {
+                out.push(packet.data().unwrap().to_vec());
+            }
+        }
+        out
+    }
+
+    /// Standard deviation of the luma of each decoded H.264 frame.
+    fn luma_stddevs(access_units: &[Vec<u8>]) -> Vec<f64> {
+        let codec = ff::decoder::find(ff::codec::Id::H264).unwrap();
+        let mut dec = ff::codec::Context::new_with_codec(codec).decoder().video().unwrap();
+        let mut frame = ff::frame::Video::empty();
+        let mut out = Vec::new();
+        let mut pull = |dec: &mut ff::decoder::Video, out: &mut Vec<f64>| {
+            while dec.receive_frame(&mut frame).is_ok() {
+                let (w, h, stride) = (frame.width() as usize, frame.height() as usize, frame.stride(0));
+                let y = frame.data(0);
+                let px: Vec<f64> = (0..h)
+                    .step_by(4)
+                    .flat_map(|r| (0..w).step_by(4).map(move |c| f64::from(y[r * stride + c])))
+                    .collect();
+                let mean = px.iter().sum::<f64>() / px.len() as f64;
+                out.push((px.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / px.len() as f64).sqrt());
+            }
+        };
+        for au in access_units {
+            dec.send_packet(&ff::Packet::copy(au)).unwrap();
+            pull(&mut dec, &mut out);
+        }
+        dec.send_eof().unwrap();
+        pull(&mut dec, &mut out);
+        out
+    }
+
+    /// The grey-picture defect of issue 14: with the frame rate unset, x264 took its VBV budget
+    /// per frame from the 90 kHz time base (28 bits a frame at 2.5 Mbit/s), and a busy picture
+    /// came out uniform grey once the initial buffer was spent.
+    #[test]
+    fn a_busy_picture_keeps_its_content_under_the_bitrate_cap() {
+        let frames = vp8_noise(640, 480, 150);
+        let mut t = VpxToH264::new(SourceCodec::Vp8).unwrap();
+        let mut out = Vec::new();
+        let mut aus = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            t.push(f, true, 90_000 * 1000 + i as u64 * 3000, &mut out).unwrap();
+            aus.extend(out.drain(..).map(|o| o.annexb));
+        }
+        let sd = luma_stddevs(&aus);
+        assert_eq!(sd.len(), frames.len());
+        let flat: Vec<usize> = (0..sd.len()).filter(|&i| sd[i] < 20.0).collect();
+        assert!(
+            flat.is_empty(),
+            "{} flat frames, from frame {:?} (luma stddev {:.1})",
+            flat.len(),
+            flat.first(),
+            sd[flat[0]]
+        );
+        // And the cap holds: about MAX_BITRATE at 30 fps (VBV buffer of one second on top).
+        let secs = frames.len() as f64 / 30.0;
+        let rate = aus.iter().map(Vec::len).sum::<usize>() as f64 * 8.0 / secs;
+        assert!(rate <= MAX_BITRATE as f64 * 1.5, "{rate:.0} bit/s");
     }
 
     #[test]
