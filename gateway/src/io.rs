@@ -202,10 +202,10 @@ mod tests {
         let hub = Hub::default();
         let (p, mut sub) = stream(&hub);
         let mut b = Batcher::new(Duration::ZERO);
-        p.push(frame(0));
+        p.push(frame(0), Instant::now());
         assert_eq!(batch(&mut b, &mut sub).await.unwrap().0, 1);
-        p.push(frame(33));
-        p.push(frame(66));
+        p.push(frame(33), Instant::now());
+        p.push(frame(66), Instant::now());
         // Whatever is queued goes together.
         assert_eq!(batch(&mut b, &mut sub).await.unwrap().0, 2);
         drop(p);
@@ -220,7 +220,7 @@ mod tests {
         let mut b = Batcher::new(window);
         // The first frame goes at once.
         let t0 = Instant::now();
-        p.push(frame(0));
+        p.push(frame(0), Instant::now());
         let (n, at) = batch(&mut b, &mut sub).await.unwrap();
         assert_eq!(n, 1);
         assert!(at - t0 < Duration::from_millis(30));
@@ -228,7 +228,7 @@ mod tests {
         let pusher = tokio::spawn(async move {
             for i in 1..=40 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                p.push(frame(i * 10));
+                p.push(frame(i * 10), Instant::now());
             }
             p
         });
@@ -259,20 +259,20 @@ mod tests {
         let (p, mut sub) = stream(&hub);
         let window = Duration::from_millis(50);
         let mut b = Batcher::new(window);
-        p.push(frame(0));
+        p.push(frame(0), Instant::now());
         batch(&mut b, &mut sub).await.unwrap();
-        p.push(frame(10));
+        p.push(frame(10), Instant::now());
         batch(&mut b, &mut sub).await.unwrap();
         // The write of that batch took 300 ms; frames kept coming.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        p.push(frame(20));
-        p.push(frame(30));
+        p.push(frame(20), Instant::now());
+        p.push(frame(30), Instant::now());
         let t = Instant::now();
         let (n, _) = batch(&mut b, &mut sub).await.unwrap();
         assert_eq!(n, 2);
         assert!(t.elapsed() < window, "the backlog goes at once");
         // Then one batch per window again, not a burst of missed grid points.
-        p.push(frame(40));
+        p.push(frame(40), Instant::now());
         let (n, at) = batch(&mut b, &mut sub).await.unwrap();
         assert_eq!(n, 1);
         let cut = b.last_cut.unwrap();

@@ -240,7 +240,7 @@ async fn publish_loop(
                         info!(rate = info.sample_rate, channels = info.channels, "audio configuration");
                     }
                 }
-                Ok(Some(IngestOutput::Frame(f))) => publisher.push(f),
+                Ok(Some(IngestOutput::Frame(f))) => publisher.push(f, std::time::Instant::now()),
                 Ok(None) => {}
                 Err(e) => {
                     conn.refuse("NetStream.Publish.Rejected", &e.to_string()).await?;

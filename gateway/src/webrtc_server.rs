@@ -368,7 +368,7 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                             if f.track == TrackKind::Video {
                                 counters.video_frames.fetch_add(1, Ordering::Relaxed);
                             }
-                            publisher.push(f)
+                            publisher.push(f, Instant::now())
                         }
                     }
                 }

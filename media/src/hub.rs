@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::frame::{AudioConfig, MediaFrame, TrackKind, VideoConfig};
+use crate::gop::{GopCache, GopLimits};
 use crate::key::StreamKey;
 
 /// Limits for the hub; defaults suit a few Mb/s per stream.
@@ -185,8 +186,7 @@ struct Stream {
 struct StreamState {
     video: Option<Arc<VideoConfig>>,
     audio: Option<Arc<AudioConfig>>,
-    gop: VecDeque<Arc<MediaFrame>>,
-    gop_bytes: usize,
+    gop: GopCache,
     subscribers: Vec<Arc<SubShared>>,
     next_sub: u64,
     ended: bool,
@@ -355,7 +355,7 @@ impl Stream {
         if let Some(a) = &st.audio {
             q.events.push_back(HubEvent::AudioConfig(a.clone()));
         }
-        for f in &st.gop {
+        for f in st.gop.frames() {
             q.frames += 1;
             q.bytes += f.data.len();
             q.events.push_back(HubEvent::Frame(f.clone()));
@@ -491,8 +491,9 @@ impl Publisher {
         true
     }
 
-    /// Pushes a frame to every subscriber; never waits.
-    pub fn push(&self, mut frame: MediaFrame) {
+    /// Pushes a frame to every subscriber; never waits. `now` is when it arrived (bitrate
+    /// window and the audio wake policy read it; tests pass virtual time).
+    pub fn push(&self, mut frame: MediaFrame, now: Instant) {
         let mut st = lock(&self.stream.state);
         let ti = track_index(frame.track);
         // Per-track DTS never goes backwards (players such as mpegts.js stall otherwise).
@@ -507,7 +508,6 @@ impl Publisher {
         let len = frame.data.len();
         st.bytes_in += len as u64;
         st.frames_in[ti] += 1;
-        let now = Instant::now();
         match st.rate_window {
             None => st.rate_window = Some((now, len as u64)),
             Some((start, bytes)) => {
@@ -527,48 +527,13 @@ impl Publisher {
             TrackKind::Audio => !has_video,
         };
         let frame = Arc::new(frame);
-        // GOP cache.
         let cfg = &self.stream.hub.config;
-        if has_video {
-            // The cache starts at the keyframe and holds audio from the keyframe's time on, so
-            // a new viewer's tracks start together. Arrival order is not time order: audio
-            // stamped before the keyframe may arrive after it (a publisher paces a large
-            // keyframe out over tens of milliseconds), and audio stamped after it may arrive
-            // before it. The first is left out of the cache, the second carried into it.
-            if frame.track == TrackKind::Video && frame.keyframe {
-                let key_ms = frame.pts_ms();
-                let carried: Vec<Arc<MediaFrame>> = st
-                    .gop
-                    .iter()
-                    .filter(|f| f.track == TrackKind::Audio && f.pts_ms() >= key_ms)
-                    .cloned()
-                    .collect();
-                st.gop.clear();
-                st.gop_bytes = len;
-                st.gop.push_back(frame.clone());
-                for f in carried {
-                    st.gop_bytes += f.data.len();
-                    st.gop.push_back(f);
-                }
-            } else if let Some(key_ms) = st.gop.front().map(|k| k.pts_ms()) {
-                if frame.track == TrackKind::Video || frame.pts_ms() >= key_ms {
-                    st.gop_bytes += len;
-                    st.gop.push_back(frame.clone());
-                }
-            }
-            if st.gop_bytes > cfg.gop_max_bytes.min(cfg.queue_max_bytes) || st.gop.len() > cfg.queue_max_frames {
-                st.gop.clear();
-                st.gop_bytes = 0;
-            }
-        } else {
-            st.gop.push_back(frame.clone());
-            st.gop_bytes += len;
-            while st.gop.len() > cfg.audio_only_cache_frames {
-                if let Some(old) = st.gop.pop_front() {
-                    st.gop_bytes -= old.data.len();
-                }
-            }
-        }
+        let limits = GopLimits {
+            max_bytes: cfg.gop_max_bytes.min(cfg.queue_max_bytes),
+            max_frames: cfg.queue_max_frames,
+            audio_only_frames: cfg.audio_only_cache_frames,
+        };
+        st.gop.push(&frame, has_video, limits);
         // Viewers are woken for video frames; audio frames wait for the next video frame (at
         // most one frame interval) so that one wake-up and one write carry both. This halves
         // the wake-ups and syscalls per viewer. Audio-only streams, and audio while video has
@@ -761,6 +726,12 @@ mod tests {
     use super::*;
     use crate::frame::{AudioConfig, Timebase};
 
+    /// Virtual time: `ms` after a fixed start.
+    fn at(ms: u64) -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now) + Duration::from_millis(ms)
+    }
+
     fn key(s: &str) -> StreamKey {
         StreamKey::new("live", s).unwrap()
     }
@@ -855,11 +826,11 @@ mod tests {
         let p = hub.publish(key("a"), info()).unwrap();
         assert!(matches!(hub.subscribe(&key("nope"), "flv"), Err(HubError::NotFound(_))));
         p.set_video_config(video_config());
-        p.push(vframe(0, true, 100));
-        p.push(vframe(33, false, 10));
-        p.push(vframe(66, true, 100));
-        p.push(MediaFrame::audio(70, Timebase::MILLIS, Bytes::from_static(b"aac")));
-        p.push(vframe(100, false, 10));
+        p.push(vframe(0, true, 100), at(0));
+        p.push(vframe(33, false, 10), at(0));
+        p.push(vframe(66, true, 100), at(0));
+        p.push(MediaFrame::audio(70, Timebase::MILLIS, Bytes::from_static(b"aac")), at(0));
+        p.push(vframe(100, false, 10), at(0));
         let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
         let evs = drain(&mut sub);
         assert!(matches!(evs[0], HubEvent::VideoConfig(_)));
@@ -872,23 +843,23 @@ mod tests {
         let p = hub.publish(key("a"), info()).unwrap();
         p.set_video_config(video_config());
         let audio = |ts| MediaFrame::audio(ts, Timebase::MILLIS, Bytes::from_static(b"aac"));
-        p.push(vframe(0, true, 100));
-        p.push(audio(10));
-        p.push(audio(1960));
-        p.push(vframe(2000, true, 100));
+        p.push(vframe(0, true, 100), at(0));
+        p.push(audio(10), at(0));
+        p.push(audio(1960), at(0));
+        p.push(vframe(2000, true, 100), at(0));
         // Audio stamped before the keyframe arrives after it: not for new viewers.
-        p.push(audio(1985));
-        p.push(audio(2006));
-        p.push(vframe(2050, false, 10));
+        p.push(audio(1985), at(0));
+        p.push(audio(2006), at(0));
+        p.push(vframe(2050, false, 10), at(0));
         let mut first = hub.subscribe(&key("a"), "flv").unwrap();
         assert_eq!(frame_ts(&drain(&mut first)), vec![(2000, true), (2006, true), (2050, false)]);
         // Audio stamped after the next keyframe arrives before it (the keyframe was paced out):
         // carried into the new cache.
-        p.push(audio(3990));
-        p.push(audio(4011));
-        p.push(vframe(4000, true, 100));
-        p.push(audio(4032));
-        p.push(vframe(4050, false, 10));
+        p.push(audio(3990), at(0));
+        p.push(audio(4011), at(0));
+        p.push(vframe(4000, true, 100), at(0));
+        p.push(audio(4032), at(0));
+        p.push(vframe(4050, false, 10), at(0));
         let mut second = hub.subscribe(&key("a"), "flv").unwrap();
         assert_eq!(
             frame_ts(&drain(&mut second)),
@@ -904,9 +875,9 @@ mod tests {
         let p = hub.publish(key("a"), info()).unwrap();
         p.set_video_config(video_config());
         let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
-        p.push(vframe(0, false, 10));
-        p.push(MediaFrame::audio(1, Timebase::MILLIS, Bytes::from_static(b"aac")));
-        p.push(vframe(33, true, 10));
+        p.push(vframe(0, false, 10), at(0));
+        p.push(MediaFrame::audio(1, Timebase::MILLIS, Bytes::from_static(b"aac")), at(0));
+        p.push(vframe(33, true, 10), at(0));
         let evs = drain(&mut sub);
         assert_eq!(frame_ts(&evs), vec![(33, true)]);
     }
@@ -918,7 +889,7 @@ mod tests {
         let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
         assert!(p.set_video_config(video_config()));
         assert!(!p.set_video_config(video_config()));
-        p.push(vframe(0, true, 10));
+        p.push(vframe(0, true, 10), at(0));
         let evs = drain(&mut sub);
         assert_eq!(evs.iter().filter(|e| matches!(e, HubEvent::VideoConfig(_))).count(), 1);
         let sps = include_bytes!("../testdata/x264_320x180.sps");
@@ -944,7 +915,7 @@ mod tests {
         // Keyframes at 0, 8, 16, 24. The slow viewer holds 0..=9, overflows at 10 and waits,
         // takes 16..=24.
         for i in 0..25 {
-            p.push(vframe(i * 33, i % 8 == 0, 100));
+            p.push(vframe(i * 33, i % 8 == 0, 100), at(0));
             fast_got.extend(frame_ts(&drain(&mut fast)));
         }
         // The fast viewer got everything.
@@ -976,7 +947,7 @@ mod tests {
         let mut slow = hub.subscribe(&key("a"), "flv").unwrap();
         p.set_video_config(video_config());
         for i in 0..20 {
-            p.push(vframe(i, i == 0 || i == 15, 100));
+            p.push(vframe(i, i == 0 || i == 15, 100), at(0));
         }
         let evs = drain(&mut slow);
         assert!(matches!(evs[0], HubEvent::VideoConfig(_)), "{evs:?}");
@@ -988,8 +959,8 @@ mod tests {
         let hub = Hub::default();
         let p = hub.publish(key("a"), info()).unwrap();
         let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
-        p.push(MediaFrame::audio(100, Timebase::MILLIS, Bytes::from_static(b"a")));
-        p.push(MediaFrame::audio(90, Timebase::MILLIS, Bytes::from_static(b"b")));
+        p.push(MediaFrame::audio(100, Timebase::MILLIS, Bytes::from_static(b"a")), at(0));
+        p.push(MediaFrame::audio(90, Timebase::MILLIS, Bytes::from_static(b"b")), at(0));
         let ts = frame_ts(&drain(&mut sub));
         assert_eq!(ts, vec![(100, true), (100, true)]);
         assert_eq!(hub.stream(&key("a")).unwrap().timestamp_fixes, 1);
@@ -1000,7 +971,7 @@ mod tests {
         let hub = Hub::default();
         let p = hub.publish(key("a"), info()).unwrap();
         let mut subs: Vec<_> = (0..3).map(|_| hub.subscribe(&key("a"), "flv").unwrap()).collect();
-        p.push(MediaFrame::audio(0, Timebase::MILLIS, Bytes::from_static(b"a")));
+        p.push(MediaFrame::audio(0, Timebase::MILLIS, Bytes::from_static(b"a")), at(0));
         drop(p);
         for s in &mut subs {
             assert!(matches!(s.recv().await, Some(HubEvent::Frame(_))));
@@ -1019,25 +990,25 @@ mod tests {
         assert_eq!(p.stats().keyframe_requests, 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn audio_waits_for_the_next_video_frame_but_not_forever() {
         let hub = Hub::default();
         let p = hub.publish(key("a"), info()).unwrap();
         p.set_video_config(video_config());
-        p.push(vframe(0, true, 10));
+        p.push(vframe(0, true, 10), at(0));
         let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
         drain(&mut sub);
-        p.push(vframe(33, false, 10));
+        p.push(vframe(33, false, 10), at(33));
         sub.recv().await.unwrap();
         {
             let fut = sub.recv();
             tokio::pin!(fut);
             assert!(tokio::time::timeout(Duration::from_millis(10), &mut fut).await.is_err());
             // A waiting viewer is not woken for the audio frame right after a video frame...
-            p.push(MediaFrame::audio(40, Timebase::MILLIS, Bytes::from_static(b"a")));
+            p.push(MediaFrame::audio(40, Timebase::MILLIS, Bytes::from_static(b"a")), at(40));
             assert!(tokio::time::timeout(Duration::from_millis(30), &mut fut).await.is_err());
             // ...it comes with the next video frame.
-            p.push(vframe(66, false, 10));
+            p.push(vframe(66, false, 10), at(66));
             let first = tokio::time::timeout(Duration::from_millis(100), &mut fut).await.unwrap().unwrap();
             assert_eq!(frame_ts(&[first]), vec![(40, true)]);
         }
@@ -1046,8 +1017,8 @@ mod tests {
         let fut = sub.recv();
         tokio::pin!(fut);
         assert!(tokio::time::timeout(Duration::from_millis(10), &mut fut).await.is_err());
-        std::thread::sleep(AUDIO_WAKE_AFTER);
-        p.push(MediaFrame::audio(80, Timebase::MILLIS, Bytes::from_static(b"b")));
+        // 100 ms (AUDIO_WAKE_AFTER) after the last video frame.
+        p.push(MediaFrame::audio(80, Timebase::MILLIS, Bytes::from_static(b"b")), at(166));
         let ev = tokio::time::timeout(Duration::from_millis(500), &mut fut).await.unwrap().unwrap();
         assert_eq!(frame_ts(&[ev]), vec![(80, true)]);
     }
@@ -1058,7 +1029,7 @@ mod tests {
         let p = hub.publish(key("a"), info()).unwrap();
         p.set_audio_config(AudioConfig::from_asc(Bytes::from_static(&[0x12, 0x10])).unwrap());
         for i in 0..60 {
-            p.push(MediaFrame::audio(i * 23, Timebase::MILLIS, Bytes::from_static(b"aac")));
+            p.push(MediaFrame::audio(i * 23, Timebase::MILLIS, Bytes::from_static(b"aac")), at(0));
         }
         let mut sub = hub.subscribe(&key("a"), "flv").unwrap();
         let evs = drain(&mut sub);
@@ -1067,7 +1038,7 @@ mod tests {
         assert_eq!(ts.len(), HubConfig::default().audio_only_cache_frames);
         assert_eq!(ts.last(), Some(&(59 * 23, true)));
         // New audio reaches the viewer without any video keyframe.
-        p.push(MediaFrame::audio(60 * 23, Timebase::MILLIS, Bytes::from_static(b"aac")));
+        p.push(MediaFrame::audio(60 * 23, Timebase::MILLIS, Bytes::from_static(b"aac")), at(0));
         assert_eq!(frame_ts(&drain(&mut sub)), vec![(60 * 23, true)]);
     }
 

@@ -4,6 +4,7 @@
 //! * [`avc`] and [`aac`]: codec configuration (ISO 14496-15 AVCDecoderConfigurationRecord with SPS
 //!   parsing, ISO 14496-3 AudioSpecificConfig) and bitstream conversions.
 //! * [`key`]: validated stream keys (`{app}/{stream}`).
+//! * [`gop`]: the GOP cache new viewers start from.
 //! * [`hub`]: the registry of live streams with GOP cache and bounded per-viewer queues.
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -12,6 +13,7 @@ pub mod aac;
 pub mod avc;
 mod bits;
 pub mod frame;
+pub mod gop;
 pub mod hub;
 pub mod key;
 
