@@ -1,0 +1,134 @@
+//! streamgate as a library: [`start`] binds every listener of a [`Config`] and serves until
+//! [`Gateway::shutdown`]; the `streamgate` binary (`main.rs`) is a thin shell around it (flags,
+//! logging, signals, the URLs it prints). Tests start gateways in-process with it, on port 0.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod admission;
+mod auth;
+pub mod config;
+mod flv_http;
+mod hls;
+mod http;
+mod io;
+mod rtmp_server;
+mod state;
+mod webrtc_server;
+mod whip;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use media::{Hub, HubConfig};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use crate::config::{Cli, Config};
+use crate::state::{AppState, Counters};
+
+/// A listener whose accepted sockets inherit a bounded kernel send buffer: what a viewer has not
+/// read yet stays in its hub queue (where the drop policy applies), not in seconds of kernel
+/// buffering that would add latency and memory per viewer.
+fn bind_tcp(addr: SocketAddr, send_buffer: u32) -> Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer)?;
+    }
+    socket.bind(addr)?;
+    Ok(socket.listen(1024)?)
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// The HTTP listener's address (HTTP-FLV, WS-FLV, HLS, WHIP, API, metrics).
+    pub http: SocketAddr,
+    /// The RTMP listener's address.
+    pub rtmp: SocketAddr,
+    /// The WebRTC media UDP socket's address.
+    pub webrtc_udp: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds the listeners of `config` (port 0 picks a free port; see the addresses on the result)
+/// and starts serving on the current tokio runtime.
+pub async fn start(config: Config) -> Result<Gateway> {
+    let hub = Hub::new(HubConfig {
+        queue_max_frames: config.hub.queue_max_frames,
+        queue_max_bytes: config.hub.queue_max_bytes,
+        gop_max_bytes: config.hub.gop_max_bytes,
+        ..HubConfig::default()
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let send_buffer = config.server.socket_send_buffer;
+    let http_listener = bind_tcp(config.server.http, send_buffer).with_context(|| format!("binding HTTP {}", config.server.http))?;
+    let rtmp_listener = bind_tcp(config.server.rtmp, send_buffer).with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
+    let http = http_listener.local_addr()?;
+    let rtmp = rtmp_listener.local_addr()?;
+    let (udp_socket, endpoint_config) = webrtc_server::bind(&config)?;
+    let webrtc_udp = udp_socket.local_addr()?;
+    let (webrtc, webrtc_rx) = webrtc_server::channel();
+    let publish_auth = auth::from_config(&config);
+    let webrtc_admission = admission::Admission::new(admission::Limits {
+        per_address: config.webrtc.max_pending_per_address,
+        total: config.webrtc.max_pending,
+        rate_per_sec: config.webrtc.offers_per_second_per_address,
+        burst: config.webrtc.offers_burst_per_address,
+    });
+    let rtmp_admission = admission::Admission::new(admission::Limits {
+        per_address: config.rtmp.max_pending_per_address,
+        total: config.rtmp.max_pending,
+        rate_per_sec: 0.0,
+        burst: 1,
+    });
+    let state = Arc::new(AppState {
+        config,
+        hub,
+        counters: Counters::default(),
+        shutdown: shutdown_rx,
+        webrtc,
+        webrtc_counters: Default::default(),
+        publish_auth,
+        hls: Default::default(),
+        webrtc_admission,
+        rtmp_admission,
+    });
+    info!(%http, %rtmp, %webrtc_udp, "listening");
+    let tasks = vec![
+        tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone())),
+        tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_rx, state.clone())),
+        // HTTP-FLV plays are served on the socket, the rest by axum's router behind hyper.
+        tokio::spawn(flv_http::serve(http_listener, http::router(state.clone()), state)),
+    ];
+    Ok(Gateway {
+        http,
+        rtmp,
+        webrtc_udp,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+impl Gateway {
+    /// Stops accepting, ends every publisher (which ends every viewer's stream) and waits up to
+    /// 5 s for connections to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let done = async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), done).await.is_err() {
+            warn!("connections still open after 5 s; exiting");
+        }
+    }
+}
