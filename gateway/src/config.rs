@@ -167,6 +167,8 @@ pub struct HttpSection {
     pub flv_wait_ms: u64,
     /// A request head must arrive whole within this (every request of a connection).
     pub request_head_timeout_secs: u64,
+    /// An HTTP-FLV or WS-FLV viewer whose writes stall this long is closed.
+    pub viewer_stall_timeout_secs: u64,
 }
 
 /// Merges a partial TOML document over the defaults, key by key.
@@ -232,6 +234,9 @@ impl Config {
         }
         if self.server.https.is_some() {
             bail!("the HTTPS listener (--https) is not available in this build yet; put a TLS-terminating proxy in front (docs/deployment.md)");
+        }
+        if !(1..=3600).contains(&self.http.viewer_stall_timeout_secs) {
+            bail!("http.viewer_stall_timeout_secs must be 1..=3600");
         }
         if !(1..=3600).contains(&self.http.request_head_timeout_secs) {
             bail!("http.request_head_timeout_secs must be 1..=3600");

@@ -232,7 +232,7 @@ async fn serve_flv(mut sock: TcpStream, mut sub: Subscriber, st: SharedState) {
     let mut tags = Vec::new();
     // A viewer that takes nothing for this long (a zero receive window) is closed; its queue in
     // the hub was dropping by GOP meanwhile.
-    let stalled = Duration::from_secs(st.config.rtmp.idle_timeout_secs.max(1));
+    let stalled = Duration::from_secs(st.config.http.viewer_stall_timeout_secs);
     // The head goes out at once, as hyper's did, even before the first frame.
     let head = response_head(&st.config.http.cors_allow_origin, &http_date(std::time::SystemTime::now()));
     let mut out = vec![head];

@@ -195,7 +195,7 @@ async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
     let mut out = Vec::new();
     let counters: &ProtocolCounters = &st.counters.ws_flv;
     let mut batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
-    let stalled = Duration::from_secs(st.config.rtmp.idle_timeout_secs.max(1));
+    let stalled = Duration::from_secs(st.config.http.viewer_stall_timeout_secs);
     loop {
         tokio::select! {
             batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut out)) => {

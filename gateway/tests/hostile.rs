@@ -355,10 +355,11 @@ async fn stuck_viewer_is_bounded_and_harms_nobody() {
 }
 
 /// Viewers that take nothing at all (their writes stall), over HTTP-FLV, WS-FLV and RTMP, are
-/// closed after `rtmp.idle_timeout_secs`, and their subscriptions end with them.
+/// closed after `http.viewer_stall_timeout_secs` (HTTP, WS) and `rtmp.idle_timeout_secs` (RTMP),
+/// and their subscriptions end with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_viewers_are_closed() {
-    let gw = Gateway::start("stalled", "[rtmp]\nidle_timeout_secs = 2\n");
+    let gw = Gateway::start("stalled", "[rtmp]\nidle_timeout_secs = 2\n[http]\nviewer_stall_timeout_secs = 2\n");
     let mut publisher = publish(&gw.rtmp_url("live/stalled"), 30, "640x360");
     gw.wait_live("live/stalled", Duration::from_secs(10));
     let http = stuck_http_viewer(gw.http, "/live/stalled.flv", "").await;
