@@ -19,7 +19,7 @@ import time
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target")), "release", "streamgate")
-sdp = open(os.path.join(root, "ingest", "testdata", "chromium156_offer.sdp")).read()
+sdp = open(os.path.join(root, "webrtc", "testdata", "chromium156_offer.sdp")).read()
 
 
 def free_port():

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use ingest::webrtc::h264::H264Track;
-use ingest::webrtc::loopback::Loopback;
+use webrtc::loopback::Loopback;
 use libfuzzer_sys::fuzz_target;
 
 thread_local! {

@@ -2,7 +2,7 @@
 #![no_main]
 use std::time::Instant;
 
-use ingest::webrtc::endpoint::{Endpoint, EndpointConfig, Outputs};
+use webrtc::endpoint::{Endpoint, EndpointConfig, Outputs};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ingest::webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId};
-use ingest::webrtc::pipeline::{HubOp, Pipeline, RtpFrame};
-use ingest::webrtc::timing::Track;
+use ingest::webrtc::pipeline::{HubOp, Pipeline};
 use media::frame::TrackKind;
 use media::{Publisher, Reservation, StreamKey};
 use str0m::format::Codec;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
+use webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId};
+use webrtc::{RtpFrame, Track};
 
 use crate::admission::Pending;
 use crate::state::SharedState;

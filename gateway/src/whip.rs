@@ -10,11 +10,11 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ingest::webrtc::endpoint::OfferError;
 use media::hub::PublisherInfo;
 use media::HubError;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
+use webrtc::endpoint::OfferError;
 
 use crate::admission::Refusal;
 use crate::http::plain;

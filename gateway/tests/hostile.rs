@@ -440,7 +440,7 @@ fn slow_request_heads_are_closed() {
 }
 
 /// A Chromium 156 WHIP offer (H.264 + Opus): valid, but nobody behind it will ever connect.
-const OFFER: &str = include_str!("../../ingest/testdata/chromium156_offer.sdp");
+const OFFER: &str = include_str!("../../webrtc/testdata/chromium156_offer.sdp");
 const LOCAL: [u8; 4] = [127, 0, 0, 1];
 const OTHER: [u8; 4] = [127, 0, 0, 2];
 

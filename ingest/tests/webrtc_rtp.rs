@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use media::avc::annexb_nal_units;
 use str0m::rtp::{Extension, ExtensionMap, ExtensionSerializer, ExtensionValues};
-use streamgate_ingest::webrtc::client::packetize_h264;
 use streamgate_ingest::webrtc::h264::H264Track;
-use streamgate_ingest::webrtc::loopback::Loopback;
-use streamgate_ingest::webrtc::pipeline::RtpFrame;
+use webrtc::loopback::Loopback;
+use webrtc::packetize::packetize_h264;
+use webrtc::RtpFrame;
 
 const STREAM: &[u8] = include_bytes!("../testdata/baseline_176x144_6f.h264");
 /// 20 fps in the 90 kHz RTP clock.

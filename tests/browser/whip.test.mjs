@@ -227,7 +227,7 @@ test('WHIP: refused offers get a clear 4xx', { timeout: 60000 }, async () => {
     assert.ok(!(await streams(gw)).some((s) => s.key === 'live/bad'), 'refused offer left the key claimed');
     // An offer that never connects (nobody behind it) only reserves its key: shown as
     // connecting, not playable, and a browser publisher that connects first gets the key.
-    const squat = readFileSync(join(root, 'ingest', 'testdata', 'chromium156_offer.sdp'), 'utf8');
+    const squat = readFileSync(join(root, 'webrtc', 'testdata', 'chromium156_offer.sdp'), 'utf8');
     r = await fetch(`http://127.0.0.1:${gw.http}/whip/live/squat`, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: squat });
     assert.equal(r.status, 201, await r.text());
     const reserved = (await streams(gw)).find((s) => s.key === 'live/squat');

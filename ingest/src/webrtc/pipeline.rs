@@ -6,8 +6,7 @@
 //! When released, audio older than the first video frame is discarded so both tracks start
 //! together.
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use str0m::format::Codec;
 
@@ -15,8 +14,9 @@ use media::frame::{AudioConfig, MediaFrame, Timebase, TrackKind, VideoConfig};
 
 use super::audio::{opus_is_stereo, AacEncoderKind, AacFrame, AudioError, OpusToAac};
 use super::h264::H264Track;
-use super::timing::{SessionTiming, Track};
+use super::timing::SessionTiming;
 use super::transcode::{H264Out, SourceCodec, VideoError, VpxToH264};
+pub use webrtc::{RtpFrame, Track};
 
 /// Longest stretch of media (by timestamp) held while waiting for the other track's config.
 pub const STARTUP_HOLD_MS: i64 = 3000;
@@ -27,25 +27,6 @@ const AAC_FRAME_MS: i64 = 22;
 
 const VIDEO_TB: Timebase = Timebase::MPEG;
 const AUDIO_TB: Timebase = Timebase { num: 1, den: 48_000 };
-
-/// A depacketized frame from the WebRTC stack.
-#[derive(Debug, Clone)]
-pub struct RtpFrame {
-    /// Video (H.264 access unit, Annex-B, or a VP8/VP9 frame) or audio (one Opus packet).
-    pub track: Track,
-    /// The payload's codec (H.264, VP8, VP9 or Opus).
-    pub codec: Codec,
-    /// Extended RTP timestamp.
-    pub rtp_time: u64,
-    /// When its first packet arrived.
-    pub arrival: Instant,
-    /// False when packets before it were lost.
-    pub contiguous: bool,
-    /// Payload.
-    pub data: Arc<[u8]>,
-    /// Latest RTCP sender report of this track: NTP time and RTP timestamp.
-    pub sender_report: Option<(SystemTime, u32)>,
-}
 
 /// What to do on the hub.
 #[derive(Debug)]
@@ -275,7 +256,8 @@ fn held_span_ms(held: &[HubOp]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     const SPS: &[u8] = include_bytes!("../../../media/testdata/openh264_640x480.sps");
 

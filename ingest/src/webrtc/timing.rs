@@ -15,14 +15,7 @@ pub const TIMELINE_START_MS: i64 = 100;
 /// Audio is moved when sender reports say it is off by more than this.
 pub const REALIGN_THRESHOLD_MS: i64 = 10;
 
-/// Which track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Track {
-    /// 90 kHz.
-    Video,
-    /// 48 kHz.
-    Audio,
-}
+pub use webrtc::Track;
 
 #[derive(Debug, Clone, Copy)]
 struct TrackClock {

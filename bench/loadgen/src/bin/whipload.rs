@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ffmpeg_next as ff;
 use ingest::webrtc::audio::{opus_is_stereo, AacEncoderKind, OpusToAac};
-use ingest::webrtc::client::WhipClient;
 use ingest::webrtc::transcode::{SourceCodec, VpxToH264};
 use media::avc::annexb_nal_units;
 use streamgate_loadgen::{proc_cpu_and_rss, split_url};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use webrtc::client::WhipClient;
 
 const VIDEO_PERIOD: Duration = Duration::from_millis(50);
 const AUDIO_PERIOD: Duration = Duration::from_millis(20);

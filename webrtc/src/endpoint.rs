@@ -20,8 +20,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
-use super::pipeline::RtpFrame;
-use super::timing::Track;
+use crate::{RtpFrame, Track};
 
 /// Limits and addresses.
 #[derive(Debug, Clone)]
@@ -635,7 +634,7 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
 mod tests {
     use super::*;
 
-    const OFFER: &str = include_str!("../../testdata/chromium156_offer.sdp");
+    const OFFER: &str = include_str!("../testdata/chromium156_offer.sdp");
 
     fn endpoint() -> Endpoint {
         Endpoint::new(EndpointConfig {

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use str0m::net::Transmit;
 use str0m::rtp::ExtensionMap;
 
-use super::client::{ClientError, WhipClient};
-use super::endpoint::{Endpoint, EndpointConfig, EndpointEvent, OfferError, Outputs, SessionId};
-use super::pipeline::RtpFrame;
-use super::timing::Track;
+use crate::client::{ClientError, WhipClient};
+use crate::endpoint::{Endpoint, EndpointConfig, EndpointEvent, OfferError, Outputs, SessionId};
+use crate::{RtpFrame, Track};
 
 /// The clear part of an SRTP packet (the RTP header is not encrypted).
 #[derive(Debug, Clone, Copy)]

@@ -5,7 +5,7 @@
 //! it sends are exactly the bytes given to it: the byte tests craft STAP-A/FU-A packets, lose or
 //! reorder them, and see what the endpoint's depacketizer makes of them; the load generator
 //! sends prerecorded H.264 access units through [`WhipClient::send_h264`] (RFC 6184
-//! packetization: STAP-A for parameter sets, single NAL units, FU-A above the MTU).
+//! packetization through [`crate::packetize`]).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -15,6 +15,8 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::packetize::packetize_h264;
 
 /// Largest RTP payload the packetizer produces (leaves room for headers, SRTP tag and a
 /// 1500-byte path MTU).
@@ -235,58 +237,4 @@ impl WhipClient {
         self.stats.packets_sent += 1;
         Ok(())
     }
-}
-
-/// RFC 6184 packetization (mode 1) of one access unit.
-pub fn packetize_h264(nalus: &[&[u8]], mtu: usize) -> Vec<Vec<u8>> {
-    let mut packets = Vec::new();
-    let mut stap: Vec<&[u8]> = Vec::new();
-    let flush_stap = |stap: &mut Vec<&[u8]>, packets: &mut Vec<Vec<u8>>| {
-        match stap.len() {
-            0 => {}
-            1 => packets.push(stap[0].to_vec()),
-            _ => {
-                let nri = stap.iter().map(|n| n[0] & 0x60).max().unwrap_or(0);
-                let mut p = vec![nri | 24];
-                for n in stap.iter() {
-                    p.extend_from_slice(&(n.len() as u16).to_be_bytes());
-                    p.extend_from_slice(n);
-                }
-                packets.push(p);
-            }
-        }
-        stap.clear();
-    };
-    for &nalu in nalus {
-        let Some(&header) = nalu.first() else { continue };
-        let kind = header & 0x1f;
-        if kind == 7 || kind == 8 {
-            stap.push(nalu);
-            continue;
-        }
-        flush_stap(&mut stap, &mut packets);
-        if nalu.len() <= mtu {
-            packets.push(nalu.to_vec());
-            continue;
-        }
-        let indicator = (header & 0xe0) | 28;
-        let body = &nalu[1..];
-        let chunks: Vec<&[u8]> = body.chunks(mtu - 2).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let mut fu = kind;
-            if i == 0 {
-                fu |= 0x80;
-            }
-            if i + 1 == chunks.len() {
-                fu |= 0x40;
-            }
-            let mut p = Vec::with_capacity(chunk.len() + 2);
-            p.push(indicator);
-            p.push(fu);
-            p.extend_from_slice(chunk);
-            packets.push(p);
-        }
-    }
-    flush_stap(&mut stap, &mut packets);
-    packets
 }
