@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use media::hub::Tracks;
-use media::{AudioConfig, HubEvent, MediaFrame, MuxSlot, TrackKind, VideoConfig};
+use media::{AudioConfig, HubEvent, MediaFrame, TrackKind, VideoConfig};
 
 use crate::viewer::{timestamp_ms, Step, ViewerState};
 use rtmp::amf0::{self, Amf0Value};
@@ -51,7 +51,7 @@ pub const AUDIO_FRAME_PREFIX: [u8; 2] = [0xaf, 1];
 
 /// The tag of a frame, muxed once and shared by every FLV viewer.
 pub fn frame_tag(frame: &MediaFrame) -> Bytes {
-    frame.muxed(MuxSlot::Flv, |f| {
+    frame.muxed(crate::slots::FLV, |f| {
         let ts = timestamp_ms(f.dts_ms());
         match f.track {
             TrackKind::Video => tag(tag::VIDEO, ts, &[&video_frame_prefix(f), &f.data]),
@@ -221,6 +221,26 @@ mod tests {
         v.on_event(HubEvent::AudioConfig(c48), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(&out[0][4..7], &[0, 0, 5], "config tag carries the viewer's current timestamp");
+    }
+
+    /// A publisher's original Opus (or VP8) travels in the hub beside its AAC (H.264); FLV
+    /// carries only the latter, and the others do not disturb it.
+    #[test]
+    fn frames_of_codecs_flv_does_not_carry_pass_by() {
+        let mut v = FlvViewer::new();
+        let mut out = Vec::new();
+        v.on_event(HubEvent::AudioConfig(audio_config()), &mut out);
+        let opus = MediaFrame::coded(media::Codec::Opus, 0, 0, Timebase::MILLIS, true, Bytes::from_static(&[0xfc]));
+        v.on_event(HubEvent::Frame(Arc::new(opus)), &mut out);
+        assert!(out.is_empty(), "no start for a frame FLV cannot carry");
+        v.on_event(
+            HubEvent::Frame(Arc::new(MediaFrame::audio(5, Timebase::MILLIS, Bytes::from_static(&[1])))),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4, "header, metadata, sequence header, the AAC frame");
+        let vp8 = MediaFrame::coded(media::Codec::Vp8, 10, 10, Timebase::MILLIS, true, Bytes::from_static(&[0x10]));
+        v.on_event(HubEvent::Frame(Arc::new(vp8)), &mut out);
+        assert_eq!(out.len(), 4);
     }
 
     #[test]

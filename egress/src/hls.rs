@@ -366,6 +366,10 @@ impl Segmenter {
 impl Segmenting for Segmenter {
     fn push(&mut self, ev: &HubEvent, now_ms: i64) -> bool {
         if let HubEvent::Frame(f) = ev {
+            // The segments carry H.264 and AAC; other codecs travel past them.
+            if !f.codec.is_flv_family() {
+                return false;
+            }
             return self.frame(f, now_ms);
         }
         if let Some(replaced) = self.configs.update(ev) {
@@ -506,6 +510,39 @@ mod tests {
         assert!(s.segment(first).is_some());
         assert!(s.end());
         assert!(s.playlist("x").ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    /// Frames of codecs MPEG-TS does not carry here (a publisher's original Opus, VP8) leave
+    /// the segments as they would be without them.
+    #[test]
+    fn frames_of_other_codecs_leave_the_segments_alone() {
+        let run = |with_others: bool| {
+            let mut s = Segmenter::new(HlsConfig::default());
+            s.push(&HubEvent::VideoConfig(video_config(PPS)), 0);
+            s.push(&HubEvent::AudioConfig(audio_config()), 0);
+            for i in 0..100 {
+                let t = i * 40;
+                if with_others {
+                    let opus = MediaFrame::coded(
+                        media::Codec::Opus,
+                        t + 2,
+                        t + 2,
+                        Timebase::MILLIS,
+                        true,
+                        Bytes::from_static(&[0xfc]),
+                    );
+                    let vp8 = MediaFrame::coded(media::Codec::Vp8, t, t, Timebase::MILLIS, i % 7 == 3, Bytes::from_static(&[0x10]));
+                    assert!(!s.push(&HubEvent::Frame(Arc::new(opus)), 0));
+                    assert!(!s.push(&HubEvent::Frame(Arc::new(vp8)), 0));
+                }
+                s.push(&video(t, i % 25 == 0), 0);
+                s.push(&audio(t + 5), 0);
+            }
+            s.segments.iter().map(|seg| seg.data.clone()).collect::<Vec<_>>()
+        };
+        let plain = run(false);
+        assert_eq!(plain.len(), 3);
+        assert_eq!(run(true), plain);
     }
 
     #[test]

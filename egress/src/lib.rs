@@ -21,6 +21,17 @@ pub mod rtmp_play;
 pub mod ts;
 pub mod viewer;
 
+/// The frame slots ([`media::MuxSlot`]) each format caches its muxed bytes in. A new format
+/// takes the next free index here; `media` does not know the formats.
+pub mod slots {
+    use media::MuxSlot;
+
+    /// One FLV tag plus its trailing PreviousTagSize (HTTP-FLV and WebSocket-FLV).
+    pub const FLV: MuxSlot = MuxSlot::new(0);
+    /// The RTMP chunks of one message as sent to players.
+    pub const RTMP_PLAY: MuxSlot = MuxSlot::new(1);
+}
+
 /// Codec configurations the unit tests share.
 #[cfg(test)]
 pub(crate) mod testutil {

@@ -513,6 +513,10 @@ impl LlSegmenter {
 impl Segmenting for LlSegmenter {
     fn push(&mut self, ev: &HubEvent, now_ms: i64) -> bool {
         if let HubEvent::Frame(f) = ev {
+            // The segments carry H.264 and AAC; other codecs travel past them.
+            if !f.codec.is_flv_family() {
+                return false;
+            }
             return self.frame(f, now_ms);
         }
         if let Some(replaced) = self.configs.update(ev) {

@@ -1,7 +1,7 @@
 //! RTMP play: hub events as RTMP messages for a player (ffplay, VLC, OBS media source).
 
 use bytes::{Bytes, BytesMut};
-use media::{HubEvent, MediaFrame, MuxSlot, TrackKind};
+use media::{HubEvent, MediaFrame, TrackKind};
 use rtmp::chunk::{encode_message, types};
 use rtmp::session::csid;
 
@@ -71,7 +71,7 @@ impl RtmpPlayViewer {
             Step::VideoConfig(c, ts) => message(out, csid::VIDEO, ts, types::VIDEO, &flv::video_config_body(c)),
             Step::AudioConfig(c, ts) => message(out, csid::AUDIO, ts, types::AUDIO, &flv::audio_config_body(c)),
             Step::Frame(f) if sid == SHARED_STREAM_ID && cs == SHARED_CHUNK_SIZE => {
-                out.push(f.muxed(MuxSlot::RtmpPlay, |f| encode_frame(f, SHARED_STREAM_ID, SHARED_CHUNK_SIZE)))
+                out.push(f.muxed(crate::slots::RTMP_PLAY, |f| encode_frame(f, SHARED_STREAM_ID, SHARED_CHUNK_SIZE)))
             }
             Step::Frame(f) => out.push(encode_frame(f, sid, cs)),
         });

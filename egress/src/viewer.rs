@@ -69,6 +69,10 @@ impl ViewerState {
                 self.audio = Some(c);
             }
             HubEvent::Frame(f) => {
+                // FLV and RTMP carry H.264 and AAC; other codecs travel past them.
+                if !f.codec.is_flv_family() {
+                    return;
+                }
                 let has_config = match f.track {
                     TrackKind::Video => self.video.is_some(),
                     TrackKind::Audio => self.audio.is_some(),

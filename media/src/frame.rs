@@ -10,10 +10,42 @@ use crate::avc::AvcInfo;
 /// Which track a frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrackKind {
-    /// H.264 video.
+    /// Video (see the frame's [`Codec`]).
     Video,
-    /// AAC audio.
+    /// Audio (see the frame's [`Codec`]).
     Audio,
+}
+
+/// What a frame's payload is coded with. The hub carries any of them; each egress says which
+/// it takes ([`Codec::is_flv_family`] for FLV, RTMP, MPEG-TS and fMP4 today).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// H.264 access unit in AVCC form (4-byte length prefixes).
+    H264,
+    /// One raw AAC frame (no ADTS).
+    Aac,
+    /// One Opus packet (RFC 7587).
+    Opus,
+    /// One VP8 frame (RFC 6386).
+    Vp8,
+    /// One VP9 frame.
+    Vp9,
+}
+
+impl Codec {
+    /// The track a codec's frames belong to.
+    pub fn track(self) -> TrackKind {
+        match self {
+            Codec::H264 | Codec::Vp8 | Codec::Vp9 => TrackKind::Video,
+            Codec::Aac | Codec::Opus => TrackKind::Audio,
+        }
+    }
+
+    /// H.264 and AAC: what FLV, RTMP, MPEG-TS and fMP4 (as muxed here) carry.
+    pub fn is_flv_family(self) -> bool {
+        matches!(self, Codec::H264 | Codec::Aac)
+    }
 }
 
 /// The unit of a frame's timestamps: `num / den` seconds per tick.
@@ -46,17 +78,23 @@ impl Timebase {
     }
 }
 
-/// Slots for the muxed forms of a frame that egress formats cache on the frame itself, so that a
-/// frame is muxed once per stream per format and every viewer of that format shares the bytes.
+/// A slot for the muxed form of a frame that an egress format caches on the frame itself, so
+/// that a frame is muxed once per stream per format and every viewer of that format shares the
+/// bytes. The formats own their slots (`egress::slots`); `media` only holds [`MUX_SLOTS`] of
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MuxSlot {
-    /// One FLV tag plus its trailing PreviousTagSize (HTTP-FLV and WebSocket-FLV).
-    Flv = 0,
-    /// The RTMP chunks of one message as sent to players.
-    RtmpPlay = 1,
-}
+pub struct MuxSlot(usize);
 
-const MUX_SLOTS: usize = 2;
+/// How many formats can cache muxed bytes on a frame.
+pub const MUX_SLOTS: usize = 4;
+
+impl MuxSlot {
+    /// Slot `index`; out of range fails to compile where used in a `const`.
+    pub const fn new(index: usize) -> Self {
+        assert!(index < MUX_SLOTS, "MuxSlot index out of range");
+        Self(index)
+    }
+}
 
 /// One access unit (video) or one AAC frame (audio).
 ///
@@ -64,8 +102,10 @@ const MUX_SLOTS: usize = 2;
 /// (ISO 14496-15 "AVCC" form, as in FLV and MP4). Audio `data` is one raw AAC frame (no ADTS).
 #[derive(Debug)]
 pub struct MediaFrame {
-    /// Video or audio.
+    /// Video or audio (follows from `codec`).
     pub track: TrackKind,
+    /// What the payload is coded with.
+    pub codec: Codec,
     /// Presentation timestamp in `timebase` units.
     pub pts: i64,
     /// Decode timestamp in `timebase` units.
@@ -82,21 +122,24 @@ pub struct MediaFrame {
 impl MediaFrame {
     /// A video access unit in AVCC (4-byte length prefixed) form.
     pub fn video(pts: i64, dts: i64, timebase: Timebase, keyframe: bool, data: Bytes) -> Self {
-        Self::new(TrackKind::Video, pts, dts, timebase, keyframe, data)
+        Self::coded(Codec::H264, pts, dts, timebase, keyframe, data)
     }
 
     /// A raw AAC frame.
     pub fn audio(pts: i64, timebase: Timebase, data: Bytes) -> Self {
-        Self::new(TrackKind::Audio, pts, pts, timebase, true, data)
+        Self::coded(Codec::Aac, pts, pts, timebase, true, data)
     }
 
-    fn new(track: TrackKind, pts: i64, dts: i64, timebase: Timebase, keyframe: bool, data: Bytes) -> Self {
+    /// A frame of any codec (audio frames are all keyframes).
+    pub fn coded(codec: Codec, pts: i64, dts: i64, timebase: Timebase, keyframe: bool, data: Bytes) -> Self {
+        let track = codec.track();
         Self {
             track,
+            codec,
             pts,
             dts,
             timebase,
-            keyframe,
+            keyframe: keyframe || track == TrackKind::Audio,
             data,
             muxed: Default::default(),
         }
@@ -115,7 +158,7 @@ impl MediaFrame {
     /// The muxed form of this frame for `slot`, computed by the first viewer that needs it and
     /// shared by all later ones.
     pub fn muxed(&self, slot: MuxSlot, mux: impl FnOnce(&MediaFrame) -> Bytes) -> Bytes {
-        self.muxed[slot as usize].get_or_init(|| mux(self)).clone()
+        self.muxed[slot.0].get_or_init(|| mux(self)).clone()
     }
 }
 
@@ -130,6 +173,11 @@ pub struct VideoConfig {
 }
 
 impl VideoConfig {
+    /// The codec this configuration is for (an `avcC` is H.264's).
+    pub fn codec(&self) -> Codec {
+        Codec::H264
+    }
+
     /// Parses and validates an AVCDecoderConfigurationRecord.
     pub fn from_avcc(avcc: Bytes) -> Result<Self, crate::avc::AvcError> {
         let record = crate::avc::AvcDecoderConfig::parse(&avcc)?;
@@ -143,7 +191,7 @@ impl VideoConfig {
 
     /// Cached muxed form (see [`MediaFrame::muxed`]).
     pub fn muxed(&self, slot: MuxSlot, mux: impl FnOnce(&VideoConfig) -> Bytes) -> Bytes {
-        self.muxed.0[slot as usize].get_or_init(|| mux(self)).clone()
+        self.muxed.0[slot.0].get_or_init(|| mux(self)).clone()
     }
 }
 
@@ -158,6 +206,11 @@ pub struct AudioConfig {
 }
 
 impl AudioConfig {
+    /// The codec this configuration is for (an AudioSpecificConfig is AAC's).
+    pub fn codec(&self) -> Codec {
+        Codec::Aac
+    }
+
     /// Parses and validates an AudioSpecificConfig.
     pub fn from_asc(asc: Bytes) -> Result<Self, crate::aac::AacError> {
         let info = AacInfo::parse(&asc)?;
@@ -170,7 +223,7 @@ impl AudioConfig {
 
     /// Cached muxed form (see [`MediaFrame::muxed`]).
     pub fn muxed(&self, slot: MuxSlot, mux: impl FnOnce(&AudioConfig) -> Bytes) -> Bytes {
-        self.muxed.0[slot as usize].get_or_init(|| mux(self)).clone()
+        self.muxed.0[slot.0].get_or_init(|| mux(self)).clone()
     }
 }
 
@@ -190,6 +243,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn frames_say_their_codec() {
+        let v = MediaFrame::video(0, 0, Timebase::MILLIS, false, Bytes::new());
+        assert_eq!((v.codec, v.track), (Codec::H264, TrackKind::Video));
+        let a = MediaFrame::audio(0, Timebase::MILLIS, Bytes::new());
+        assert_eq!((a.codec, a.track, a.keyframe), (Codec::Aac, TrackKind::Audio, true));
+        let o = MediaFrame::coded(Codec::Opus, 0, 0, Timebase::MPEG, false, Bytes::new());
+        assert_eq!((o.track, o.keyframe), (TrackKind::Audio, true), "audio frames are all keyframes");
+        let p = MediaFrame::coded(Codec::Vp8, 0, 0, Timebase::MPEG, true, Bytes::new());
+        assert_eq!(p.track, TrackKind::Video);
+        assert!(Codec::H264.is_flv_family() && Codec::Aac.is_flv_family());
+        assert!(!Codec::Opus.is_flv_family() && !Codec::Vp8.is_flv_family() && !Codec::Vp9.is_flv_family());
+    }
+
+    #[test]
+    fn each_slot_caches_its_own_bytes() {
+        const A: MuxSlot = MuxSlot::new(0);
+        const B: MuxSlot = MuxSlot::new(MUX_SLOTS - 1);
+        let f = MediaFrame::audio(0, Timebase::MILLIS, Bytes::from_static(b"x"));
+        let mut calls = 0;
+        for _ in 0..3 {
+            assert_eq!(
+                f.muxed(A, |_| {
+                    calls += 1;
+                    Bytes::from_static(b"a")
+                }),
+                "a"
+            );
+        }
+        assert_eq!(f.muxed(B, |_| Bytes::from_static(b"b")), "b");
+        assert_eq!(calls, 1, "muxed once per slot");
+    }
+
+    #[test]
     fn rescale_rounds() {
         assert_eq!(Timebase::MPEG.rescale(90_000, Timebase::MILLIS), 1000);
         assert_eq!(Timebase::MILLIS.rescale(33, Timebase::MPEG), 2970);
@@ -202,11 +288,11 @@ mod tests {
     fn muxed_once() {
         let f = MediaFrame::audio(0, Timebase::MILLIS, Bytes::from_static(b"x"));
         let mut calls = 0;
-        let a = f.muxed(MuxSlot::Flv, |_| {
+        let a = f.muxed(MuxSlot::new(0), |_| {
             calls += 1;
             Bytes::from_static(b"tag")
         });
-        let b = f.muxed(MuxSlot::Flv, |_| unreachable!("muxed twice"));
+        let b = f.muxed(MuxSlot::new(0), |_| unreachable!("muxed twice"));
         assert_eq!(calls, 1);
         assert_eq!(a.as_ptr(), b.as_ptr());
     }
