@@ -26,8 +26,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::io::{accept_until_shutdown, write_all_vectored, Batcher};
-use crate::state::SharedState;
+use crate::io::{accept_until_shutdown, write_all_vectored};
+use crate::state::{ProtocolCounters, SharedState};
+use crate::viewer_loop::{drive_viewer, End, ViewerSettings, ViewerSink};
 
 /// Longest request head read here; a longer one goes to hyper as it is (which bounds its size and,
 /// with the same timeout, the time it takes to arrive).
@@ -222,71 +223,78 @@ async fn serve_hyper(io: Rewind, peer: SocketAddr, router: axum::Router, head_ti
     }
 }
 
+/// HTTP-FLV's side of the viewer loop: each batch is one chunk of the chunked body, written
+/// with one `writev`; input after the request is counted and bounded.
+struct HttpFlvSink<'a> {
+    rd: tokio::net::tcp::ReadHalf<'a>,
+    wr: tokio::net::tcp::WriteHalf<'a>,
+    framed: Vec<Bytes>,
+    input: [u8; 512],
+    input_total: usize,
+    counters: &'a ProtocolCounters,
+    stall: Duration,
+}
+
+impl ViewerSink for HttpFlvSink<'_> {
+    async fn write(&mut self, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
+        let n: usize = batch.iter().map(Bytes::len).sum();
+        self.framed.push(Bytes::from(format!("{n:x}\r\n")));
+        self.framed.append(batch);
+        self.framed.push(Bytes::from_static(b"\r\n"));
+        write_all_vectored(&mut self.wr, &mut self.framed).await.map(|_| ())
+    }
+
+    async fn read(&mut self) -> std::io::Result<usize> {
+        self.rd.read(&mut self.input).await
+    }
+
+    async fn on_input(&mut self, n: usize) -> Result<(), String> {
+        self.input_total += n;
+        if self.input_total > MAX_TRAILING_INPUT {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(format!("viewer sent {} bytes after its request", self.input_total));
+        }
+        Ok(())
+    }
+
+    async fn end(&mut self, why: End) {
+        // End the chunked body properly, so players see an end, not a broken response.
+        let limit = if why == End::Shutdown { LAST_WRITE } else { self.stall };
+        let mut last = vec![Bytes::from_static(b"0\r\n\r\n")];
+        let _ = timeout_write(&mut self.wr, &mut last, limit).await;
+    }
+}
+
 /// Streams FLV to one viewer until the stream ends, the viewer goes, or the gateway stops.
 async fn serve_flv(mut sock: TcpStream, mut sub: Subscriber, st: SharedState) {
     let counters = &st.counters.http_flv;
     counters.connections.fetch_add(1, Ordering::Relaxed);
     info!("viewer joined");
-    let (mut rd, mut wr) = sock.split();
-    let mut viewer = FlvViewer::new();
-    let mut tags = Vec::new();
-    // A viewer that takes nothing for this long (a zero receive window) is closed; its queue in
-    // the hub was dropping by GOP meanwhile.
-    let stalled = Duration::from_secs(st.config.http.viewer_stall_timeout_secs);
+    let (rd, mut wr) = sock.split();
+    let settings = ViewerSettings {
+        batch_window: Duration::from_millis(st.config.egress.write_coalesce_ms),
+        stall: Duration::from_secs(st.config.http.viewer_stall_timeout_secs),
+    };
     // The head goes out at once, as hyper's did, even before the first frame.
     let head = response_head(&st.config.http.cors_allow_origin, &http_date(std::time::SystemTime::now()));
-    let mut out = vec![head];
-    let mut batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
-    let mut shutdown = st.shutdown.clone();
-    let mut input = [0u8; 512];
-    let mut input_total = 0;
-    let why = 'conn: {
-        if let Err(e) = timeout_write(&mut wr, &mut out, stalled).await {
-            break 'conn e;
-        }
-        loop {
-            tokio::select! {
-                batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut tags)) => {
-                    let ended = batch.is_none();
-                    let n: usize = tags.iter().map(Bytes::len).sum();
-                    if n > 0 {
-                        out.push(Bytes::from(format!("{n:x}\r\n")));
-                        out.append(&mut tags);
-                        out.push(Bytes::from_static(b"\r\n"));
-                    }
-                    if ended {
-                        out.push(Bytes::from_static(b"0\r\n\r\n"));
-                    }
-                    if let Err(e) = timeout_write(&mut wr, &mut out, stalled).await {
-                        break 'conn e;
-                    }
-                    counters.add_out(n);
-                    if ended {
-                        break 'conn "stream ended".to_owned();
-                    }
-                }
-                r = rd.read(&mut input) => match r {
-                    Ok(0) => break 'conn "viewer closed".to_owned(),
-                    Err(e) => break 'conn format!("read: {e}"),
-                    Ok(n) => {
-                        input_total += n;
-                        if input_total > MAX_TRAILING_INPUT {
-                            counters.errors.fetch_add(1, Ordering::Relaxed);
-                            break 'conn format!("viewer sent {input_total} bytes after its request");
-                        }
-                    }
-                },
-                _ = shutdown.changed() => {
-                    // End the chunked body properly, so players see an end, not a broken response.
-                    let mut last = vec![Bytes::from_static(b"0\r\n\r\n")];
-                    let _ = timeout_write(&mut wr, &mut last, LAST_WRITE).await;
-                    break 'conn "shutting down".to_owned();
-                }
-            }
+    let why = match timeout_write(&mut wr, &mut vec![head], settings.stall).await {
+        Err(e) => e,
+        Ok(()) => {
+            let mut sink = HttpFlvSink {
+                rd,
+                wr,
+                framed: Vec::new(),
+                input: [0; 512],
+                input_total: 0,
+                counters,
+                stall: settings.stall,
+            };
+            let r = drive_viewer(&mut sub, &mut FlvViewer::new(), &mut sink, settings, counters, st.shutdown.clone()).await;
+            let _ = sink.wr.shutdown().await;
+            r.unwrap_or_else(|e| e)
         }
     };
-    let _ = wr.shutdown().await;
-    info!(dropped = sub.dropped(), why, "viewer left");
+    info!(dropped = sub.dropped(), protocol = "http-flv", why, "viewer left");
 }
 
 /// `write_all_vectored`, given up after `limit`; the error says why.

@@ -20,10 +20,11 @@ use futures_util::SinkExt;
 use media::{HubError, StreamKey, Subscriber};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tracing::{debug, info, Instrument};
+use tracing::{info, Instrument};
 
 use crate::io::Batcher;
 use crate::state::{ProtocolCounters, SharedState};
+use crate::viewer_loop::{drive_viewer, End, ViewerSettings, ViewerSink};
 use crate::whip;
 
 pub fn router(state: SharedState) -> Router {
@@ -189,48 +190,54 @@ fn flv_stream(sub: Subscriber, st: SharedState) -> impl futures_util::Stream<Ite
     })
 }
 
-async fn ws_flv(mut socket: WebSocket, mut sub: Subscriber, st: SharedState) {
-    info!("viewer joined");
-    let mut viewer = FlvViewer::new();
-    let mut out = Vec::new();
-    let counters: &ProtocolCounters = &st.counters.ws_flv;
-    let mut batcher = Batcher::new(Duration::from_millis(st.config.egress.write_coalesce_ms));
-    let stalled = Duration::from_secs(st.config.http.viewer_stall_timeout_secs);
-    loop {
-        tokio::select! {
-            batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut out)) => {
-                if batch.is_none() {
-                    break;
-                }
-                // Queue every message, then one flush: one write for the batch. A viewer that
-                // takes nothing for the idle timeout is closed (its hub queue was dropping by GOP).
-                let n: usize = out.iter().map(Bytes::len).sum();
-                let write = async {
-                    for b in out.drain(..) {
-                        socket.feed(Message::Binary(b)).await?;
-                    }
-                    socket.flush().await
-                };
-                match tokio::time::timeout(stalled, write).await {
-                    Ok(Ok(())) => counters.add_out(n),
-                    Ok(Err(_)) => {
-                        debug!("viewer gone");
-                        return;
-                    }
-                    Err(_) => {
-                        info!(dropped = sub.dropped(), "viewer left: took nothing for {} s", stalled.as_secs());
-                        return;
-                    }
-                }
-            }
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
-            },
+/// WS-FLV's side of the viewer loop: each muxed chunk one binary message, one flush a batch.
+struct WsFlvSink {
+    socket: WebSocket,
+}
+
+impl ViewerSink for WsFlvSink {
+    async fn write(&mut self, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
+        for b in batch.drain(..) {
+            self.socket.feed(Message::Binary(b)).await.map_err(std::io::Error::other)?;
         }
+        self.socket.flush().await.map_err(std::io::Error::other)
     }
-    let _ = socket.send(Message::Close(None)).await;
-    info!(dropped = sub.dropped(), "viewer left");
+
+    async fn read(&mut self) -> std::io::Result<usize> {
+        // Messages from the viewer mean nothing; a close (or a broken socket) ends it.
+        Ok(match self.socket.recv().await {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => 0,
+            Some(Ok(_)) => 1,
+        })
+    }
+
+    async fn on_input(&mut self, _: usize) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn end(&mut self, _: End) {
+        let _ = self.socket.send(Message::Close(None)).await;
+    }
+}
+
+async fn ws_flv(socket: WebSocket, mut sub: Subscriber, st: SharedState) {
+    info!("viewer joined");
+    let settings = ViewerSettings {
+        batch_window: Duration::from_millis(st.config.egress.write_coalesce_ms),
+        stall: Duration::from_secs(st.config.http.viewer_stall_timeout_secs),
+    };
+    let mut sink = WsFlvSink { socket };
+    let r = drive_viewer(
+        &mut sub,
+        &mut FlvViewer::new(),
+        &mut sink,
+        settings,
+        &st.counters.ws_flv,
+        st.shutdown.clone(),
+    )
+    .await;
+    let why = r.unwrap_or_else(|e| e);
+    info!(dropped = sub.dropped(), protocol = "ws-flv", why, "viewer left");
 }
 
 async fn api_streams(State(st): State<SharedState>) -> impl IntoResponse {

@@ -12,6 +12,7 @@ mod http;
 mod io;
 mod rtmp_server;
 mod state;
+mod viewer_loop;
 mod webrtc_server;
 mod whip;
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use egress::rtmp_play::RtmpPlayViewer;
 use ingest::rtmp::{IngestOutput, RtmpIngest};
@@ -18,8 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::Pending;
-use crate::io::{accept_until_shutdown, write_all_vectored, Batcher};
+use crate::io::{accept_until_shutdown, write_all_vectored};
 use crate::state::SharedState;
+use crate::viewer_loop::{drive_viewer, End, ViewerSettings, ViewerSink};
 
 pub async fn serve(listener: TcpListener, state: SharedState) {
     accept_until_shutdown(&listener, state.shutdown.clone(), "RTMP", |sock, peer| {
@@ -258,39 +259,59 @@ async fn publish_loop(
     }
 }
 
+/// RTMP play's side of the viewer loop: batches go out as they are (the frames are shared RTMP
+/// chunks); input runs through the session (acknowledgements, closeStream).
+struct RtmpPlaySink<'a> {
+    conn: &'a mut Conn,
+}
+
+impl ViewerSink for RtmpPlaySink<'_> {
+    async fn write(&mut self, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
+        write_all_vectored(&mut self.conn.wr, batch).await.map(|_| ())
+    }
+
+    async fn read(&mut self) -> std::io::Result<usize> {
+        self.conn.rd.read(&mut self.conn.buf).await
+    }
+
+    async fn on_input(&mut self, n: usize) -> Result<(), String> {
+        let c = &mut *self.conn;
+        c.state.counters.rtmp.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let events = c.session.handle_input(&c.buf[..n]);
+        c.flush().await.map_err(|e| format!("write: {e}"))?;
+        match events {
+            Err(e) => Err(e.to_string()),
+            Ok(evs) if evs.iter().any(|e| matches!(e, SessionEvent::StreamClosed)) => Err(CLOSED_BY_PLAYER.to_owned()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn end(&mut self, why: End) {
+        if why == End::StreamEnded {
+            self.conn.session.notify("NetStream.Play.UnpublishNotify", "stream ended");
+            let _ = self.conn.flush().await;
+            let _ = self.conn.wr.shutdown().await;
+        }
+    }
+}
+
+/// The player sent closeStream: a normal end, not an error.
+const CLOSED_BY_PLAYER: &str = "player closed the stream";
+
 async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> Result<()> {
     let mut viewer = RtmpPlayViewer::new(stream_id, conn.session.out_chunk_size());
-    let mut out: Vec<Bytes> = Vec::new();
-    let mut batcher = Batcher::new(Duration::from_millis(conn.state.config.egress.write_coalesce_ms));
-    loop {
-        tokio::select! {
-            batch = batcher.next(&mut sub, |ev| viewer.on_event(ev, &mut out)) => {
-                if batch.is_none() {
-                    conn.session.notify("NetStream.Play.UnpublishNotify", "stream ended");
-                    conn.flush().await?;
-                    let _ = conn.wr.shutdown().await;
-                    return Ok(());
-                }
-                // One write carries the whole batch. A player that takes nothing for the idle
-                // timeout (a zero receive window) is closed; its hub queue was dropping by GOP.
-                let n = tokio::time::timeout(conn.idle, write_all_vectored(&mut conn.wr, &mut out))
-                    .await
-                    .map_err(|_| anyhow!("player took nothing for {} s", conn.idle.as_secs()))?
-                    .context("write to player")?;
-                conn.state.counters.rtmp.add_out(n);
-            }
-            r = conn.rd.read(&mut conn.buf) => {
-                let n = r?;
-                if n == 0 {
-                    return Ok(());
-                }
-                let events = conn.session.handle_input(&conn.buf[..n]);
-                conn.flush().await?;
-                if events?.iter().any(|e| matches!(e, SessionEvent::StreamClosed)) {
-                    return Ok(());
-                }
-            }
-            _ = shutdown.changed() => return Ok(()),
+    let settings = ViewerSettings {
+        batch_window: Duration::from_millis(conn.state.config.egress.write_coalesce_ms),
+        stall: conn.idle,
+    };
+    let state = conn.state.clone();
+    let mut sink = RtmpPlaySink { conn };
+    match drive_viewer(&mut sub, &mut viewer, &mut sink, settings, &state.counters.rtmp, shutdown.clone()).await {
+        Ok(why) => {
+            debug!(why, "player left");
+            Ok(())
         }
+        Err(why) if why == CLOSED_BY_PLAYER => Ok(()),
+        Err(why) => Err(anyhow!("player: {why}")),
     }
 }

@@ -379,10 +379,11 @@ async fn stalled_viewers_are_closed() {
     }
     assert_eq!(viewers(&gw), 3, "{}", gw.stream("live/stalled").unwrap());
     // The kernel buffers (256 KiB send buffer, doubled) fill within seconds, then 2 s of stall.
+    // One line per protocol says that viewer was closed for stalling.
     let closed = [
-        "viewer took nothing for 2 s",
-        "viewer left: took nothing for 2 s",
-        "player took nothing for 2 s",
+        "protocol=\"http-flv\" why=\"viewer took nothing for 2 s\"",
+        "protocol=\"ws-flv\" why=\"viewer took nothing for 2 s\"",
+        "closed: player: viewer took nothing for 2 s",
     ];
     while !closed.iter().all(|l| gw.log().contains(l)) {
         assert!(
