@@ -7,6 +7,8 @@
 #   REPEAT=3 COALESCE=0 WORKERS=2 WINDOW=16 bench/fanout.sh 100
 #     (rounds; other egress.write_coalesce_ms and server.workers settings beside the default;
 #     window in seconds)
+#   BASELINE=/path/to/older/streamgate bench/fanout.sh 100
+#     (an older build, e.g. of the last release, measured in the same rounds as "baseline")
 # Everything binds to 127.0.0.1; every process started here is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,18 +29,20 @@ source bench/common.sh
 make_source
 
 results=$work/results.jsonl
-run_streamgate() { # proto N variant ("default", "coalesce=MS" or "workers=N")
+run_streamgate() { # proto N variant ("default", "coalesce=MS", "workers=N" or "baseline")
   local http rtmp sg pub
   http=$(free_port); rtmp=$(free_port)
-  local name=streamgate
+  local name=streamgate bin=$SG
   # The load generator opens every viewer at once from one address: far beyond the RTMP limit
   # on connections still in handshake/connect from one address, which is for the open internet.
   printf '[rtmp]\nmax_pending = 100000\nmax_pending_per_address = 100000\n' >"$work/sg.toml"
   case $3 in
     coalesce=*) printf '[egress]\nwrite_coalesce_ms = %s\n' "${3#*=}" >>"$work/sg.toml"; name="streamgate coalesce ${3#*=}ms" ;;
     workers=*) printf '[server]\nworkers = %s\n' "${3#*=}" >>"$work/sg.toml"; name="streamgate workers ${3#*=}" ;;
+    # An older build may not know the newer keys: its defaults.
+    baseline) : >"$work/sg.toml"; name=baseline; bin=$BASELINE ;;
   esac
-  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn >"$work/sg.log" 2>&1 &
+  "$bin" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:0 --log warn >"$work/sg.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_port "$http"; wait_port "$rtmp"
   publish "rtmp://127.0.0.1:$rtmp/live/bench"; pub=$PUB
@@ -71,6 +75,7 @@ for n in "${counts[@]}"; do
     variants=(default)
     for c in ${COALESCE:-}; do variants+=("coalesce=$c"); done
     for w in ${WORKERS:-}; do variants+=("workers=$w"); done
+    [ -z "${BASELINE:-}" ] || variants+=(baseline)
     for v in "${variants[@]}"; do
       echo "N=$n round $r: streamgate HTTP-FLV ($v)" >&2; run_streamgate http "$n" "$v"
       echo "N=$n round $r: streamgate RTMP ($v)" >&2; run_streamgate rtmp "$n" "$v"

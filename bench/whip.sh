@@ -51,26 +51,36 @@ counts=("$@")
 work=$(mktemp -d /tmp/sg-whip.XXXXXX)
 
 results=$work/results.jsonl
+# BASELINE=/path/to/older/streamgate: an older build measured beside this one, N by N.
+servers=(streamgate)
+[ -z "${BASELINE:-}" ] || servers+=(baseline)
 for n in "${counts[@]}"; do
-  http=$(free_port); rtmp=$(free_port); udp=$(free_port)
-  # whipload starts 50 publishers a second from one address: lift the per-address offer limits.
-  printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
-    "$((n + 10))" "$((n + 10))" "$((n + 10))" >"$work/sg.toml"
-  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log warn >"$work/sg-$n.log" 2>&1 &
-  sg=$!; pids+=($sg)
-  wait_port "$http"
-  echo "N=$n WHIP publishers" >&2
-  "$WHIPLOAD" publish "http://127.0.0.1:$http" "$n" "$WARMUP" "$WINDOW" "$h264" "$opus" "$sg" >>"$results"
-  kill "$sg"; wait "$sg" 2>/dev/null || true
+  for server in "${servers[@]}"; do
+    http=$(free_port); rtmp=$(free_port); udp=$(free_port)
+    bin=$SG
+    # whipload starts 50 publishers a second from one address: lift the per-address offer limits.
+    printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
+      "$((n + 10))" "$((n + 10))" "$((n + 10))" >"$work/sg.toml"
+    if [ "$server" = baseline ]; then
+      bin=$BASELINE
+      printf '[webrtc]\nmax_sessions = %s\n' "$((n + 10))" >"$work/sg.toml"
+    fi
+    "$bin" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log warn >"$work/sg-$n.log" 2>&1 &
+    sg=$!; pids+=($sg)
+    wait_port "$http"
+    echo "N=$n WHIP publishers ($server)" >&2
+    "$WHIPLOAD" publish "http://127.0.0.1:$http" "$n" "$WARMUP" "$WINDOW" "$h264" "$opus" "$sg" | sed "s/^{/{\"server\":\"$server\",/" >>"$results"
+    kill "$sg"; wait "$sg" 2>/dev/null || true
+  done
 done
 
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| publishers | connected | live streams | ingest Mbit/s | gateway CPU % | CPU %/publisher | RSS MiB | RSS KiB/publisher | load generator CPU % |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| server | publishers | connected | live streams | ingest Mbit/s | gateway CPU % | CPU %/publisher | RSS MiB | RSS KiB/publisher | load generator CPU % |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['publishers']} | {r['connected']} | {r['streams_live']} | {r['publish_mbit_per_s']:.1f} | {r['server_cpu_percent']:.1f} | "
+    print(f"| {r.get('server', 'streamgate')} | {r['publishers']} | {r['connected']} | {r['streams_live']} | {r['publish_mbit_per_s']:.1f} | {r['server_cpu_percent']:.1f} | "
           f"{r['server_cpu_percent_per_publisher']:.2f} | {r['server_rss_kb']/1024:.1f} | {r['server_rss_kb_per_publisher']:.0f} | {r['loadgen_cpu_percent']:.1f} |")
 PY
 echo "raw results: $results" >&2
