@@ -697,6 +697,38 @@ mod tests {
             .collect()
     }
 
+    /// Frames of codecs the CMAF fragments do not carry here (a publisher's original Opus or
+    /// VP8) leave the parts and segments exactly as they are without them.
+    #[test]
+    fn frames_of_other_codecs_leave_the_parts_alone() {
+        let mut plain = started();
+        feed(&mut plain, 0, 120, 30, 0);
+        let mut mixed = started();
+        for i in 0..120 {
+            let t = i * 3000;
+            let opus = MediaFrame::coded(
+                media::Codec::Opus,
+                t + 100,
+                t + 100,
+                Timebase::MPEG,
+                true,
+                Bytes::from_static(&[0xfc]),
+            );
+            let vp8 = MediaFrame::coded(media::Codec::Vp8, t, t, Timebase::MPEG, i % 7 == 0, Bytes::from_static(&[0x10]));
+            assert!(!mixed.push(&HubEvent::Frame(Arc::new(opus)), t / 90));
+            assert!(!mixed.push(&HubEvent::Frame(Arc::new(vp8)), t / 90));
+            feed(&mut mixed, i, i + 1, 30, 0);
+        }
+        assert_eq!(mixed.playlist("x"), plain.playlist("x"));
+        let bytes = |s: &LlSegmenter| {
+            s.segments
+                .iter()
+                .flat_map(|seg| seg.parts.iter().map(|p| p.data.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bytes(&mixed), bytes(&plain));
+    }
+
     #[test]
     fn an_early_scene_cut_keyframe_ends_the_segment() {
         let mut s = started();
