@@ -254,31 +254,40 @@ mod tests {
     use super::*;
     use crate::webrtc::h264::H264Track;
 
-    /// `n` VP8 frames of a moving pattern from libvpx, keyframe every `gop`; (frame, key).
-    fn vp8_frames(width: u32, height: u32, n: usize, gop: u32) -> Vec<(Vec<u8>, bool)> {
+    /// Settings of a libvpx VP8 test encode.
+    struct Vp8Encode {
+        width: u32,
+        height: u32,
+        fps: i32,
+        gop: u32,
+        bit_rate: usize,
+        /// libvpx options beyond realtime with no lag.
+        options: &'static [(&'static str, &'static str)],
+    }
+
+    /// `n` frames from libvpx, `paint(frame, i)` drawing picture `i`; (frame, key).
+    fn vp8_encode(e: Vp8Encode, n: usize, mut paint: impl FnMut(&mut ff::frame::Video, usize)) -> Vec<(Vec<u8>, bool)> {
         ff::init().unwrap();
         let codec = ff::encoder::find_by_name("libvpx").expect("libvpx VP8 encoder");
         let mut enc = ff::codec::Context::new_with_codec(codec).encoder().video().unwrap();
-        enc.set_width(width);
-        enc.set_height(height);
+        enc.set_width(e.width);
+        enc.set_height(e.height);
         enc.set_format(ff::format::Pixel::YUV420P);
-        enc.set_time_base(ff::Rational::new(1, 20));
-        enc.set_gop(gop);
-        enc.set_bit_rate(500_000);
+        enc.set_time_base(ff::Rational::new(1, e.fps));
+        enc.set_gop(e.gop);
+        enc.set_bit_rate(e.bit_rate);
         let mut opts = ff::Dictionary::new();
         opts.set("deadline", "realtime");
         opts.set("lag-in-frames", "0");
+        for (k, v) in e.options {
+            opts.set(k, v);
+        }
         let mut enc = enc.open_with(opts).unwrap();
-        let mut frame = ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height);
+        let mut frame = ff::frame::Video::new(ff::format::Pixel::YUV420P, e.width, e.height);
         let mut packet = ff::Packet::empty();
         let mut out = Vec::new();
         for i in 0..n {
-            for plane in 0..3 {
-                let stride = frame.stride(plane);
-                for (j, b) in frame.data_mut(plane).iter_mut().enumerate() {
-                    *b = ((j % stride) as u32 * 3 + (j / stride) as u32 + i as u32 * 7) as u8;
-                }
-            }
+            paint(&mut frame, i);
             frame.set_pts(Some(i as i64));
             enc.send_frame(&frame).unwrap();
             while enc.receive_packet(&mut packet).is_ok() {
@@ -290,6 +299,26 @@ mod tests {
             out.push((packet.data().unwrap().to_vec(), packet.is_key()));
         }
         out
+    }
+
+    /// `n` VP8 frames of a moving pattern from libvpx, keyframe every `gop`; (frame, key).
+    fn vp8_frames(width: u32, height: u32, n: usize, gop: u32) -> Vec<(Vec<u8>, bool)> {
+        let e = Vp8Encode {
+            width,
+            height,
+            fps: 20,
+            gop,
+            bit_rate: 500_000,
+            options: &[],
+        };
+        vp8_encode(e, n, |frame, i| {
+            for plane in 0..3 {
+                let stride = frame.stride(plane);
+                for (j, b) in frame.data_mut(plane).iter_mut().enumerate() {
+                    *b = ((j % stride) as u32 * 3 + (j / stride) as u32 + i as u32 * 7) as u8;
+                }
+            }
+        })
     }
 
     #[test]
@@ -331,25 +360,16 @@ mod tests {
     /// `n` VP8 frames of big random blocks that change every frame (a picture that costs the
     /// encoder far more than the VBV cap), 30 fps.
     fn vp8_noise(width: u32, height: u32, n: usize) -> Vec<Vec<u8>> {
-        ff::init().unwrap();
-        let codec = ff::encoder::find_by_name("libvpx").expect("libvpx VP8 encoder");
-        let mut enc = ff::codec::Context::new_with_codec(codec).encoder().video().unwrap();
-        enc.set_width(width);
-        enc.set_height(height);
-        enc.set_format(ff::format::Pixel::YUV420P);
-        enc.set_time_base(ff::Rational::new(1, 30));
-        enc.set_gop(60);
-        enc.set_bit_rate(8_000_000);
-        let mut opts = ff::Dictionary::new();
-        opts.set("deadline", "realtime");
-        opts.set("cpu-used", "8");
-        opts.set("lag-in-frames", "0");
-        let mut enc = enc.open_with(opts).unwrap();
-        let mut frame = ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height);
-        let mut packet = ff::Packet::empty();
-        let mut out = Vec::new();
+        let e = Vp8Encode {
+            width,
+            height,
+            fps: 30,
+            gop: 60,
+            bit_rate: 8_000_000,
+            options: &[("cpu-used", "8")],
+        };
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for i in 0..n {
+        let frames = vp8_encode(e, n, |frame, _| {
             for plane in 0..3 {
                 let stride = frame.stride(plane);
                 let block = if plane == 0 { 16 } else { 8 };
@@ -369,13 +389,8 @@ mod tests {
                     }
                 }
             }
-            frame.set_pts(Some(i as i64));
-            enc.send_frame(&frame).unwrap();
-            while enc.receive_packet(&mut packet).is_ok() {
-                out.push(packet.data().unwrap().to_vec());
-            }
-        }
-        out
+        });
+        frames.into_iter().map(|(f, _)| f).collect()
     }
 
     /// Standard deviation of the luma of each decoded H.264 frame.
