@@ -1,5 +1,10 @@
-//! The WebRTC shell: one UDP socket for every WHIP publisher, one task driving the sans-IO
-//! [`Endpoint`], and one media task per publisher (depacketized frames -> transcoding -> hub).
+//! The WebRTC shell: one UDP socket for every WebRTC session, one task driving the sans-IO
+//! [`Endpoint`], and one media task per publishing session (depacketized frames -> transcoding
+//! -> hub).
+//!
+//! HTTP routes speak sessions over the command channel: [`Command::Open`] creates a session
+//! from an offer with a [`SessionSpec`] (what it receives and sends) and a [`Role`] (what it
+//! becomes once connected), [`Command::Close`] ends one.
 //!
 //! * The UDP task never waits on a publisher's media task: frames go through a bounded channel;
 //!   when it is full the frame is dropped, counted, and the media task asks for a keyframe.
@@ -20,7 +25,7 @@ use str0m::format::Codec;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
-use webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId};
+use webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId, SessionSpec};
 use webrtc::{RtpFrame, Track};
 
 use crate::admission::Pending;
@@ -35,18 +40,27 @@ const MAX_TICK: Duration = Duration::from_millis(200);
 
 /// What the HTTP side asks of the WebRTC task.
 pub enum Command {
-    /// A WHIP offer for a reserved key. The key is claimed when the session connects (ICE and
-    /// DTLS done); until then `pending` counts against the client's pending-session limits.
-    Offer {
+    /// A new session from an offer, doing what `spec` says. Until it connects (ICE and DTLS
+    /// done) `pending` counts against the client's pending-session limits; then it takes its
+    /// `role`.
+    Open {
         sdp: String,
-        reservation: Reservation,
+        spec: SessionSpec,
+        role: Role,
         pending: Pending,
         reply: oneshot::Sender<Result<Accepted, OfferError>>,
     },
-    /// WHIP DELETE.
-    Delete { token: String, reply: oneshot::Sender<bool> },
-    /// Ask a publisher for a keyframe (from its media task).
+    /// Ends the session with this token (WHIP DELETE).
+    Close { token: String, reply: oneshot::Sender<bool> },
+    /// Ask a session's peer for a keyframe (from a publisher's media task).
     Keyframe { id: SessionId },
+}
+
+/// What a session becomes once connected.
+pub enum Role {
+    /// Publishes the key it reserved: the key is claimed on connect (a publisher that connected
+    /// first wins, and this session is closed), and what it receives goes to the hub.
+    Publish(Reservation),
 }
 
 /// A WHIP session that was created.
@@ -157,9 +171,9 @@ struct Live {
     token: String,
     key: StreamKey,
     negotiated: Negotiated,
-    /// Until the session connects: its reservation of the key and its admission guard.
-    connecting: Option<(Reservation, Pending)>,
-    /// Once connected and the key claimed: the media task's queue.
+    /// Until the session connects: its role and its admission guard.
+    connecting: Option<(Role, Pending)>,
+    /// Once connected as a publisher and the key claimed: the media task's queue.
     media: Option<mpsc::Sender<RtpFrame>>,
 }
 
@@ -193,18 +207,20 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Rece
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
-                    Command::Offer { sdp, reservation, pending, reply } => {
-                        let r = ep.accept_offer(Instant::now(), &sdp, &mut out);
-                        let r = r.map(|(id, answer, negotiated)| {
+                    Command::Open { sdp, spec, role, pending, reply } => {
+                        let r = ep.accept_offer(Instant::now(), &sdp, &spec, &mut out);
+                        let r = r.map(|a| {
                             let token = random_token();
-                            let key = reservation.key().clone();
-                            live.insert(id, Live { token: token.clone(), key, negotiated, connecting: Some((reservation, pending)), media: None });
+                            let key = match &role {
+                                Role::Publish(reservation) => reservation.key().clone(),
+                            };
+                            live.insert(a.id, Live { token: token.clone(), key, negotiated: a.negotiated, connecting: Some((role, pending)), media: None });
                             counters.sessions.fetch_add(1, Ordering::Relaxed);
-                            Accepted { token, answer }
+                            Accepted { token, answer: a.answer }
                         });
                         let _ = reply.send(r);
                     }
-                    Command::Delete { token, reply } => {
+                    Command::Close { token, reply } => {
                         // DELETE is rare: a scan of the live sessions beats a second map to keep in step.
                         let found = live.iter().find(|(_, l)| l.token == token).map(|(id, _)| *id);
                         if let Some(id) = found {
@@ -288,7 +304,7 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Sh
                 let Some(l) = live.get_mut(&id) else { continue };
                 // The admission guard goes; the reservation becomes the key, unless a publisher
                 // that connected first has it.
-                let Some((reservation, _pending)) = l.connecting.take() else {
+                let Some((Role::Publish(reservation), _pending)) = l.connecting.take() else {
                     continue;
                 };
                 counters.sessions_connected.fetch_add(1, Ordering::Relaxed);
@@ -307,6 +323,8 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Sh
                     }
                 }
             }
+            // Only publishing sessions today; they send nothing to be asked for.
+            EndpointEvent::KeyframeRequest(_) => {}
             EndpointEvent::Closed(id, reason) => {
                 if let Some(l) = live.remove(&id) {
                     match reason {

@@ -14,12 +14,12 @@ use media::hub::PublisherInfo;
 use media::HubError;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
-use webrtc::endpoint::OfferError;
+use webrtc::endpoint::{OfferError, SessionSpec};
 
 use crate::admission::Refusal;
 use crate::http::plain;
 use crate::state::SharedState;
-use crate::webrtc_server::Command;
+use crate::webrtc_server::{Command, Role};
 
 /// Largest SDP offer accepted (browsers send 5-15 KiB).
 const MAX_OFFER: usize = 64 * 1024;
@@ -140,9 +140,10 @@ pub async fn post(
     if st
         .webrtc
         .tx
-        .send(Command::Offer {
+        .send(Command::Open {
             sdp,
-            reservation,
+            spec: SessionSpec::receiver(),
+            role: Role::Publish(reservation),
             pending,
             reply,
         })
@@ -184,7 +185,7 @@ pub async fn post(
 /// `DELETE /whip/{app}/{stream}/{session}`.
 pub async fn delete(State(st): State<SharedState>, Path((_app, _stream, token)): Path<(String, String, String)>) -> Response {
     let (reply, rx) = oneshot::channel();
-    if st.webrtc.tx.send(Command::Delete { token, reply }).await.is_err() {
+    if st.webrtc.tx.send(Command::Close { token, reply }).await.is_err() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down");
     }
     match rx.await {

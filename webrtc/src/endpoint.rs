@@ -1,14 +1,17 @@
-//! Many WebRTC publishers on one UDP port (sans-IO).
+//! Many WebRTC sessions on one UDP port (sans-IO).
 //!
-//! Each publisher is a str0m [`Rtc`] in ICE-lite mode with its own ICE credentials. A datagram
+//! A session receives the peer's tracks (a WHIP publisher), sends tracks to it (a WHEP viewer),
+//! or both (a room participant): its [`SessionSpec`] says which. Each is a str0m [`Rtc`] in
+//! ICE-lite mode with its own ICE credentials. A datagram
 //! is routed in O(1): STUN by the local ufrag in its USERNAME, everything else (DTLS, SRTP,
 //! SRTCP) by the source address learnt from an accepted STUN request. `Rtc::accepts` guards the
 //! final hand-over, so a datagram never reaches a session it does not belong to; datagrams that
 //! match nothing are counted and dropped.
 //!
 //! The shell (the gateway) owns the socket: it feeds [`Endpoint::handle_datagram`] and
-//! [`Endpoint::handle_timeout`], sends the [`Outputs::transmits`], and acts on
-//! [`Outputs::events`].
+//! [`Endpoint::handle_timeout`], writes media with [`Endpoint::write`], sends the
+//! [`Outputs::transmits`], and acts on [`Outputs::events`]. Every call that changes a session
+//! drains its `poll_output` before returning (str0m's contract).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
@@ -100,6 +103,59 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// Why media could not be written to a session.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// No such session (it ended).
+    #[error("no such WebRTC session")]
+    NoSession,
+    /// The session does not send this kind of track.
+    #[error("the session sends no {0:?} track")]
+    NotSending(Track),
+    /// ICE and DTLS are not up yet (str0m would drop the media).
+    #[error("the session is not connected yet")]
+    NotConnected,
+    /// The WebRTC stack refused the media.
+    #[error("WebRTC: {0}")]
+    Rtc(String),
+}
+
+/// What a new session does with media.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionSpec {
+    /// Take the tracks the peer sends: video in H.264 (VP8/VP9 when the offer has no H.264),
+    /// audio in Opus.
+    pub receive: bool,
+    /// The video codec this session sends, if it sends video.
+    pub send_video: Option<Codec>,
+    /// The audio codec it sends (Opus), if it sends audio.
+    pub send_audio: Option<Codec>,
+}
+
+impl SessionSpec {
+    /// A publisher's session (WHIP): receives, sends nothing.
+    pub fn receiver() -> Self {
+        Self {
+            receive: true,
+            ..Self::default()
+        }
+    }
+
+    /// A viewer's session (WHEP): sends tracks in these codecs, receives nothing.
+    pub fn sender(video: Option<Codec>, audio: Option<Codec>) -> Self {
+        Self {
+            receive: false,
+            send_video: video,
+            send_audio: audio,
+        }
+    }
+
+    fn sends(&self) -> bool {
+        self.send_video.is_some() || self.send_audio.is_some()
+    }
+}
+
 /// What happened, for the shell.
 #[derive(Debug)]
 pub enum EndpointEvent {
@@ -107,6 +163,8 @@ pub enum EndpointEvent {
     Connected(SessionId),
     /// A depacketized frame.
     Media(SessionId, RtpFrame),
+    /// The peer asks for a keyframe on the video the session sends (RTCP PLI or FIR).
+    KeyframeRequest(SessionId),
     /// The session is gone.
     Closed(SessionId, CloseReason),
 }
@@ -135,6 +193,12 @@ pub struct EndpointCounters {
     pub nacks: u64,
     /// PLIs sent, all sessions.
     pub plis: u64,
+    /// RTP packets sent (retransmissions included), all sessions.
+    pub rtp_packets_out: u64,
+    /// NACKs received from peers we send to.
+    pub nacks_in: u64,
+    /// Keyframe requests (PLI and FIR) received from peers we send to.
+    pub keyframe_requests_in: u64,
 }
 
 /// A session's last ingress statistics from str0m (cumulative), kept to add only the growth
@@ -150,12 +214,35 @@ pub struct SessionStats {
 }
 
 /// What the offer negotiated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Negotiated {
-    /// A video line with H.264.
+    /// The session receives video (H.264, VP8 or VP9).
     pub video: bool,
-    /// An audio line with Opus.
+    /// The session receives audio (Opus).
     pub audio: bool,
+    /// The session sends video in this codec.
+    pub send_video: Option<Codec>,
+    /// The session sends audio in this codec.
+    pub send_audio: Option<Codec>,
+}
+
+/// A session created from an offer.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Its id in the endpoint.
+    pub id: SessionId,
+    /// The SDP answer.
+    pub answer: String,
+    /// What was negotiated.
+    pub negotiated: Negotiated,
+}
+
+/// A track the session sends: where and with which payload type.
+#[derive(Debug, Clone, Copy)]
+struct SendTrack {
+    mid: Mid,
+    pt: Pt,
+    clock: Frequency,
 }
 
 struct Session {
@@ -168,8 +255,20 @@ struct Session {
     connected: bool,
     video_mid: Option<Mid>,
     audio_mid: Option<Mid>,
+    send_video: Option<SendTrack>,
+    send_audio: Option<SendTrack>,
     stats: [SessionStats; 2],
+    /// Egress statistics per sent track (video, audio), same scheme as `stats`.
+    egress: [EgressSeen; 2],
+    spec: SessionSpec,
     dead: Option<CloseReason>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct EgressSeen {
+    packets: u64,
+    nacks: u64,
+    keyframe_requests: u64,
 }
 
 /// Most source addresses one session may be reached from.
@@ -213,8 +312,8 @@ impl Endpoint {
         self.sessions.is_empty()
     }
 
-    /// Accepts a WHIP offer: a new session and its SDP answer.
-    pub fn accept_offer(&mut self, now: Instant, offer: &str, out: &mut Outputs) -> Result<(SessionId, String, Negotiated), OfferError> {
+    /// Accepts an offer: a new session doing what `spec` says, and its SDP answer.
+    pub fn accept_offer(&mut self, now: Instant, offer: &str, spec: &SessionSpec, out: &mut Outputs) -> Result<Accepted, OfferError> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(OfferError::Full(self.config.max_sessions));
         }
@@ -227,10 +326,12 @@ impl Endpoint {
             .filter(|m| !m.is_empty() && m.len() <= 16)
             .map(Mid::from)
             .collect();
-        let offers_video = offer.lines().any(|l| l.starts_with("m=video ") && !l.starts_with("m=video 0 "));
-        let offers_audio = offer.lines().any(|l| l.starts_with("m=audio ") && !l.starts_with("m=audio 0 "));
-        // H.264 is passed through; VP8/VP9 are transcoded, so they are answered only when the
-        // offer has no H.264 we take (str0m would otherwise answer in the offer's order).
+        let lines = offered_lines(offer);
+        // What the peer sends (for a receiving session) and what it can receive (for a sending one).
+        let sends_kind = |k: &str| lines.iter().any(|l| l.kind == k && l.sends);
+        let receives_kind = |k: &str| lines.iter().any(|l| l.kind == k && l.receives);
+        // Received H.264 is passed through; VP8/VP9 are transcoded, so they are answered only
+        // when the offer has no H.264 we take (str0m would otherwise answer in the offer's order).
         let offers_h264 = offers_h264_mode1(offer);
         if let Some(why) = sdp_line_error(offer) {
             return Err(OfferError::BadSdp(why));
@@ -242,24 +343,30 @@ impl Endpoint {
             .set_ice_lite(true)
             .set_local_ice_credentials(creds)
             .clear_codecs()
-            .enable_opus(true, false)
             .set_reordering_size_video(self.config.video_reorder_packets)
             .set_stats_interval(Some(Duration::from_secs(1)));
-        // Every H.264 profile browsers offer, packetization-mode 1 only (FU-A/STAP-A), each with
-        // an RTX payload type so that NACKed packets can be resent.
-        let cc = cfg.codec_config();
-        for (pt, rtx, profile) in [
-            (108u8, 109u8, 0x42e01f_u32),
-            (127, 121, 0x42001f),
-            (123, 119, 0x4d001f),
-            (114, 115, 0x64001f),
-            (116, 117, 0x640c1f),
-        ] {
-            cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
+        let receive_vpx = spec.receive && !offers_h264;
+        let h264 = spec.receive || spec.send_video == Some(Codec::H264);
+        let vp8 = receive_vpx || spec.send_video == Some(Codec::Vp8);
+        let vp9 = receive_vpx || spec.send_video == Some(Codec::Vp9);
+        if spec.receive || spec.send_audio == Some(Codec::Opus) {
+            cfg = cfg.enable_opus(true, false);
         }
-        if !offers_h264 {
-            cfg = cfg.enable_vp8(true).enable_vp9(true);
+        if h264 {
+            // Every H.264 profile browsers offer, packetization-mode 1 only (FU-A/STAP-A), each
+            // with an RTX payload type so that NACKed packets can be resent.
+            let cc = cfg.codec_config();
+            for (pt, rtx, profile) in [
+                (108u8, 109u8, 0x42e01f_u32),
+                (127, 121, 0x42001f),
+                (123, 119, 0x4d001f),
+                (114, 115, 0x64001f),
+                (116, 117, 0x640c1f),
+            ] {
+                cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
+            }
         }
+        cfg = cfg.enable_vp8(vp8).enable_vp9(vp9);
         let mut rtc = cfg.build(now);
         for addr in &self.config.candidates {
             match Candidate::host(*addr, "udp") {
@@ -280,42 +387,100 @@ impl Endpoint {
             connected: false,
             video_mid: None,
             audio_mid: None,
+            send_video: None,
+            send_audio: None,
             stats: [SessionStats::default(); 2],
+            egress: [EgressSeen::default(); 2],
+            spec: spec.clone(),
             dead: None,
         };
         let id = self.next_id;
         self.next_id += 1;
         for mid in mids {
-            let Some(m) = session.rtc.media(mid) else { continue };
-            if m.disabled() || !m.direction().is_receiving() {
-                continue;
-            }
-            match m.kind() {
-                MediaKind::Video if session.video_mid.is_none() => session.video_mid = Some(mid),
-                MediaKind::Audio if session.audio_mid.is_none() => session.audio_mid = Some(mid),
-                _ => {}
-            }
+            pick_tracks(&mut session, mid, spec);
         }
         drain(id, &mut session, &mut self.counters, out);
         let negotiated = Negotiated {
             video: session.video_mid.is_some(),
             audio: session.audio_mid.is_some(),
+            send_video: spec.send_video.filter(|_| session.send_video.is_some()),
+            send_audio: spec.send_audio.filter(|_| session.send_audio.is_some()),
         };
-        // A track the publisher sends but we cannot take would vanish silently: refuse instead.
-        if offers_video && !negotiated.video {
-            return Err(OfferError::NoCodec(
-                "video: the offer has none of H.264 (packetization-mode=1), VP8 or VP9".into(),
-            ));
+        let receives = negotiated.video || negotiated.audio;
+        let sends = negotiated.send_video.is_some() || negotiated.send_audio.is_some();
+        if spec.receive && !spec.sends() {
+            // A track the publisher sends but we cannot take would vanish silently: refuse.
+            if sends_kind("video") && !negotiated.video {
+                return Err(OfferError::NoCodec(
+                    "video: the offer has none of H.264 (packetization-mode=1), VP8 or VP9".into(),
+                ));
+            }
+            if sends_kind("audio") && !negotiated.audio {
+                return Err(OfferError::NoCodec("audio: the offer has no Opus".into()));
+            }
         }
-        if offers_audio && !negotiated.audio {
-            return Err(OfferError::NoCodec("audio: the offer has no Opus".into()));
+        if spec.sends() {
+            // A viewer must get every track the stream has that it asked for.
+            if let Some(c) = spec.send_video.filter(|_| receives_kind("video") && session.send_video.is_none()) {
+                return Err(OfferError::NoCodec(format!(
+                    "video: the stream is {}, and the offer cannot receive it",
+                    codec_name(c)
+                )));
+            }
+            if let Some(c) = spec.send_audio.filter(|_| receives_kind("audio") && session.send_audio.is_none()) {
+                return Err(OfferError::NoCodec(format!(
+                    "audio: the stream is {}, and the offer cannot receive it",
+                    codec_name(c)
+                )));
+            }
         }
-        if !negotiated.video && !negotiated.audio {
-            return Err(OfferError::NoCodec("the offer has no audio or video line to receive".into()));
+        if !receives && !sends {
+            return Err(OfferError::NoCodec(if spec.sends() {
+                "the offer has no audio or video line that can receive the stream".into()
+            } else {
+                "the offer has no audio or video line to receive".into()
+            }));
         }
         self.by_ufrag.insert(ufrag, id);
         self.sessions.insert(id, session);
-        Ok((id, answer.to_sdp_string(), negotiated))
+        Ok(Accepted {
+            id,
+            answer: answer.to_sdp_string(),
+            negotiated,
+        })
+    }
+
+    /// Writes one frame on a track the session sends: an H.264 access unit (Annex B, which
+    /// str0m packetizes per RFC 6184), a VP8/VP9 frame or an Opus packet. `rtp_time` is in the
+    /// codec's clock (90 kHz video, 48 kHz Opus); `wallclock` is when the frame was captured
+    /// (for the RTCP sender reports that let the receiver synchronise audio and video).
+    pub fn write(
+        &mut self,
+        id: SessionId,
+        track: Track,
+        wallclock: Instant,
+        rtp_time: u64,
+        data: &[u8],
+        out: &mut Outputs,
+    ) -> Result<(), WriteError> {
+        let s = self.sessions.get_mut(&id).ok_or(WriteError::NoSession)?;
+        let t = match track {
+            Track::Video => s.send_video,
+            Track::Audio => s.send_audio,
+        }
+        .ok_or(WriteError::NotSending(track))?;
+        if !s.connected {
+            return Err(WriteError::NotConnected);
+        }
+        let r = match s.rtc.writer(t.mid) {
+            Some(w) => w
+                .write(t.pt, wallclock, MediaTime::new(rtp_time, t.clock), data.to_vec())
+                .map_err(|e| WriteError::Rtc(e.to_string())),
+            None => Err(WriteError::NotSending(track)),
+        };
+        drain(id, s, &mut self.counters, out);
+        self.remove_if_dead(id, out);
+        r
     }
 
     fn destination_for(&self, source: SocketAddr) -> SocketAddr {
@@ -463,6 +628,89 @@ impl Endpoint {
     }
 }
 
+/// One media section of an offer, from the offerer's side.
+struct OfferedLine<'a> {
+    kind: &'a str,
+    /// The offerer sends on it (sendrecv or sendonly).
+    sends: bool,
+    /// The offerer receives on it (sendrecv or recvonly).
+    receives: bool,
+}
+
+/// The offer's enabled media sections (port not 0) and their directions (RFC 8866 section
+/// 6.7: sendrecv when none is given).
+fn offered_lines(sdp: &str) -> Vec<OfferedLine<'_>> {
+    let mut out: Vec<OfferedLine<'_>> = Vec::new();
+    let mut enabled = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut f = m.split(' ');
+            let kind = f.next().unwrap_or("");
+            enabled = f.next().is_some_and(|port| port != "0");
+            if enabled {
+                out.push(OfferedLine {
+                    kind,
+                    sends: true,
+                    receives: true,
+                });
+            }
+            continue;
+        }
+        let Some(l) = out.last_mut().filter(|_| enabled) else { continue };
+        match line {
+            "a=sendonly" => (l.sends, l.receives) = (true, false),
+            "a=recvonly" => (l.sends, l.receives) = (false, true),
+            "a=inactive" => (l.sends, l.receives) = (false, false),
+            "a=sendrecv" => (l.sends, l.receives) = (true, true),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Records which of the session's media lines it receives on and sends on (the first enabled
+/// line of each kind for each direction), and the payload type of each sent codec.
+fn pick_tracks(s: &mut Session, mid: Mid, spec: &SessionSpec) {
+    let Some(m) = s.rtc.media(mid) else { return };
+    if m.disabled() {
+        return;
+    }
+    let (kind, dir) = (m.kind(), m.direction());
+    if spec.receive && dir.is_receiving() {
+        match kind {
+            MediaKind::Video if s.video_mid.is_none() => s.video_mid = Some(mid),
+            MediaKind::Audio if s.audio_mid.is_none() => s.audio_mid = Some(mid),
+            _ => {}
+        }
+    }
+    if !dir.is_sending() {
+        return;
+    }
+    let (want, slot) = match kind {
+        MediaKind::Video => (spec.send_video, &mut s.send_video),
+        MediaKind::Audio => (spec.send_audio, &mut s.send_audio),
+    };
+    let Some(want) = want.filter(|_| slot.is_none()) else { return };
+    let Some(w) = s.rtc.writer(mid) else { return };
+    let found = w
+        .payload_params()
+        .find(|p| p.spec().codec == want)
+        .map(|p| (p.pt(), p.spec().clock_rate));
+    if let Some((pt, clock)) = found {
+        *slot = Some(SendTrack { mid, pt, clock });
+    }
+}
+
+fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::H264 => "H.264",
+        Codec::Vp8 => "VP8",
+        Codec::Vp9 => "VP9",
+        Codec::Opus => "Opus",
+        _ => "in a codec we do not send",
+    }
+}
+
 /// At most `max` characters of `s` for a message, with control characters shown as `?`.
 fn excerpt(s: &str, max: usize) -> String {
     let mut out: String = s.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect();
@@ -582,15 +830,11 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
             s.dead.get_or_insert(CloseReason::Disconnected);
         }
         Event::MediaAdded(m) => {
-            let enabled = s.rtc.media(m.mid).is_some_and(|media| !media.disabled());
-            if !enabled || !m.direction.is_receiving() {
-                return;
-            }
-            match m.kind {
-                MediaKind::Video if s.video_mid.is_none() => s.video_mid = Some(m.mid),
-                MediaKind::Audio if s.audio_mid.is_none() => s.audio_mid = Some(m.mid),
-                _ => {}
-            }
+            let spec = s.spec.clone();
+            pick_tracks(s, m.mid, &spec);
+        }
+        Event::KeyframeRequest(r) if s.send_video.is_some_and(|t| t.mid == r.mid) => {
+            out.events.push(EndpointEvent::KeyframeRequest(id));
         }
         Event::MediaData(d) => {
             let codec = d.params.spec().codec;
@@ -626,6 +870,19 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
                 plis: st.plis,
             };
         }
+        Event::MediaEgressStats(st) => {
+            let i = if s.send_video.is_some_and(|t| t.mid == st.mid) { 0 } else { 1 };
+            let old = s.egress[i];
+            let now = EgressSeen {
+                packets: st.packets,
+                nacks: st.nacks,
+                keyframe_requests: st.plis + st.firs,
+            };
+            counters.rtp_packets_out += now.packets.saturating_sub(old.packets);
+            counters.nacks_in += now.nacks.saturating_sub(old.nacks);
+            counters.keyframe_requests_in += now.keyframe_requests.saturating_sub(old.keyframe_requests);
+            s.egress[i] = now;
+        }
         _ => {}
     }
 }
@@ -644,6 +901,12 @@ mod tests {
         })
     }
 
+    /// A publisher's offer accepted: (id, answer, negotiated).
+    fn receive(ep: &mut Endpoint, now: Instant, sdp: &str, out: &mut Outputs) -> Result<(SessionId, String, Negotiated), OfferError> {
+        ep.accept_offer(now, sdp, &SessionSpec::receiver(), out)
+            .map(|a| (a.id, a.answer, a.negotiated))
+    }
+
     /// A tiny deterministic generator for hostile bytes (no rand crate).
     fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
         (0..len)
@@ -660,8 +923,8 @@ mod tests {
     fn chromium_offer_gets_h264_and_opus() {
         let mut ep = endpoint();
         let mut out = Outputs::default();
-        let (_, answer, neg) = ep.accept_offer(Instant::now(), OFFER, &mut out).unwrap();
-        assert_eq!(neg, Negotiated { video: true, audio: true });
+        let (_, answer, neg) = receive(&mut ep, Instant::now(), OFFER, &mut out).unwrap();
+        assert_eq!((neg.video, neg.audio, neg.send_video, neg.send_audio), (true, true, None, None));
         assert!(answer.contains("a=ice-lite"));
         assert!(answer.contains("H264/90000"));
         assert!(answer.contains("opus/48000"));
@@ -676,7 +939,7 @@ mod tests {
         let mut out = Outputs::default();
         let now = Instant::now();
         assert!(matches!(
-            ep.accept_offer(now, "v=0\r\nnonsense", &mut out),
+            receive(&mut ep, now, "v=0\r\nnonsense", &mut out),
             Err(OfferError::BadSdp(_))
         ));
         // Video without H.264, VP8 or VP9 (renamed away): refused, naming what is missing.
@@ -684,11 +947,11 @@ mod tests {
             .replace("H264/90000", "H26X/90000")
             .replace("VP8/90000", "VP8X/90000")
             .replace("VP9/90000", "VP9X/90000");
-        match ep.accept_offer(now, &av1_only, &mut out) {
+        match receive(&mut ep, now, &av1_only, &mut out) {
             Err(OfferError::NoCodec(m)) => assert!(m.contains("H.264") && m.contains("VP8"), "{m}"),
             other => panic!("{:?}", other.map(|r| r.2)),
         }
-        match ep.accept_offer(now, &OFFER.replace("opus/48000", "opux/48000"), &mut out) {
+        match receive(&mut ep, now, &OFFER.replace("opus/48000", "opux/48000"), &mut out) {
             Err(OfferError::NoCodec(m)) => assert!(m.contains("Opus"), "{m}"),
             other => panic!("{:?}", other.map(|r| r.2)),
         }
@@ -698,11 +961,11 @@ mod tests {
             .filter(|l| !l.starts_with("a=fingerprint"))
             .map(|l| format!("{l}\r\n"))
             .collect();
-        assert!(ep.accept_offer(now, &no_fingerprint, &mut out).is_err());
+        assert!(receive(&mut ep, now, &no_fingerprint, &mut out).is_err());
         // Session limit.
-        ep.accept_offer(now, OFFER, &mut out).unwrap();
-        ep.accept_offer(now, OFFER, &mut out).unwrap();
-        assert!(matches!(ep.accept_offer(now, OFFER, &mut out), Err(OfferError::Full(2))));
+        receive(&mut ep, now, OFFER, &mut out).unwrap();
+        receive(&mut ep, now, OFFER, &mut out).unwrap();
+        assert!(matches!(receive(&mut ep, now, OFFER, &mut out), Err(OfferError::Full(2))));
     }
 
     /// What a person reads for a malformed offer: the line and what is wrong, never a memory
@@ -711,7 +974,7 @@ mod tests {
     fn malformed_offers_are_described_by_line() {
         let mut ep = endpoint();
         let now = Instant::now();
-        let bad = |ep: &mut Endpoint, sdp: &str| match ep.accept_offer(now, sdp, &mut Outputs::default()) {
+        let bad = |ep: &mut Endpoint, sdp: &str| match receive(ep, now, sdp, &mut Outputs::default()) {
             Err(e @ OfferError::BadSdp(_)) => e.to_string(),
             other => panic!("{sdp:?}: {:?}", other.map(|r| r.2)),
         };
@@ -744,8 +1007,8 @@ mod tests {
         assert!(offers_h264_mode1(OFFER));
         let no_h264 = OFFER.replace("H264/90000", "H26X/90000");
         assert!(!offers_h264_mode1(&no_h264));
-        let (_, answer, neg) = ep.accept_offer(now, &no_h264, &mut out).unwrap();
-        assert_eq!(neg, Negotiated { video: true, audio: true });
+        let (_, answer, neg) = receive(&mut ep, now, &no_h264, &mut out).unwrap();
+        assert_eq!((neg.video, neg.audio, neg.send_video, neg.send_audio), (true, true, None, None));
         assert!(answer.contains("VP8/90000"), "{answer}");
         assert!(!answer.contains("H264/90000"));
         // H.264 with packetization-mode=0 only is not H.264 we take.
@@ -758,7 +1021,7 @@ mod tests {
         let mut ep = endpoint();
         let mut out = Outputs::default();
         let now = Instant::now();
-        let (id, _, _) = ep.accept_offer(now, OFFER, &mut out).unwrap();
+        let (id, _, _) = receive(&mut ep, now, OFFER, &mut out).unwrap();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         for i in 0..20_000 {
@@ -795,7 +1058,7 @@ mod tests {
     fn close_frees_the_session() {
         let mut ep = endpoint();
         let mut out = Outputs::default();
-        let (id, _, _) = ep.accept_offer(Instant::now(), OFFER, &mut out).unwrap();
+        let (id, _, _) = receive(&mut ep, Instant::now(), OFFER, &mut out).unwrap();
         ep.close(id, &mut out);
         assert!(ep.is_empty());
         assert!(out

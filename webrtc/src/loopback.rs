@@ -1,6 +1,10 @@
-//! A [`WhipClient`] connected to an [`Endpoint`] in memory, on a virtual clock: no sockets, no
-//! sleeps. For byte tests and fuzzing of the whole receive path (SRTP, str0m's depacketizer
-//! and jitter buffer, our frame handling) with RTP payloads crafted, lost or reordered at will.
+//! Peers connected to an [`Endpoint`] in memory, on a virtual clock: no sockets, no sleeps.
+//!
+//! * [`Loopback`]: a [`WhipClient`] publishing, for byte tests and fuzzing of the whole receive
+//!   path (SRTP, str0m's depacketizer and jitter buffer, our frame handling) with RTP payloads
+//!   crafted, lost or reordered at will.
+//! * [`ViewerLink`]: a [`WhepClient`] viewing, for the send path (what the endpoint writes is
+//!   what the viewer's stack depacketizes).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -8,8 +12,8 @@ use std::time::{Duration, Instant};
 use str0m::net::Transmit;
 use str0m::rtp::ExtensionMap;
 
-use crate::client::{ClientError, WhipClient};
-use crate::endpoint::{Endpoint, EndpointConfig, EndpointEvent, OfferError, Outputs, SessionId};
+use crate::client::{ClientError, WhepClient, WhipClient};
+use crate::endpoint::{Endpoint, EndpointConfig, EndpointEvent, OfferError, Outputs, SessionId, SessionSpec, WriteError};
 use crate::{RtpFrame, Track};
 
 /// The clear part of an SRTP packet (the RTP header is not encrypted).
@@ -48,6 +52,9 @@ pub enum LoopbackError {
     /// ICE/DTLS did not complete.
     #[error("ICE/DTLS did not complete")]
     NotConnected,
+    /// The endpoint refused to write.
+    #[error(transparent)]
+    Write(#[from] WriteError),
     /// Datagrams kept flowing without end.
     #[error("datagram exchange did not quiesce")]
     NoQuiescence,
@@ -56,51 +63,99 @@ pub enum LoopbackError {
 /// Which client datagrams to lose on the way.
 pub type LossFilter = Box<dyn FnMut(&RtpView) -> bool + Send>;
 
-/// One publisher and the endpoint, wired together.
-pub struct Loopback {
-    /// The receiving side.
+/// What a link needs of the peer on the other side of the endpoint.
+pub trait Peer {
+    /// When its timers are due.
+    fn deadline(&self) -> Instant;
+    /// Drives its timers.
+    fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Result<(), ClientError>;
+    /// A datagram from the endpoint.
+    fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8], out: &mut Vec<Transmit>) -> Result<(), ClientError>;
+    /// ICE and DTLS are up.
+    fn is_connected(&self) -> bool;
+}
+
+impl Peer for WhipClient {
+    fn deadline(&self) -> Instant {
+        WhipClient::deadline(self)
+    }
+    fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Result<(), ClientError> {
+        WhipClient::handle_timeout(self, now, out)
+    }
+    fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8], out: &mut Vec<Transmit>) -> Result<(), ClientError> {
+        WhipClient::handle_datagram(self, now, source, buf, out)
+    }
+    fn is_connected(&self) -> bool {
+        WhipClient::is_connected(self)
+    }
+}
+
+impl Peer for WhepClient {
+    fn deadline(&self) -> Instant {
+        WhepClient::deadline(self)
+    }
+    fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Result<(), ClientError> {
+        WhepClient::handle_timeout(self, now, out)
+    }
+    fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8], out: &mut Vec<Transmit>) -> Result<(), ClientError> {
+        WhepClient::handle_datagram(self, now, source, buf, out)
+    }
+    fn is_connected(&self) -> bool {
+        WhepClient::is_connected(self)
+    }
+}
+
+/// One peer and the endpoint, wired together.
+pub struct Link<P> {
+    /// The endpoint.
     pub ep: Endpoint,
-    /// The publishing side.
-    pub client: WhipClient,
+    /// The peer.
+    pub client: P,
     /// The session's id in the endpoint.
     pub id: SessionId,
     /// Virtual time.
     pub now: Instant,
-    /// Video frames the endpoint delivered, in order.
+    /// Video frames the endpoint delivered from the peer, in order.
     pub frames: Vec<RtpFrame>,
+    /// Keyframe requests from the peer the endpoint reported for this session.
+    pub keyframe_requests: usize,
     /// The endpoint closed the session.
     pub closed: bool,
-    /// Loses client datagrams for which it returns true.
+    /// Loses the peer's RTP datagrams for which it returns true.
     pub lose: LossFilter,
     /// Datagrams lost by `lose`.
     pub lost: usize,
     server: SocketAddr,
 }
 
-impl Loopback {
-    /// Connects a video-only publisher (`extensions` replaces its RTP header extension map).
-    pub fn connect(extensions: Option<ExtensionMap>) -> Result<Self, LoopbackError> {
-        let now = Instant::now();
-        let server = SocketAddr::from((Ipv4Addr::LOCALHOST, 8189));
-        let client_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 50000));
-        let mut ep = Endpoint::new(EndpointConfig {
-            candidates: vec![server],
-            ..EndpointConfig::default()
-        });
-        let (mut client, offer) = WhipClient::new(now, client_addr, true, false, extensions);
-        let mut out = Outputs::default();
-        let (id, answer, _) = ep.accept_offer(now, &offer, &mut out)?;
-        client.accept_answer(&answer)?;
+/// A publisher ([`WhipClient`]) sending to the endpoint.
+pub type Loopback = Link<WhipClient>;
+/// A viewer ([`WhepClient`]) the endpoint sends to.
+pub type ViewerLink = Link<WhepClient>;
+
+const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8189);
+
+fn endpoint() -> Endpoint {
+    Endpoint::new(EndpointConfig {
+        candidates: vec![SERVER],
+        ..EndpointConfig::default()
+    })
+}
+
+impl<P: Peer> Link<P> {
+    /// Runs ICE and DTLS to completion between a peer and the session that took its offer.
+    fn establish(ep: Endpoint, client: P, id: SessionId, now: Instant, out: Outputs) -> Result<Self, LoopbackError> {
         let mut link = Self {
             ep,
             client,
             id,
             now,
             frames: Vec::new(),
+            keyframe_requests: 0,
             closed: false,
             lose: Box::new(|_| false),
             lost: 0,
-            server,
+            server: SERVER,
         };
         link.deliver(Vec::new(), out)?;
         for _ in 0..2000 {
@@ -148,6 +203,7 @@ impl Loopback {
         for e in events {
             match e {
                 EndpointEvent::Media(id, f) if id == self.id && f.track == Track::Video => self.frames.push(f),
+                EndpointEvent::KeyframeRequest(id) if id == self.id => self.keyframe_requests += 1,
                 EndpointEvent::Closed(id, _) if id == self.id => self.closed = true,
                 _ => {}
             }
@@ -178,6 +234,19 @@ impl Loopback {
         }
         Ok(())
     }
+}
+
+impl Link<WhipClient> {
+    /// Connects a video-only publisher (`extensions` replaces its RTP header extension map).
+    pub fn connect(extensions: Option<ExtensionMap>) -> Result<Self, LoopbackError> {
+        let now = Instant::now();
+        let mut ep = endpoint();
+        let (mut client, offer) = WhipClient::new(now, SocketAddr::from((Ipv4Addr::LOCALHOST, 50000)), true, false, extensions);
+        let mut out = Outputs::default();
+        let accepted = ep.accept_offer(now, &offer, &SessionSpec::receiver(), &mut out)?;
+        client.accept_answer(&accepted.answer)?;
+        Self::establish(ep, client, accepted.id, now, out)
+    }
 
     /// Sends one H.264 access unit (RFC 6184 packetization) stamped `rtp_time`, delivers it.
     pub fn send_au(&mut self, rtp_time: u32, au: &[&[u8]]) -> Result<(), LoopbackError> {
@@ -191,5 +260,177 @@ impl Loopback {
         let mut tx = Vec::new();
         self.client.write_video_rtp(self.now, seq, rtp_time, marker, payload, &mut tx)?;
         self.deliver(tx, Outputs::default())
+    }
+}
+
+impl Link<WhepClient> {
+    /// Connects a viewer offering a video and/or an audio line to a session sending per `spec`.
+    pub fn connect(spec: &SessionSpec, video: bool, audio: bool) -> Result<Self, LoopbackError> {
+        let now = Instant::now();
+        let mut ep = endpoint();
+        let (mut client, offer) = WhepClient::new(now, SocketAddr::from((Ipv4Addr::LOCALHOST, 50001)), video, audio);
+        let mut out = Outputs::default();
+        let accepted = ep.accept_offer(now, &offer, spec, &mut out)?;
+        client.accept_answer(&accepted.answer)?;
+        Self::establish(ep, client, accepted.id, now, out)
+    }
+
+    /// The endpoint writes one frame to the viewer, and it is delivered.
+    pub fn write(&mut self, track: Track, rtp_time: u64, data: &[u8]) -> Result<(), LoopbackError> {
+        let mut out = Outputs::default();
+        self.ep.write(self.id, track, self.now, rtp_time, data, &mut out)?;
+        self.deliver(Vec::new(), out)
+    }
+
+    /// The viewer asks for a keyframe.
+    pub fn request_keyframe(&mut self) -> Result<bool, LoopbackError> {
+        let mut tx = Vec::new();
+        let sent = self.client.request_keyframe(&mut tx)?;
+        self.deliver(tx, Outputs::default())?;
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Codec;
+
+    /// NAL units of an Annex B access unit, whatever the start code length.
+    fn nal_units(au: &[u8]) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut i = 0;
+        let mut start = None;
+        while i + 3 <= au.len() {
+            if au[i..i + 3] == [0, 0, 1] {
+                if let Some(s) = start {
+                    let mut end = i;
+                    while end > s && au[end - 1] == 0 {
+                        end -= 1;
+                    }
+                    out.push(au[s..end].to_vec());
+                }
+                i += 3;
+                start = Some(i);
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(s) = start {
+            out.push(au[s..].to_vec());
+        }
+        out
+    }
+
+    fn annex_b(nalus: &[&[u8]]) -> Vec<u8> {
+        nalus.iter().flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat()).collect()
+    }
+
+    /// What the endpoint writes is what a viewer's WebRTC stack depacketizes: an IDR access
+    /// unit larger than a packet (FU-A) with its SPS and PPS, P frames, Opus packets.
+    #[test]
+    fn a_sending_session_delivers_h264_and_opus() {
+        let spec = SessionSpec::sender(Some(Codec::H264), Some(Codec::Opus));
+        let mut link = ViewerLink::connect(&spec, true, true).unwrap();
+        let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0];
+        let pps: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+        let idr: Vec<u8> = [&[0x65u8, 0x88][..], &(0..5000).map(|i| (i % 251) as u8 | 1).collect::<Vec<u8>>()].concat();
+        let p_frame: Vec<u8> = [&[0x41u8, 0x9a][..], &[7u8; 700][..]].concat();
+        let opus: Vec<u8> = (0..120).map(|i| i as u8).collect();
+        for n in 0..30u64 {
+            let au = if n % 10 == 0 {
+                annex_b(&[sps, pps, &idr])
+            } else {
+                annex_b(&[&p_frame])
+            };
+            link.write(Track::Video, 3000 * n, &au).unwrap();
+            link.write(Track::Audio, 960 * n, &opus).unwrap();
+            link.advance(Duration::from_millis(20)).unwrap();
+        }
+        let video: Vec<_> = link.client.frames.iter().filter(|f| f.track == Track::Video).collect();
+        let audio: Vec<_> = link.client.frames.iter().filter(|f| f.track == Track::Audio).collect();
+        assert!(video.len() >= 29, "{} video frames", video.len());
+        assert!(audio.len() >= 29, "{} audio frames", audio.len());
+        let first = video[0];
+        assert_eq!(first.codec, Codec::H264);
+        assert_eq!(nal_units(&first.data), vec![sps.to_vec(), pps.to_vec(), idr.clone()]);
+        assert_eq!(nal_units(&video[1].data), vec![p_frame.clone()]);
+        assert_eq!(video[1].rtp_time - first.rtp_time, 3000, "timestamps keep their spacing");
+        assert!(video.iter().all(|f| f.contiguous));
+        assert!(audio.iter().all(|f| f.codec == Codec::Opus && f.data == opus));
+        assert_eq!(audio[1].rtp_time - audio[0].rtp_time, 960);
+        // Egress statistics come once a second.
+        link.advance(Duration::from_millis(1100)).unwrap();
+        let c = link.ep.counters();
+        assert!(c.rtp_packets_out >= 60, "{c:?}");
+        // A viewer's PLI reaches the shell as a keyframe request for this session.
+        assert!(link.request_keyframe().unwrap());
+        link.advance(Duration::from_millis(100)).unwrap();
+        assert_eq!(link.keyframe_requests, 1);
+    }
+
+    #[test]
+    fn a_sending_session_delivers_vp8() {
+        let spec = SessionSpec::sender(Some(Codec::Vp8), None);
+        let mut link = ViewerLink::connect(&spec, true, false).unwrap();
+        // VP8 keyframe: frame tag (key, show), start code, 320x240.
+        let key: Vec<u8> = [
+            &[0x50u8, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00][..],
+            &[0x33; 3000][..],
+        ]
+        .concat();
+        for n in 0..5u64 {
+            link.write(Track::Video, 3000 * n, &key).unwrap();
+            link.advance(Duration::from_millis(33)).unwrap();
+        }
+        let f = &link.client.frames;
+        assert!(f.len() >= 4, "{}", f.len());
+        assert!(f.iter().all(|f| f.codec == Codec::Vp8 && f.data == key));
+        assert_eq!(
+            link.write(Track::Audio, 0, &[1, 2, 3]).unwrap_err().to_string(),
+            "the session sends no Audio track"
+        );
+    }
+
+    #[test]
+    fn a_viewer_that_cannot_decode_the_stream_is_refused() {
+        // The stream is VP9; the viewer offers H.264 and VP8 only.
+        let spec = SessionSpec::sender(Some(Codec::Vp9), Some(Codec::Opus));
+        match ViewerLink::connect(&spec, true, true) {
+            Err(LoopbackError::Offer(OfferError::NoCodec(m))) => {
+                assert_eq!(m, "video: the stream is VP9, and the offer cannot receive it")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted"),
+        }
+        // A receive-only session is not written to, and nothing is written before connecting.
+        let mut ep = Endpoint::new(EndpointConfig {
+            candidates: vec![SERVER],
+            ..EndpointConfig::default()
+        });
+        let now = Instant::now();
+        let mut out = Outputs::default();
+        let (_, offer) = WhepClient::new(now, SocketAddr::from((Ipv4Addr::LOCALHOST, 5)), true, true);
+        let a = ep.accept_offer(now, &offer, &spec_h264(), &mut out).unwrap();
+        assert_eq!(
+            ep.write(a.id, Track::Video, now, 0, &[0, 0, 0, 1, 0x65], &mut out),
+            Err(WriteError::NotConnected)
+        );
+        assert_eq!(ep.write(99, Track::Video, now, 0, &[1], &mut out), Err(WriteError::NoSession));
+        let (_, publisher_offer) = WhipClient::new(now, SocketAddr::from((Ipv4Addr::LOCALHOST, 6)), true, true, None);
+        let p = ep.accept_offer(now, &publisher_offer, &SessionSpec::receiver(), &mut out).unwrap();
+        assert_eq!(
+            ep.write(p.id, Track::Video, now, 0, &[1], &mut out),
+            Err(WriteError::NotSending(Track::Video))
+        );
+        // A viewer's offer to a publishing session: nothing to receive.
+        match ep.accept_offer(now, &offer, &SessionSpec::receiver(), &mut out) {
+            Err(OfferError::NoCodec(m)) => assert_eq!(m, "the offer has no audio or video line to receive"),
+            other => panic!("{:?}", other.map(|a| a.negotiated)),
+        }
+    }
+
+    fn spec_h264() -> SessionSpec {
+        SessionSpec::sender(Some(Codec::H264), Some(Codec::Opus))
     }
 }
