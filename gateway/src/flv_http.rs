@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,9 +27,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::counters::ProtocolCounters;
+use crate::flv_play::FlvService;
 use crate::io::{accept_until_shutdown, write_all_vectored};
-use crate::state::{ProtocolCounters, SharedState};
-use crate::viewer_loop::{drive_viewer, End, ViewerSettings, ViewerSink};
+use crate::viewer_loop::{drive_viewer, End, ViewerSink};
 
 /// Longest request head read here; a longer one goes to hyper as it is (which bounds its size and,
 /// with the same timeout, the time it takes to arrive).
@@ -134,7 +136,7 @@ pub fn http_date(t: std::time::SystemTime) -> String {
 
 /// Accepts on `listener` until shutdown: serves HTTP-FLV plays, and every other connection with
 /// hyper and `router`. Returns once every connection has closed (the caller bounds the wait).
-pub async fn serve(listener: TcpListener, router: axum::Router, st: SharedState) {
+pub async fn serve(listener: TcpListener, router: axum::Router, st: Arc<FlvService>) {
     // One clone per open connection: the count says when all have closed.
     let open = std::sync::Arc::new(());
     accept_until_shutdown(&listener, st.shutdown.clone(), "HTTP", |sock, peer| {
@@ -155,8 +157,8 @@ pub async fn serve(listener: TcpListener, router: axum::Router, st: SharedState)
     }
 }
 
-async fn route(mut sock: TcpStream, peer: SocketAddr, router: axum::Router, st: SharedState) {
-    let head_timeout = Duration::from_secs(st.config.http.request_head_timeout_secs);
+async fn route(mut sock: TcpStream, peer: SocketAddr, router: axum::Router, st: Arc<FlvService>) {
+    let head_timeout = Duration::from_secs(st.http.request_head_timeout_secs);
     let mut buf = BytesMut::with_capacity(1024);
     let read_head = async {
         loop {
@@ -198,7 +200,7 @@ async fn route(mut sock: TcpStream, peer: SocketAddr, router: axum::Router, st: 
 /// Everything but FLV plays: axum's router behind hyper's HTTP/1.1, with WebSocket upgrades,
 /// `ConnectInfo<SocketAddr>` (WHIP reads it), a timeout for every request head (axum::serve sets
 /// none), and a graceful close at shutdown.
-async fn serve_hyper(io: Rewind, peer: SocketAddr, router: axum::Router, head_timeout: Duration, st: SharedState) {
+async fn serve_hyper(io: Rewind, peer: SocketAddr, router: axum::Router, head_timeout: Duration, st: Arc<FlvService>) {
     let inner = hyper_util::service::TowerToHyperService::new(router);
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
@@ -266,17 +268,14 @@ impl ViewerSink for HttpFlvSink<'_> {
 }
 
 /// Streams FLV to one viewer until the stream ends, the viewer goes, or the gateway stops.
-async fn serve_flv(mut sock: TcpStream, mut sub: Subscriber, st: SharedState) {
+async fn serve_flv(mut sock: TcpStream, mut sub: Subscriber, st: Arc<FlvService>) {
     let counters = &st.counters.http_flv;
     counters.connections.fetch_add(1, Ordering::Relaxed);
     info!("viewer joined");
     let (rd, mut wr) = sock.split();
-    let settings = ViewerSettings {
-        batch_window: Duration::from_millis(st.config.egress.write_coalesce_ms),
-        stall: Duration::from_secs(st.config.http.viewer_stall_timeout_secs),
-    };
+    let settings = st.settings();
     // The head goes out at once, as hyper's did, even before the first frame.
-    let head = response_head(&st.config.http.cors_allow_origin, &http_date(std::time::SystemTime::now()));
+    let head = response_head(&st.http.cors_allow_origin, &http_date(std::time::SystemTime::now()));
     let why = match timeout_write(&mut wr, &mut vec![head], settings.stall).await {
         Err(e) => e,
         Ok(()) => {

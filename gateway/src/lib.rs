@@ -4,17 +4,31 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admission;
+mod api;
 mod auth;
 pub mod config;
+mod counters;
 mod flv_http;
+mod flv_play;
 mod hls;
 mod http;
 mod io;
+mod metrics;
+mod pacing;
+mod publish;
+mod respond;
 mod rtmp_server;
 mod state;
 mod viewer_loop;
 mod webrtc_server;
 mod whip;
+
+/// Request parsing that sees raw bytes from the network, sans-IO: the fuzz targets' entry
+/// points (`fuzz/fuzz_targets/http_head.rs`, `hls_name.rs`).
+pub mod parse {
+    pub use crate::flv_http::{classify, Head};
+    pub use crate::hls::policy::{blocking_query, classic_name, ll_name, BlockAt, ClassicName, LlName, LlObject};
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +42,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use crate::config::{Cli, Config};
-use crate::state::{AppState, Counters};
+use crate::counters::Counters;
+use crate::flv_play::FlvService;
+use crate::hls::HlsService;
+use crate::state::AppState;
 
 /// A listener whose accepted sockets inherit a bounded kernel send buffer: what a viewer has not
 /// read yet stays in its hub queue (where the drop policy applies), not in seconds of kernel
@@ -77,7 +94,7 @@ pub async fn start(config: Config) -> Result<Gateway> {
     let (udp_socket, endpoint_config) = webrtc_server::bind(&config)?;
     let webrtc_udp = udp_socket.local_addr()?;
     let (webrtc, webrtc_rx) = webrtc_server::channel();
-    let publish_auth = auth::from_config(&config);
+    let publishing = Arc::new(publish::Publishing::new(hub.clone(), auth::from_config(&config)));
     let webrtc_admission = admission::Admission::new(admission::Limits {
         per_address: config.webrtc.max_pending_per_address,
         total: config.webrtc.max_pending,
@@ -90,24 +107,45 @@ pub async fn start(config: Config) -> Result<Gateway> {
         rate_per_sec: 0.0,
         burst: 1,
     });
+    let counters = Arc::new(Counters::default());
+    let webrtc_counters = Arc::new(webrtc_server::WebRtcCounters::default());
+    let shell = Arc::new(webrtc_server::Shell {
+        config: config.webrtc.clone(),
+        counters: webrtc_counters.clone(),
+        handle: webrtc.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
+    let hls = Arc::new(HlsService {
+        hub: hub.clone(),
+        streams: Default::default(),
+        config: config.hls.clone(),
+    });
+    let flv = Arc::new(FlvService {
+        hub: hub.clone(),
+        counters: counters.clone(),
+        http: config.http.clone(),
+        egress: config.egress.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
     let state = Arc::new(AppState {
         config,
         hub,
-        counters: Counters::default(),
+        counters,
         shutdown: shutdown_rx,
         webrtc,
-        webrtc_counters: Default::default(),
-        publish_auth,
-        hls: Default::default(),
+        webrtc_counters,
+        publishing,
+        hls,
+        flv: flv.clone(),
         webrtc_admission,
         rtmp_admission,
     });
     info!(%http, %rtmp, %webrtc_udp, "listening");
     let tasks = vec![
         tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone())),
-        tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_rx, state.clone())),
+        tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_rx, shell)),
         // HTTP-FLV plays are served on the socket, the rest by axum's router behind hyper.
-        tokio::spawn(flv_http::serve(http_listener, http::router(state.clone()), state)),
+        tokio::spawn(flv_http::serve(http_listener, http::router(&state), flv)),
     ];
     Ok(Gateway {
         http,

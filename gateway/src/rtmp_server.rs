@@ -8,8 +8,7 @@ use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use egress::rtmp_play::RtmpPlayViewer;
 use ingest::rtmp::{IngestOutput, RtmpIngest};
-use media::hub::PublisherInfo;
-use media::{HubError, Publisher, StreamKey, Subscriber};
+use media::{Publisher, StreamKey, Subscriber};
 use rtmp::chunk::ChunkLimits;
 use rtmp::{ServerSession, SessionConfig, SessionEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::Pending;
 use crate::io::{accept_until_shutdown, write_all_vectored};
+use crate::publish::{PublishRefusal, PublishRequest};
 use crate::state::SharedState;
 use crate::viewer_loop::{drive_viewer, End, ViewerSettings, ViewerSink};
 
@@ -155,15 +155,19 @@ async fn connection(sock: TcpStream, peer: SocketAddr, pending: Pending, state: 
                             return Err(anyhow!("bad stream name {app:?}/{stream:?}: {e}"));
                         }
                     };
-                    let publisher = match state.hub.publish(
-                        key.clone(),
-                        PublisherInfo {
-                            protocol: "rtmp",
-                            remote: peer.to_string(),
-                        },
-                    ) {
+                    let request = PublishRequest {
+                        key: key.clone(),
+                        protocol: "rtmp",
+                        remote: peer.to_string(),
+                        bearer: None,
+                    };
+                    let publisher = match state.publishing.authorize(request).and_then(|g| state.publishing.publish(g)) {
                         Ok(p) => p,
-                        Err(e @ HubError::AlreadyPublishing(_)) => {
+                        Err(e @ PublishRefusal::Unauthorized(_)) => {
+                            conn.refuse("NetStream.Publish.Unauthorized", &e.to_string()).await?;
+                            return Err(anyhow!("{e}"));
+                        }
+                        Err(e @ PublishRefusal::KeyTaken(_)) => {
                             conn.refuse("NetStream.Publish.BadName", &e.to_string()).await?;
                             return Err(anyhow!("{e}"));
                         }

@@ -13,8 +13,8 @@ use egress::rtmp_play::RtmpPlayViewer;
 use media::hub::{HubEvent, Subscriber};
 use tokio::sync::watch;
 
+use crate::counters::ProtocolCounters;
 use crate::io::Batcher;
-use crate::state::ProtocolCounters;
 
 /// A format's per-viewer muxing state.
 pub trait Muxer: Send {

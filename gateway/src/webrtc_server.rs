@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -23,13 +24,14 @@ use media::frame::TrackKind;
 use media::{Publisher, Reservation, StreamKey};
 use str0m::format::Codec;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn, Instrument};
 use webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId, SessionSpec};
 use webrtc::{RtpFrame, Track};
 
 use crate::admission::Pending;
-use crate::state::SharedState;
+use crate::config::WebRtcSection;
+use crate::pacing::Pacer;
 
 /// Frames queued between the UDP task and one publisher's media task.
 const MEDIA_QUEUE: usize = 1024;
@@ -177,10 +179,19 @@ struct Live {
     media: Option<mpsc::Sender<RtpFrame>>,
 }
 
+/// What the WebRTC task and its media tasks need.
+pub struct Shell {
+    pub config: WebRtcSection,
+    pub counters: Arc<WebRtcCounters>,
+    /// For media tasks' keyframe requests.
+    pub handle: WebRtcHandle,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Runs the WebRTC task until shutdown.
-pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Receiver<Command>, st: SharedState) {
+pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Receiver<Command>, st: Arc<Shell>) {
     let mut ep = Endpoint::new(config);
-    let counters = &st.webrtc_counters;
+    let counters = &st.counters;
     let mut shutdown = st.shutdown.clone();
     let mut live: HashMap<SessionId, Live> = HashMap::new();
     let mut buf = vec![0u8; 2048];
@@ -253,7 +264,7 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Rece
 
 /// Sends what the endpoint wrote and acts on its events, until it has nothing more to say
 /// (closing a session whose key was taken writes more).
-async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &SharedState, ep: &mut Endpoint) {
+async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Arc<Shell>, ep: &mut Endpoint) {
     loop {
         send_transmits(socket, out).await;
         let to_close = handle_events(out, live, st);
@@ -264,7 +275,7 @@ async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<Session
             ep.close(id, out);
         }
     }
-    let counters = &st.webrtc_counters;
+    let counters = &st.counters;
     counters.sessions_active.store(live.len() as u64, Ordering::Relaxed);
     let c = ep.counters();
     counters.datagrams_unroutable.store(c.unroutable, Ordering::Relaxed);
@@ -288,8 +299,8 @@ async fn send_transmits(socket: &UdpSocket, out: &mut Outputs) {
 }
 
 /// Acts on the endpoint's events; returns the sessions to close.
-fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &SharedState) -> Vec<SessionId> {
-    let counters = &st.webrtc_counters;
+fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Arc<Shell>) -> Vec<SessionId> {
+    let counters = &st.counters;
     let mut to_close = Vec::new();
     for ev in out.events.drain(..) {
         match ev {
@@ -344,14 +355,13 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Sh
     to_close
 }
 
-async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx: mpsc::Receiver<RtpFrame>, st: SharedState) {
-    let w = &st.config.webrtc;
+async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx: mpsc::Receiver<RtpFrame>, st: Arc<Shell>) {
+    let w = &st.config;
     let min_gap = Duration::from_millis(w.keyframe_request_min_ms);
     let periodic = (w.pli_interval_ms > 0).then(|| Duration::from_millis(w.pli_interval_ms));
     let mut pipeline = Pipeline::new(neg.video, neg.audio);
     pipeline.set_aac_encoder(w.aac_encoder.into());
-    let mut last_request: Option<Instant> = None;
-    let mut pending_request = false;
+    let mut keyframes = Pacer::new(min_gap);
     let mut ops = Vec::new();
     // Without a periodic request the interval's branch is disabled; its period is then unused.
     let period = periodic.unwrap_or(Duration::from_secs(3600));
@@ -359,7 +369,7 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     let mut audio_error_logged = false;
     let mut video_error_logged = false;
     let mut unrepaired_seen = 0;
-    let counters = &st.webrtc_counters;
+    let counters = &st.counters;
     let multi_thread = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
     loop {
         tokio::select! {
@@ -367,11 +377,14 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                 let Some(f) = f else { break };
                 // VP8/VP9 -> H.264 takes milliseconds per frame: off the async workers' hands.
                 let heavy = f.track == Track::Video && f.codec != Codec::H264 && multi_thread;
-                pending_request |= if heavy {
+                let wants_keyframe = if heavy {
                     tokio::task::block_in_place(|| pipeline.push(f, &mut ops))
                 } else {
                     pipeline.push(f, &mut ops)
                 };
+                if wants_keyframe {
+                    keyframes.ask();
+                }
                 for op in ops.drain(..) {
                     match op {
                         HubOp::VideoConfig(c) => {
@@ -407,15 +420,11 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                     }
                 }
             }
-            _ = publisher.keyframe_requested() => pending_request = true,
-            _ = tick.tick(), if periodic.is_some() => pending_request = true,
+            _ = publisher.keyframe_requested() => keyframes.ask(),
+            _ = tick.tick(), if periodic.is_some() => keyframes.ask(),
         }
-        if pending_request && last_request.is_none_or(|t| t.elapsed() >= min_gap) {
-            pending_request = false;
-            last_request = Some(Instant::now());
-            if st.webrtc.tx.try_send(Command::Keyframe { id }).is_err() {
-                pending_request = true;
-            }
+        if keyframes.due(Instant::now()) && st.handle.tx.try_send(Command::Keyframe { id }).is_err() {
+            keyframes.retry();
         }
     }
     let c = pipeline.video().counters();

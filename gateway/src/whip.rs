@@ -6,28 +6,53 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use media::hub::PublisherInfo;
-use media::HubError;
+use axum::routing;
+use axum::Router;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 use webrtc::endpoint::{OfferError, SessionSpec};
 
-use crate::admission::Refusal;
-use crate::http::plain;
-use crate::state::SharedState;
-use crate::webrtc_server::{Command, Role};
+use crate::admission::{Admission, Refusal};
+use crate::config::WebRtcSection;
+use crate::publish::{PublishRefusal, PublishRequest, Publishing};
+use crate::respond::{plain, retry_after, stream_key_or_400};
+use crate::webrtc_server::{Command, Role, WebRtcHandle};
+
+/// What the WHIP routes need.
+pub struct WhipService {
+    pub publishing: Arc<Publishing>,
+    pub webrtc: WebRtcHandle,
+    /// Pending sessions per address and in all, offer rate.
+    pub admission: Admission,
+    pub config: WebRtcSection,
+}
+
+type St = Arc<WhipService>;
+
+/// `/whip/{app}/{stream}` and its sessions.
+pub fn routes(svc: St) -> Router {
+    Router::new()
+        .route("/whip/{app}/{stream}", routing::post(post).options(options))
+        .route(
+            "/whip/{app}/{stream}/{session}",
+            routing::delete(delete).patch(patch).options(session_options),
+        )
+        .with_state(svc)
+}
 
 /// Largest SDP offer accepted (browsers send 5-15 KiB).
 const MAX_OFFER: usize = 64 * 1024;
 const ALLOW: &str = "OPTIONS, POST";
 const ALLOW_SESSION: &str = "OPTIONS, DELETE, PATCH";
 
-fn link_headers(st: &SharedState, h: &mut HeaderMap) {
-    for url in &st.config.webrtc.ice_servers {
+fn link_headers(st: &WhipService, h: &mut HeaderMap) {
+    for url in &st.config.ice_servers {
         if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
             h.append(header::LINK, v);
         }
@@ -41,7 +66,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `OPTIONS /whip/{app}/{stream}`: what the endpoint allows, and its ICE servers.
-pub async fn options(State(st): State<SharedState>) -> Response {
+async fn options(State(st): State<St>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
     r.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
@@ -50,7 +75,7 @@ pub async fn options(State(st): State<SharedState>) -> Response {
 }
 
 /// `OPTIONS` on a session URL.
-pub async fn session_options() -> Response {
+async fn session_options() -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW_SESSION));
     r
@@ -58,17 +83,13 @@ pub async fn session_options() -> Response {
 
 /// Seconds a refused client should wait: a pending session connects or lapses within the
 /// reservation time.
-fn retry_secs(st: &SharedState) -> u64 {
-    st.config.webrtc.connect_timeout_ms.div_ceil(1000).max(1)
-}
-
-fn retry_after(r: &mut Response, secs: u64) {
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+fn retry_secs(st: &WhipService) -> u64 {
+    st.config.connect_timeout_ms.div_ceil(1000).max(1)
 }
 
 /// The answer to an offer refused by the admission limits: 429 for what one client did, 503
 /// when the server as a whole is at its limit; both say when to try again.
-pub(crate) fn refused(st: &SharedState, refusal: Refusal) -> Response {
+fn refused(st: &WhipService, refusal: Refusal) -> Response {
     let (status, secs) = match refusal {
         Refusal::PerAddress(_) => (StatusCode::TOO_MANY_REQUESTS, retry_secs(st)),
         Refusal::Rate => (StatusCode::TOO_MANY_REQUESTS, 1),
@@ -80,14 +101,14 @@ pub(crate) fn refused(st: &SharedState, refusal: Refusal) -> Response {
 }
 
 /// `POST /whip/{app}/{stream}`.
-pub async fn post(
-    State(st): State<SharedState>,
+async fn post(
+    State(st): State<St>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((app, stream)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key = match crate::http::stream_key_or_400(&app, &stream) {
+    let key = match stream_key_or_400(&app, &stream) {
         Ok(k) => k,
         Err(r) => return *r,
     };
@@ -98,13 +119,27 @@ pub async fn post(
             "WHIP offers are sent as Content-Type: application/sdp",
         );
     }
-    if !st.publish_auth.allow_publish(&key, "webrtc", bearer(&headers)) {
-        let mut r = plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required to publish");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
-    }
+    // The HTTP peer; a proxy's X-Forwarded-For is shown beside it, not trusted instead of it.
+    let remote = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(xff) => format!("{peer} (x-forwarded-for {})", xff.chars().take(64).collect::<String>()),
+        None => peer.to_string(),
+    };
+    let request = PublishRequest {
+        key: key.clone(),
+        protocol: "webrtc",
+        remote,
+        bearer: bearer(&headers),
+    };
+    let grant = match st.publishing.authorize(request) {
+        Ok(g) => g,
+        Err(_) => {
+            let mut r = plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required to publish");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    };
     // Limits before the body is read: a flood costs a header parse per request.
-    let pending = match st.webrtc_admission.admit(peer.ip(), Instant::now()) {
+    let pending = match st.admission.admit(peer.ip(), Instant::now()) {
         Ok(p) => p,
         Err(refusal) => {
             debug!(%key, %peer, "WHIP offer refused: {refusal}");
@@ -118,22 +153,11 @@ pub async fn post(
     let Ok(sdp) = String::from_utf8(sdp.to_vec()) else {
         return plain(StatusCode::BAD_REQUEST, "SDP offer is not UTF-8");
     };
-    // The HTTP peer; a proxy's X-Forwarded-For is shown beside it, not trusted instead of it.
-    let remote = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(xff) => format!("{peer} (x-forwarded-for {})", xff.chars().take(64).collect::<String>()),
-        None => peer.to_string(),
-    };
     // Until its session connects, the offer only reserves the key (a publisher that connects
     // first wins) and counts against the pending-session limits of its address.
-    let reservation = match st.hub.reserve(
-        key.clone(),
-        PublisherInfo {
-            protocol: "webrtc",
-            remote,
-        },
-    ) {
+    let reservation = match st.publishing.reserve(grant) {
         Ok(r) => r,
-        Err(e @ HubError::AlreadyPublishing(_)) => return plain(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ PublishRefusal::KeyTaken(_)) => return plain(StatusCode::CONFLICT, e.to_string()),
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (reply, rx) = oneshot::channel();
@@ -183,7 +207,7 @@ pub async fn post(
 }
 
 /// `DELETE /whip/{app}/{stream}/{session}`.
-pub async fn delete(State(st): State<SharedState>, Path((_app, _stream, token)): Path<(String, String, String)>) -> Response {
+async fn delete(State(st): State<St>, Path((_app, _stream, token)): Path<(String, String, String)>) -> Response {
     let (reply, rx) = oneshot::channel();
     if st.webrtc.tx.send(Command::Close { token, reply }).await.is_err() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down");
@@ -195,7 +219,7 @@ pub async fn delete(State(st): State<SharedState>, Path((_app, _stream, token)):
 }
 
 /// `PATCH` (trickle ICE / ICE restart): not supported by this ICE-lite server.
-pub async fn patch() -> Response {
+async fn patch() -> Response {
     let mut r = plain(
         StatusCode::METHOD_NOT_ALLOWED,
         "trickle ICE is not needed: the server is ICE-lite with all candidates in the answer",

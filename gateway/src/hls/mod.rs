@@ -19,6 +19,11 @@
 //!
 //! With a WebRTC publisher (whose keyframes come only on request), a segmenter whose segment has
 //! reached the target duration asks the hub for a keyframe, so segments hold the target.
+//!
+//! What URLs name, which blocking reloads may wait and the segmenter's lifecycle are decided
+//! in [`policy`] (sans-IO, unit-tested); this module applies them.
+
+pub mod policy;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,17 +34,20 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use bytes::Bytes;
 use egress::hls::{HlsConfig, Segmenter, Segmenting};
 use egress::llhls::{LlHlsConfig, LlSegmenter, PartLookup};
-use media::{StreamKey, Subscriber};
+use media::{Hub, StreamKey, Subscriber};
 use serde::Deserialize;
 use tokio::sync::Notify;
 use tracing::{debug, Instrument};
 
+use self::policy::{blocking_query, classic_name, ll_name, ClassicName, Lifecycle, LlName, LlObject};
 use crate::config::HlsSection;
-use crate::http::{plain, stream_key_or_400};
-use crate::state::{AppState, SharedState};
+use crate::pacing::Pacer;
+use crate::respond::{plain, stream_key_or_400};
 
 /// The first classic playlist request waits for this many segments (players start a segment or
 /// two behind the live edge; with only one listed they start at the edge and stall).
@@ -189,6 +197,18 @@ impl HlsCounters {
     }
 }
 
+/// What the HLS routes need: the hub to subscribe to, the segmenters, the configuration.
+pub struct HlsService {
+    pub hub: Hub,
+    pub streams: Hls,
+    pub config: HlsSection,
+}
+
+/// The LL-HLS routes (classic HLS shares `/{app}/{file}` with FLV: see [`classic`]).
+pub fn routes(svc: Arc<HlsService>) -> Router {
+    Router::new().route("/ll/{app}/{file}", get(ll)).with_state(svc)
+}
+
 /// Both kinds of HLS.
 #[derive(Default)]
 pub struct Hls {
@@ -220,7 +240,7 @@ pub(crate) trait Kind: Segmenting + Sized {
     const PROTOCOL: &'static str;
     /// Complete segments the first playlist request waits for.
     const START_SEGMENTS: usize;
-    fn streams(st: &AppState) -> &HlsStreams<Self>;
+    fn streams(st: &HlsService) -> &HlsStreams<Self>;
     fn make(config: &HlsSection, first_sequence: u64) -> Self;
     /// The segment being built reached the target duration without a keyframe.
     fn overdue(&self) -> bool {
@@ -231,8 +251,8 @@ pub(crate) trait Kind: Segmenting + Sized {
 impl Kind for Segmenter {
     const PROTOCOL: &'static str = "hls";
     const START_SEGMENTS: usize = START_SEGMENTS;
-    fn streams(st: &AppState) -> &HlsStreams<Self> {
-        &st.hls.classic
+    fn streams(st: &HlsService) -> &HlsStreams<Self> {
+        &st.streams.classic
     }
     fn make(c: &HlsSection, first_sequence: u64) -> Self {
         Segmenter::new(HlsConfig {
@@ -246,8 +266,8 @@ impl Kind for Segmenter {
 impl Kind for LlSegmenter {
     const PROTOCOL: &'static str = "ll-hls";
     const START_SEGMENTS: usize = LL_START_SEGMENTS;
-    fn streams(st: &AppState) -> &HlsStreams<Self> {
-        &st.hls.ll
+    fn streams(st: &HlsService) -> &HlsStreams<Self> {
+        &st.streams.ll
     }
     fn make(c: &HlsSection, first_sequence: u64) -> Self {
         LlSegmenter::new(LlHlsConfig {
@@ -261,7 +281,7 @@ impl Kind for LlSegmenter {
 
 /// The stream's segmenter, started if the stream is live; waits for the first segments. None
 /// when the stream is not live and has no kept playlist.
-async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStream<S>>> {
+async fn open<S: Kind>(st: &Arc<HlsService>, key: &StreamKey) -> Option<Arc<HlsStream<S>>> {
     if let Some(s) = S::streams(st).get(key) {
         s.touch();
         wait_first_segments(&s).await;
@@ -275,7 +295,7 @@ async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStrea
         } else {
             let first_sequence = u64::try_from(unix_ms() / 100).unwrap_or(0);
             let s = Arc::new(HlsStream {
-                segmenter: Mutex::new(S::make(&st.config.hls, first_sequence)),
+                segmenter: Mutex::new(S::make(&st.config, first_sequence)),
                 rendered: Mutex::new(None),
                 prefix: format!("{}-", key.stream()),
                 last_access: Mutex::new(Instant::now()),
@@ -293,33 +313,35 @@ async fn open<S: Kind>(st: &SharedState, key: &StreamKey) -> Option<Arc<HlsStrea
 }
 
 /// Feeds one segmenter from the hub until nobody wants it or its stream ended long ago.
-async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut sub: Subscriber) {
-    let c = &st.config.hls;
-    let idle = Duration::from_millis(c.idle_timeout_ms);
-    let grace = Duration::from_millis(c.reconnect_grace_ms);
-    let keep_ended = Duration::from_millis(c.keep_ended_ms);
+async fn run<S: Kind>(st: Arc<HlsService>, key: StreamKey, s: Arc<HlsStream<S>>, mut sub: Subscriber) {
+    let c = &st.config;
+    let life = Lifecycle {
+        idle: Duration::from_millis(c.idle_timeout_ms),
+        grace: Duration::from_millis(c.reconnect_grace_ms),
+        keep_ended: Duration::from_millis(c.keep_ended_ms),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut last_keyframe_request: Option<Instant> = None;
+    let mut keyframes = Pacer::new(Duration::from_secs(1));
     'publisher: loop {
         // The publisher is live.
         loop {
             tokio::select! {
                 ev = sub.recv() => {
                     let Some(ev) = ev else { break };
-                    let mut overdue = false;
                     s.update(|seg| {
                         let changed = seg.push(&ev, unix_ms());
-                        overdue = seg.overdue();
+                        if seg.overdue() {
+                            keyframes.ask();
+                        }
                         changed
                     });
-                    if overdue && last_keyframe_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    if keyframes.due(Instant::now()) {
                         sub.request_keyframe();
-                        last_keyframe_request = Some(Instant::now());
                     }
                 }
                 _ = tick.tick() => {
-                    if s.idle_for() > idle {
-                        debug!("no HLS request for {idle:?}: segmenter stopped");
+                    if life.stop_while_live(s.idle_for()) {
+                        debug!("no HLS request for {:?}: segmenter stopped", life.idle);
                         remove(&st, &key, &s);
                         return;
                     }
@@ -332,7 +354,8 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
         let gone = Instant::now();
         loop {
             tick.tick().await;
-            if gone.elapsed() < grace + keep_ended && s.idle_for() <= idle {
+            let next = life.after_leave(gone.elapsed(), s.idle_for(), s.segmenter().is_ended());
+            if next.try_resume {
                 if let Ok(again) = st.hub.subscribe(&key, S::PROTOCOL) {
                     debug!("publisher back: playlist continues after a discontinuity");
                     sub = again;
@@ -343,13 +366,13 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
                     continue 'publisher;
                 }
             }
-            if gone.elapsed() >= grace && !s.segmenter().is_ended() {
+            if next.end {
                 s.update(|seg| {
                     seg.end();
                     true
                 });
             }
-            if gone.elapsed() >= grace + keep_ended || s.idle_for() > idle {
+            if next.remove {
                 remove(&st, &key, &s);
                 return;
             }
@@ -357,7 +380,7 @@ async fn run<S: Kind>(st: SharedState, key: StreamKey, s: Arc<HlsStream<S>>, mut
     }
 }
 
-fn remove<S: Kind>(st: &AppState, key: &StreamKey, s: &Arc<HlsStream<S>>) {
+fn remove<S: Kind>(st: &HlsService, key: &StreamKey, s: &Arc<HlsStream<S>>) {
     let mut map = S::streams(st).map();
     if map.get(key).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
         map.remove(key);
@@ -424,29 +447,32 @@ fn media_reply(
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 
 /// Classic: `/{app}/{stream}.m3u8`, `/{app}/{stream}-{msn}.ts`. None when `file` is neither.
-pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, headers: &HeaderMap) -> Option<Response> {
-    if let Some(stream) = file.strip_suffix(".m3u8") {
-        let key = match stream_key_or_400(app, stream) {
-            Ok(k) => k,
-            Err(r) => return Some(*r),
-        };
-        let Some(hls) = open::<Segmenter>(st, &key).await else {
-            return Some(plain(StatusCode::NOT_FOUND, format!("{key} is not live")));
-        };
-        let body = hls.playlist();
-        st.hls.classic.counters.count(Object::Playlist, body.len());
-        // A CDN may cache the playlist for one segment (s-maxage); a browser must not: hls.js
-        // reloads half a target after an unchanged playlist, and a cached copy then hid a new
-        // segment for another second, enough to stall a player two segments behind the edge.
-        return Some(reply(body, PLAYLIST, "max-age=0, s-maxage=1", None));
-    }
-    let (stream, seq) = file.strip_suffix(".ts")?.rsplit_once('-')?;
+pub async fn classic(st: &Arc<HlsService>, app: &str, file: &str, method: &Method, headers: &HeaderMap) -> Option<Response> {
+    let (stream, seq, sequence) = match classic_name(file)? {
+        ClassicName::Playlist { stream } => {
+            let key = match stream_key_or_400(app, stream) {
+                Ok(k) => k,
+                Err(r) => return Some(*r),
+            };
+            let Some(hls) = open::<Segmenter>(st, &key).await else {
+                return Some(plain(StatusCode::NOT_FOUND, format!("{key} is not live")));
+            };
+            let body = hls.playlist();
+            st.streams.classic.counters.count(Object::Playlist, body.len());
+            // A CDN may cache the playlist for one segment (s-maxage); a browser must not:
+            // hls.js reloads half a target after an unchanged playlist, and a cached copy then
+            // hid a new segment for another second, enough to stall a player two segments
+            // behind the edge.
+            return Some(reply(body, PLAYLIST, "max-age=0, s-maxage=1", None));
+        }
+        ClassicName::Segment { stream, seq, sequence } => (stream, seq, sequence),
+    };
     let key = match stream_key_or_400(app, stream) {
         Ok(k) => k,
         Err(r) => return Some(*r),
     };
-    let hls = st.hls.classic.get(&key);
-    let seg = seq.parse::<u64>().ok().and_then(|n| hls.as_ref()?.segmenter().segment(n));
+    let hls = st.streams.classic.get(&key);
+    let seg = sequence.and_then(|n| hls.as_ref()?.segmenter().segment(n));
     let (Some(hls), Some(seg)) = (hls, seg) else {
         return Some(plain(
             StatusCode::NOT_FOUND,
@@ -455,7 +481,7 @@ pub async fn classic(st: &SharedState, app: &str, file: &str, method: &Method, h
     };
     let etag = format!("\"{}-{}\"", hls.epoch, seg.sequence);
     let len = seg.data.len();
-    let counters = (&st.hls.classic.counters, Object::Segment);
+    let counters = (&st.streams.classic.counters, Object::Segment);
     Some(media_reply(
         counters,
         headers,
@@ -477,64 +503,52 @@ pub struct Blocking {
 }
 
 /// `/ll/{app}/{file}`: the LL-HLS playlist, segments, parts and init segments.
-pub async fn ll(
-    State(st): State<SharedState>,
+async fn ll(
+    State(st): State<Arc<HlsService>>,
     Path((app, file)): Path<(String, String)>,
     Query(q): Query<Blocking>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(stream) = file.strip_suffix(".m3u8") {
-        return ll_playlist(&st, &app, stream, q).await;
-    }
-    let Some((stream, name)) = file
-        .strip_suffix(".m4s")
-        .or_else(|| file.strip_suffix(".mp4"))
-        .and_then(|f| f.rsplit_once('-'))
-    else {
-        return plain(StatusCode::NOT_FOUND, "LL-HLS URLs end in .m3u8, .m4s or .mp4");
+    let (stream, object) = match ll_name(&file) {
+        LlName::Playlist { stream } => return ll_playlist(&st, &app, stream, q).await,
+        LlName::Media { stream, object } => (stream, object),
+        LlName::Unknown => return plain(StatusCode::NOT_FOUND, "LL-HLS URLs end in .m3u8, .m4s or .mp4"),
     };
     let key = match stream_key_or_400(&app, stream) {
         Ok(k) => k,
         Err(r) => return *r,
     };
     let missing = || plain(StatusCode::NOT_FOUND, format!("{file} of {key} is not (or no longer) available"));
-    let Some(hls) = st.hls.ll.get(&key) else { return missing() };
-    let etag = format!("\"{}-{name}\"", hls.epoch);
-    if file.ends_with(".mp4") {
-        let init = name
-            .strip_prefix("init")
-            .and_then(|id| id.parse().ok())
-            .and_then(|id| hls.segmenter().init(id));
-        return match init {
-            Some(b) => {
-                let len = b.len();
-                let counters = (&st.hls.ll.counters, Object::Init);
-                media_reply(counters, &headers, &method, Body::from(b), len, "video/mp4", etag)
-            }
-            None => missing(),
-        };
-    }
-    let parsed = match name.split_once('.') {
-        None => name.parse::<u64>().ok().map(|m| (m, None)),
-        Some((m, p)) => m.parse::<u64>().ok().zip(p.parse::<usize>().ok()).map(|(m, p)| (m, Some(p))),
+    let (Some(hls), Some(object)) = (st.streams.ll.get(&key), object) else {
+        return missing();
     };
-    let Some((msn, part)) = parsed else { return missing() };
-    let Some(part) = part else {
-        let Some(seg) = hls.segmenter().segment(msn) else {
-            return missing();
-        };
-        let len = seg.len();
-        let chunks: Vec<Result<Bytes, std::convert::Infallible>> = seg.parts.iter().map(|p| Ok(p.data.clone())).collect();
-        return media_reply(
-            (&st.hls.ll.counters, Object::Segment),
-            &headers,
-            &method,
-            Body::from_stream(futures_util::stream::iter(chunks)),
-            len,
-            "video/mp4",
-            etag,
-        );
+    let name = &file[stream.len() + 1..file.len() - 4];
+    let etag = format!("\"{}-{name}\"", hls.epoch);
+    let counters = &st.streams.ll.counters;
+    let (msn, part) = match object {
+        LlObject::Init(id) => {
+            let Some(b) = hls.segmenter().init(id) else { return missing() };
+            let len = b.len();
+            return media_reply((counters, Object::Init), &headers, &method, Body::from(b), len, "video/mp4", etag);
+        }
+        LlObject::Segment(msn) => {
+            let Some(seg) = hls.segmenter().segment(msn) else {
+                return missing();
+            };
+            let len = seg.len();
+            let chunks: Vec<Result<Bytes, std::convert::Infallible>> = seg.parts.iter().map(|p| Ok(p.data.clone())).collect();
+            return media_reply(
+                (counters, Object::Segment),
+                &headers,
+                &method,
+                Body::from_stream(futures_util::stream::iter(chunks)),
+                len,
+                "video/mp4",
+                etag,
+            );
+        }
+        LlObject::Part(msn, part) => (msn, part),
     };
     // A part not produced yet but next in line (the preload hint) is held until it exists.
     let lookup = hls.segmenter().part(msn, part);
@@ -554,8 +568,15 @@ pub async fn ll(
     match found {
         Some(p) => {
             let len = p.data.len();
-            let counters = (&st.hls.ll.counters, Object::Part);
-            media_reply(counters, &headers, &method, Body::from(p.data.clone()), len, "video/mp4", etag)
+            media_reply(
+                (counters, Object::Part),
+                &headers,
+                &method,
+                Body::from(p.data.clone()),
+                len,
+                "video/mp4",
+                etag,
+            )
         }
         None => missing(),
     }
@@ -566,49 +587,33 @@ fn block_limit(hls: &HlsStream<LlSegmenter>) -> Duration {
     Duration::from_millis(target) * BLOCK_TARGETS
 }
 
-async fn ll_playlist(st: &SharedState, app: &str, stream: &str, q: Blocking) -> Response {
+async fn ll_playlist(st: &Arc<HlsService>, app: &str, stream: &str, q: Blocking) -> Response {
     let key = match stream_key_or_400(app, stream) {
         Ok(k) => k,
         Err(r) => return *r,
     };
-    let number = |v: &Option<String>| v.as_deref().map(str::parse::<u64>).transpose();
-    let (Ok(msn), Ok(part)) = (number(&q.msn), number(&q.part)) else {
-        return plain(StatusCode::BAD_REQUEST, "_HLS_msn and _HLS_part are non-negative integers");
+    let block = match blocking_query(q.msn.as_deref(), q.part.as_deref()) {
+        Ok(b) => b,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, e),
     };
-    if part.is_some() && msn.is_none() {
-        return plain(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
-    }
     let Some(hls) = open::<LlSegmenter>(st, &key).await else {
         return plain(StatusCode::NOT_FOUND, format!("{key} is not live"));
     };
-    if let Some(msn) = msn {
+    if let Some(block) = block {
         let max = hls.segmenter().max_blocking_msn();
-        if msn > max {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("_HLS_msn={msn} is more than two segments past the live edge ({max} at most)"),
-            );
-        }
-        // RFC 8216bis: a part too far past the live edge is a 400, not a long wait. No segment
-        // holds more parts than its longest possible duration allows.
-        let c = &st.config.hls;
-        let most_parts = c.segment_ms.saturating_mul(10) / c.part_ms.max(1) + 2;
-        if part.is_some_and(|p| p > most_parts) {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                format!("_HLS_part is past what a segment can hold ({most_parts})"),
-            );
-        }
-        let part = part.and_then(|p| usize::try_from(p).ok());
+        let (msn, part) = match block.check(max, st.config.segment_ms, st.config.part_ms) {
+            Ok(at) => at,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, e),
+        };
         let deadline = tokio::time::Instant::now() + block_limit(&hls);
         if !hls.wait_for(deadline, |s| s.ready(msn, part)).await {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "the playlist did not reach that segment in time");
         }
     }
     let body = hls.playlist();
-    st.hls.ll.counters.count(Object::Playlist, body.len());
+    st.streams.ll.counters.count(Object::Playlist, body.len());
     // A blocking reload's answer is for that URL only and may be cached as long as a part lasts;
     // the bare playlist changes with every part.
-    let cache = if msn.is_some() { "max-age=1" } else { "max-age=0, no-cache" };
+    let cache = if block.is_some() { "max-age=1" } else { "max-age=0, no-cache" };
     reply(body, PLAYLIST, cache, None)
 }

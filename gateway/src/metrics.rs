@@ -1,0 +1,322 @@
+//! `/metrics`: every counter in the Prometheus text format (0.0.4), rendered on each scrape from
+//! the atomics the listeners keep (no registry to update on the media path).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use media::Hub;
+
+use crate::admission::Admission;
+use crate::counters::{Counters, ProtocolCounters};
+use crate::hls::{HlsCounters, HlsService, Object};
+use crate::webrtc_server::WebRtcCounters;
+
+/// Where the counters are.
+pub struct Sources {
+    pub hub: Hub,
+    pub counters: Arc<Counters>,
+    pub webrtc: Arc<WebRtcCounters>,
+    pub hls: Arc<HlsService>,
+    pub webrtc_admission: Admission,
+    pub rtmp_admission: Admission,
+}
+
+/// `/metrics`.
+pub fn routes(sources: Sources) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(Arc::new(sources))
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Appends one metric family in the Prometheus text format (0.0.4).
+fn family(m: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(m, "{name}{labels} {value}");
+    }
+}
+
+async fn metrics(State(st): State<Arc<Sources>>) -> impl IntoResponse {
+    let mut m = String::new();
+    let streams = st.hub.streams();
+    let totals = st.hub.totals();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let one = |v: u64| [(String::new(), v)];
+    let per_stream = |f: &dyn Fn(&media::hub::StreamStats) -> u64| -> Vec<(String, u64)> {
+        streams
+            .iter()
+            .map(|s| (format!("{{stream=\"{}\"}}", escape_label(&s.key.to_string())), f(s)))
+            .collect()
+    };
+    family(&mut m, "streamgate_streams", "gauge", "Live streams.", one(streams.len() as u64));
+    family(
+        &mut m,
+        "streamgate_hls_segmenters",
+        "gauge",
+        "Streams with a running HLS segmenter.",
+        one(st.hls.streams.len() as u64),
+    );
+    let w = &st.webrtc;
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions_total",
+        "counter",
+        "WHIP sessions created.",
+        one(load(&w.sessions)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions",
+        "gauge",
+        "WHIP sessions alive.",
+        one(load(&w.sessions_active)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions_pending",
+        "gauge",
+        "WebRTC sessions created and not yet connected (their keys reserved, not live).",
+        one(st.webrtc_admission.pending() as u64),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_sessions_ended_total",
+        "counter",
+        "WebRTC sessions that connected, lapsed (ICE/DTLS not done within webrtc.connect_timeout_ms), or connected after another publisher took their key.",
+        [
+            ("{result=\"connected\"}".to_owned(), load(&w.sessions_connected)),
+            ("{result=\"connect_timeout\"}".to_owned(), load(&w.sessions_connect_timeouts)),
+            ("{result=\"key_taken\"}".to_owned(), load(&w.sessions_key_taken)),
+        ],
+    );
+    family(
+        &mut m,
+        "streamgate_rtmp_connections_pending",
+        "gauge",
+        "RTMP connections in handshake or connect.",
+        one(st.rtmp_admission.pending() as u64),
+    );
+    family(
+        &mut m,
+        "streamgate_rtmp_connect_timeouts_total",
+        "counter",
+        "RTMP connections closed because handshake and connect took longer than rtmp.connect_timeout_secs.",
+        one(load(&st.counters.rtmp_connect_timeouts)),
+    );
+    let refused = |a: &Admission| -> Vec<(String, u64)> {
+        let c = a.counters();
+        [
+            ("per_address", &c.refused_per_address),
+            ("rate", &c.refused_rate),
+            ("total", &c.refused_total),
+        ]
+        .iter()
+        .map(|(limit, v)| (format!("{{limit=\"{limit}\"}}"), load(v)))
+        .collect()
+    };
+    family(
+        &mut m,
+        "streamgate_webrtc_offers_refused_total",
+        "counter",
+        "WHIP offers refused by the admission limits: pending sessions per address (429), offers per second per address (429), pending sessions in all (503).",
+        refused(&st.webrtc_admission),
+    );
+    family(
+        &mut m,
+        "streamgate_rtmp_connections_refused_total",
+        "counter",
+        "RTMP connections closed at once by the admission limits: pending per address, pending in all.",
+        refused(&st.rtmp_admission).into_iter().filter(|(l, _)| !l.contains("rate")),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_datagrams_in_total",
+        "counter",
+        "UDP datagrams received.",
+        one(load(&w.datagrams_in)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_bytes_in_total",
+        "counter",
+        "UDP bytes received.",
+        one(load(&w.bytes_in)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_datagrams_dropped_total",
+        "counter",
+        "UDP datagrams dropped: matching no session, or not STUN/DTLS/RTP/RTCP.",
+        [
+            ("{reason=\"unroutable\"}".to_owned(), load(&w.datagrams_unroutable)),
+            ("{reason=\"malformed\"}".to_owned(), load(&w.datagrams_malformed)),
+        ],
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_rtp_packets_total",
+        "counter",
+        "RTP packets received, retransmissions included.",
+        one(load(&w.rtp_packets)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_nacks_total",
+        "counter",
+        "RTCP NACKs sent to publishers.",
+        one(load(&w.nacks)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_plis_total",
+        "counter",
+        "RTCP PLIs sent to publishers.",
+        one(load(&w.plis)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_video_frames_total",
+        "counter",
+        "WebRTC video frames: pushed to the hub, or dropped after a loss NACK could not repair (until the next keyframe).",
+        [
+            ("{result=\"delivered\"}".to_owned(), load(&w.video_frames)),
+            ("{result=\"unrepaired\"}".to_owned(), load(&w.video_frames_unrepaired)),
+        ],
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_frames_dropped_total",
+        "counter",
+        "Depacketized frames dropped because a publisher's media task fell behind.",
+        one(load(&w.frames_dropped_queue)),
+    );
+    family(
+        &mut m,
+        "streamgate_streams_published_total",
+        "counter",
+        "Streams published.",
+        one(load(&totals.streams_published)),
+    );
+    family(
+        &mut m,
+        "streamgate_publish_refused_total",
+        "counter",
+        "Publishers refused (key taken).",
+        one(load(&totals.publish_refused)),
+    );
+    family(
+        &mut m,
+        "streamgate_dropped_frames_total",
+        "counter",
+        "Frames dropped for slow viewers.",
+        one(load(&totals.dropped_frames)),
+    );
+    family(
+        &mut m,
+        "streamgate_stream_bytes_in_total",
+        "counter",
+        "Payload bytes from the publisher.",
+        per_stream(&|s| s.bytes_in),
+    );
+    family(
+        &mut m,
+        "streamgate_stream_bitrate_in",
+        "gauge",
+        "Incoming bits per second.",
+        per_stream(&|s| s.bitrate_in),
+    );
+    family(
+        &mut m,
+        "streamgate_stream_dropped_frames_total",
+        "counter",
+        "Frames dropped for slow viewers.",
+        per_stream(&|s| s.dropped_frames),
+    );
+    let viewers = streams.iter().flat_map(|s| {
+        let key = escape_label(&s.key.to_string());
+        s.viewers
+            .iter()
+            .map(move |(p, n)| (format!("{{stream=\"{key}\",protocol=\"{p}\"}}"), *n as u64))
+    });
+    family(
+        &mut m,
+        "streamgate_stream_viewers",
+        "gauge",
+        "Viewers per stream and protocol.",
+        viewers,
+    );
+    let protocols = [
+        ("rtmp", &st.counters.rtmp),
+        ("http-flv", &st.counters.http_flv),
+        ("ws-flv", &st.counters.ws_flv),
+    ];
+    let per_protocol = |f: &dyn Fn(&ProtocolCounters) -> u64| -> Vec<(String, u64)> {
+        protocols
+            .iter()
+            .map(|(name, c)| (format!("{{protocol=\"{name}\"}}"), f(c)))
+            .collect()
+    };
+    family(
+        &mut m,
+        "streamgate_connections_total",
+        "counter",
+        "Connections accepted.",
+        per_protocol(&|c| load(&c.connections)),
+    );
+    family(
+        &mut m,
+        "streamgate_connection_errors_total",
+        "counter",
+        "Connections closed for bad input.",
+        per_protocol(&|c| load(&c.errors)),
+    );
+    family(
+        &mut m,
+        "streamgate_bytes_out_total",
+        "counter",
+        "Bytes sent.",
+        per_protocol(&|c| load(&c.bytes_out)),
+    );
+    family(
+        &mut m,
+        "streamgate_bytes_in_total",
+        "counter",
+        "Bytes received.",
+        per_protocol(&|c| load(&c.bytes_in)),
+    );
+    let hls = |f: &dyn Fn(&HlsCounters, usize) -> u64| -> Vec<(String, u64)> {
+        let kinds = [("hls", &st.hls.streams.classic.counters), ("ll-hls", &st.hls.streams.ll.counters)];
+        kinds
+            .iter()
+            .flat_map(|(kind, c)| {
+                Object::ALL
+                    .iter()
+                    .filter(move |o| *kind == "ll-hls" || matches!(o, Object::Playlist | Object::Segment))
+                    .map(move |o| (format!("{{kind=\"{kind}\",object=\"{}\"}}", o.name()), f(c, *o as usize)))
+            })
+            .collect()
+    };
+    family(
+        &mut m,
+        "streamgate_hls_responses_total",
+        "counter",
+        "HLS responses served with their body (200), by kind and object.",
+        hls(&|c, i| load(&c.served[i])),
+    );
+    family(
+        &mut m,
+        "streamgate_hls_bytes_out_total",
+        "counter",
+        "HLS body bytes served, by kind and object.",
+        hls(&|c, i| load(&c.bytes[i])),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m)
+}
