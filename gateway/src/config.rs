@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -188,16 +187,43 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
     }
 }
 
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file (or the embedded default) is not TOML.
+    #[error("parsing {what}: {source}")]
+    Parse { what: String, source: toml::de::Error },
+    /// A key has the wrong type, or is unknown.
+    #[error("configuration: {0}")]
+    Shape(toml::de::Error),
+    /// A value is out of its range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Returns a [`ConfigError::Invalid`] with a formatted message.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err(ConfigError::Invalid(format!($($arg)*)))
+    };
+}
+
 impl Config {
     /// Default, then file, then flags; validated.
-    pub fn load(cli: &Cli) -> Result<Self> {
-        let mut value: toml::Value = toml::from_str(DEFAULT_TOML).context("embedded default configuration")?;
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let parse = |what: String, text: &str| toml::from_str::<toml::Value>(text).map_err(|source| ConfigError::Parse { what, source });
+        let mut value = parse("the embedded default configuration".into(), DEFAULT_TOML)?;
         if let Some(path) = &cli.config {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let file: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-            merge(&mut value, file);
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            merge(&mut value, parse(path.display().to_string(), &text)?);
         }
-        let mut cfg: Config = value.try_into().context("configuration")?;
+        let mut cfg: Config = value.try_into().map_err(ConfigError::Shape)?;
         let s = &mut cfg.server;
         if let Some(v) = cli.http {
             s.http = v;
@@ -228,63 +254,65 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if !self.server.public_ip.is_empty() && self.server.public_ip.parse::<IpAddr>().is_err() {
-            bail!("server.public_ip {:?} is not an IP address", self.server.public_ip);
+            invalid!("server.public_ip {:?} is not an IP address", self.server.public_ip);
         }
         if self.server.https.is_some() {
-            bail!("the HTTPS listener (--https) is not available in this build yet; put a TLS-terminating proxy in front (docs/deployment.md)");
+            invalid!("the HTTPS listener (--https) is not available in this build yet; put a TLS-terminating proxy in front (docs/deployment.md)");
         }
         if !(1..=3600).contains(&self.http.viewer_stall_timeout_secs) {
-            bail!("http.viewer_stall_timeout_secs must be 1..=3600");
+            invalid!("http.viewer_stall_timeout_secs must be 1..=3600");
         }
         if !(1..=3600).contains(&self.http.request_head_timeout_secs) {
-            bail!("http.request_head_timeout_secs must be 1..=3600");
+            invalid!("http.request_head_timeout_secs must be 1..=3600");
         }
         if self.server.workers > 1024 {
-            bail!("server.workers must be at most 1024 (0: one per core)");
+            invalid!("server.workers must be at most 1024 (0: one per core)");
         }
         if !(128..=65536).contains(&self.rtmp.chunk_size) {
-            bail!("rtmp.chunk_size must be 128..=65536");
+            invalid!("rtmp.chunk_size must be 128..=65536");
         }
         if self.rtmp.max_message_size < 64 * 1024 {
-            bail!("rtmp.max_message_size must be at least 65536");
+            invalid!("rtmp.max_message_size must be at least 65536");
         }
         if self.egress.write_coalesce_ms > 1000 {
-            bail!("egress.write_coalesce_ms must be at most 1000");
+            invalid!("egress.write_coalesce_ms must be at most 1000");
         }
         if self.hub.queue_max_frames < 16 || self.hub.queue_max_bytes < 64 * 1024 {
-            bail!("hub.queue_max_frames must be >= 16 and hub.queue_max_bytes >= 65536");
+            invalid!("hub.queue_max_frames must be >= 16 and hub.queue_max_bytes >= 65536");
         }
         let h = &self.hls;
         if !(200..=30_000).contains(&h.segment_ms) {
-            bail!("hls.segment_ms must be 200..=30000");
+            invalid!("hls.segment_ms must be 200..=30000");
         }
         if !(50..=h.segment_ms).contains(&h.part_ms) {
-            bail!("hls.part_ms must be 50..=hls.segment_ms");
+            invalid!("hls.part_ms must be 50..=hls.segment_ms");
         }
         if !(3..=100).contains(&h.window) {
-            bail!("hls.window must be 3..=100 segments");
+            invalid!("hls.window must be 3..=100 segments");
         }
         if h.idle_timeout_ms < 1000 {
-            bail!("hls.idle_timeout_ms must be at least 1000");
+            invalid!("hls.idle_timeout_ms must be at least 1000");
         }
         let w = &self.webrtc;
         if !(500..=60_000).contains(&w.connect_timeout_ms) {
-            bail!("webrtc.connect_timeout_ms must be 500..=60000 (the time a connecting WebRTC publisher holds its key)");
+            invalid!("webrtc.connect_timeout_ms must be 500..=60000 (the time a connecting WebRTC publisher holds its key)");
         }
         if w.max_pending == 0 || w.max_pending_per_address == 0 {
-            bail!("webrtc.max_pending and webrtc.max_pending_per_address must be at least 1");
+            invalid!("webrtc.max_pending and webrtc.max_pending_per_address must be at least 1");
         }
         if !(0.0..=1e6).contains(&w.offers_per_second_per_address) || w.offers_burst_per_address == 0 {
-            bail!("webrtc.offers_per_second_per_address must be 0..=1000000 (0: no limit) and webrtc.offers_burst_per_address at least 1");
+            invalid!(
+                "webrtc.offers_per_second_per_address must be 0..=1000000 (0: no limit) and webrtc.offers_burst_per_address at least 1"
+            );
         }
         let r = &self.rtmp;
         if !(1..=600).contains(&r.connect_timeout_secs) {
-            bail!("rtmp.connect_timeout_secs must be 1..=600");
+            invalid!("rtmp.connect_timeout_secs must be 1..=600");
         }
         if r.max_pending == 0 || r.max_pending_per_address == 0 {
-            bail!("rtmp.max_pending and rtmp.max_pending_per_address must be at least 1");
+            invalid!("rtmp.max_pending and rtmp.max_pending_per_address must be at least 1");
         }
         Ok(())
     }

@@ -34,14 +34,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use media::{Hub, HubConfig};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-pub use crate::config::{Cli, Config};
+pub use crate::config::{Cli, Config, ConfigError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not bind its address (in use, no permission, no such address).
+    #[error("binding {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A bound socket could not be set up.
+    #[error("setting up {what}: {source}")]
+    Socket { what: &'static str, source: std::io::Error },
+}
 use crate::counters::Counters;
 use crate::flv_play::FlvService;
 use crate::hls::HlsService;
@@ -50,7 +65,7 @@ use crate::state::AppState;
 /// A listener whose accepted sockets inherit a bounded kernel send buffer: what a viewer has not
 /// read yet stays in its hub queue (where the drop policy applies), not in seconds of kernel
 /// buffering that would add latency and memory per viewer.
-fn bind_tcp(addr: SocketAddr, send_buffer: u32) -> Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr, send_buffer: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -61,7 +76,7 @@ fn bind_tcp(addr: SocketAddr, send_buffer: u32) -> Result<TcpListener> {
         socket.set_send_buffer_size(send_buffer)?;
     }
     socket.bind(addr)?;
-    Ok(socket.listen(1024)?)
+    socket.listen(1024)
 }
 
 /// A running gateway.
@@ -78,7 +93,7 @@ pub struct Gateway {
 
 /// Binds the listeners of `config` (port 0 picks a free port; see the addresses on the result)
 /// and starts serving on the current tokio runtime.
-pub async fn start(config: Config) -> Result<Gateway> {
+pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let hub = Hub::new(HubConfig {
         queue_max_frames: config.hub.queue_max_frames,
         queue_max_bytes: config.hub.queue_max_bytes,
@@ -87,12 +102,14 @@ pub async fn start(config: Config) -> Result<Gateway> {
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let send_buffer = config.server.socket_send_buffer;
-    let http_listener = bind_tcp(config.server.http, send_buffer).with_context(|| format!("binding HTTP {}", config.server.http))?;
-    let rtmp_listener = bind_tcp(config.server.rtmp, send_buffer).with_context(|| format!("binding RTMP {}", config.server.rtmp))?;
-    let http = http_listener.local_addr()?;
-    let rtmp = rtmp_listener.local_addr()?;
+    let bind = |what, addr| bind_tcp(addr, send_buffer).map_err(|source| StartError::Bind { what, addr, source });
+    let http_listener = bind("HTTP", config.server.http)?;
+    let rtmp_listener = bind("RTMP", config.server.rtmp)?;
+    let local = |what, r: std::io::Result<SocketAddr>| r.map_err(|source| StartError::Socket { what, source });
+    let http = local("HTTP", http_listener.local_addr())?;
+    let rtmp = local("RTMP", rtmp_listener.local_addr())?;
     let (udp_socket, endpoint_config) = webrtc_server::bind(&config)?;
-    let webrtc_udp = udp_socket.local_addr()?;
+    let webrtc_udp = local("WebRTC UDP", udp_socket.local_addr())?;
     let (webrtc, webrtc_rx) = webrtc_server::channel();
     let publishing = Arc::new(publish::Publishing::new(hub.clone(), auth::from_config(&config)));
     let webrtc_admission = admission::Admission::new(admission::Limits {

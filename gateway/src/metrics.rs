@@ -45,6 +45,11 @@ fn family(m: &mut String, name: &str, kind: &str, help: &str, samples: impl Into
 }
 
 async fn metrics(State(st): State<Arc<Sources>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&st))
+}
+
+/// The whole exposition.
+fn render(st: &Sources) -> String {
     let mut m = String::new();
     let streams = st.hub.streams();
     let totals = st.hub.totals();
@@ -318,5 +323,150 @@ async fn metrics(State(st): State<Arc<Sources>>) -> impl IntoResponse {
         "HLS body bytes served, by kind and object.",
         hls(&|c, i| load(&c.bytes[i])),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m)
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use media::hub::PublisherInfo;
+    use media::{HubConfig, StreamKey};
+
+    use super::*;
+    use crate::admission::Limits;
+
+    fn sources() -> Sources {
+        let hub = Hub::new(HubConfig::default());
+        let limits = Limits {
+            per_address: 1,
+            total: 1,
+            rate_per_sec: 0.0,
+            burst: 1,
+        };
+        Sources {
+            hub: hub.clone(),
+            counters: Arc::default(),
+            webrtc: Arc::default(),
+            hls: Arc::new(HlsService {
+                hub,
+                streams: Default::default(),
+                config: crate::config::Config::load(&<crate::config::Cli as clap::Parser>::parse_from(["streamgate"]))
+                    .unwrap()
+                    .hls,
+            }),
+            webrtc_admission: Admission::new(limits),
+            rtmp_admission: Admission::new(limits),
+        }
+    }
+
+    /// A metric or label name (Prometheus data model).
+    fn valid_name(n: &str) -> bool {
+        let mut c = n.chars();
+        c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+    }
+
+    /// Checks the text exposition format 0.0.4 line by line: every family has HELP then TYPE
+    /// before its samples, sample names belong to the family announced, labels are
+    /// `name="escaped value"`, values are numbers, and no series appears twice.
+    fn check_exposition(text: &str) -> usize {
+        let mut family: Option<String> = None;
+        let mut typed = false;
+        let mut series = HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("HELP has a text");
+                assert!(valid_name(name) && !help.is_empty(), "{line}");
+                family = Some(name.to_owned());
+                typed = false;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
+                assert_eq!(Some(name), family.as_deref(), "TYPE follows its HELP: {line}");
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "counters end in _total: {line}");
+                }
+                typed = true;
+                continue;
+            }
+            let fam = family.as_deref().expect("sample after a HELP");
+            assert!(typed, "{line}");
+            let (series_id, value) = line.rsplit_once(' ').expect("sample has a value");
+            value.parse::<f64>().unwrap_or_else(|_| panic!("value: {line}"));
+            let (name, labels) = match series_id.split_once('{') {
+                Some((n, l)) => (n, l.strip_suffix('}').expect("labels close")),
+                None => (series_id, ""),
+            };
+            assert_eq!(name, fam, "{line}");
+            let mut rest = labels;
+            while !rest.is_empty() {
+                let (lname, after) = rest.split_once("=\"").expect("label=\"value\"");
+                assert!(valid_name(lname), "{line}");
+                // The value runs to the first quote not escaped by a backslash.
+                let mut end = None;
+                let mut escaped = false;
+                for (i, ch) in after.char_indices() {
+                    match ch {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => {
+                            end = Some(i);
+                            break;
+                        }
+                        '\n' => panic!("raw newline in a label: {line}"),
+                        _ => escaped = false,
+                    }
+                }
+                let end = end.expect("label value closes");
+                rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
+            }
+            assert!(series.insert(series_id.to_owned()), "series twice: {line}");
+        }
+        series.len()
+    }
+
+    #[test]
+    fn exposition_is_valid_text_format() {
+        let st = sources();
+        let empty = render(&st);
+        let n = check_exposition(&empty);
+        assert!(n > 30, "{n} series");
+        // A live stream with viewers adds its labelled series.
+        let p = st
+            .hub
+            .publish(
+                StreamKey::new("live", "cam-1").unwrap(),
+                PublisherInfo {
+                    protocol: "rtmp",
+                    remote: "192.0.2.1:1".into(),
+                },
+            )
+            .unwrap();
+        let _v = st.hub.subscribe(p.key(), "http-flv").unwrap();
+        let text = render(&st);
+        assert!(check_exposition(&text) > n);
+        assert!(
+            text.contains("streamgate_stream_viewers{stream=\"live/cam-1\",protocol=\"http-flv\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("streamgate_streams 1\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+        let mut m = String::new();
+        family(
+            &mut m,
+            "t_total",
+            "counter",
+            "Test.",
+            [(format!("{{k=\"{}\"}}", escape_label("q\"\n")), 3)],
+        );
+        assert_eq!(m, "# HELP t_total Test.\n# TYPE t_total counter\nt_total{k=\"q\\\"\\n\"} 3\n");
+        check_exposition(&m);
+    }
 }

@@ -4,13 +4,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use egress::rtmp_play::RtmpPlayViewer;
 use ingest::rtmp::{IngestOutput, RtmpIngest};
 use media::{Publisher, StreamKey, Subscriber};
 use rtmp::chunk::ChunkLimits;
-use rtmp::{ServerSession, SessionConfig, SessionEvent};
+use rtmp::{ServerSession, SessionConfig, SessionError, SessionEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -43,7 +42,7 @@ pub async fn serve(listener: TcpListener, state: SharedState) {
                     Ok(()) => debug!("closed"),
                     Err(e) => {
                         st.counters.rtmp.errors.fetch_add(1, Ordering::Relaxed);
-                        warn!("closed: {e:#}");
+                        warn!("closed: {e}");
                     }
                 }
             }
@@ -57,6 +56,29 @@ fn handshake_seed() -> (u32, [u8; 8]) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let seed = (now.as_nanos() as u64).rotate_left(17) ^ u64::from(std::process::id());
     (now.as_secs() as u32, seed.to_be_bytes())
+}
+
+/// Why an RTMP connection ended badly (logged and counted as an error).
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] SessionError),
+    #[error("{0}")]
+    Refused(#[from] PublishRefusal),
+    /// Anything else, said in a sentence.
+    #[error("{0}")]
+    Other(String),
+}
+
+type Result<T, E = ConnError> = std::result::Result<T, E>;
+
+/// Ends a connection with a [`ConnError::Other`] made from a format string.
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        ConnError::Other(format!($($arg)*))
+    };
 }
 
 struct Conn {
@@ -82,7 +104,7 @@ impl Conn {
     async fn read_events(&mut self) -> Result<Option<Vec<SessionEvent>>> {
         let n = tokio::time::timeout(self.idle, self.rd.read(&mut self.buf))
             .await
-            .map_err(|_| anyhow!("no data for {} s", self.idle.as_secs()))??;
+            .map_err(|_| fail!("no data for {} s", self.idle.as_secs()))??;
         if n == 0 {
             return Ok(None);
         }
@@ -134,7 +156,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, pending: Pending, state: 
             },
             _ = tokio::time::sleep_until(connect_deadline), if pending.is_some() => {
                 state.counters.rtmp_connect_timeouts.fetch_add(1, Ordering::Relaxed);
-                return Err(anyhow!("handshake and connect not done within {} s", connect_timeout.as_secs()));
+                return Err(fail!("handshake and connect not done within {} s", connect_timeout.as_secs()));
             }
             _ = shutdown.changed() => return Ok(()),
         };
@@ -152,7 +174,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, pending: Pending, state: 
                         Err(e) => {
                             warn!(%app, %stream, "publish refused: {e}");
                             conn.refuse("NetStream.Publish.BadName", &format!("bad stream name: {e}")).await?;
-                            return Err(anyhow!("bad stream name {app:?}/{stream:?}: {e}"));
+                            return Err(fail!("bad stream name {app:?}/{stream:?}: {e}"));
                         }
                     };
                     let request = PublishRequest {
@@ -165,11 +187,11 @@ async fn connection(sock: TcpStream, peer: SocketAddr, pending: Pending, state: 
                         Ok(p) => p,
                         Err(e @ PublishRefusal::Unauthorized(_)) => {
                             conn.refuse("NetStream.Publish.Unauthorized", &e.to_string()).await?;
-                            return Err(anyhow!("{e}"));
+                            return Err(fail!("{e}"));
                         }
                         Err(e @ PublishRefusal::KeyTaken(_)) => {
                             conn.refuse("NetStream.Publish.BadName", &e.to_string()).await?;
-                            return Err(anyhow!("{e}"));
+                            return Err(fail!("{e}"));
                         }
                         Err(e) => return Err(e.into()),
                     };
@@ -187,7 +209,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, pending: Pending, state: 
                         Ok(k) => k,
                         Err(e) => {
                             conn.refuse("NetStream.Play.BadName", &format!("bad stream name: {e}")).await?;
-                            return Err(anyhow!("bad stream name {app:?}/{stream:?}: {e}"));
+                            return Err(fail!("bad stream name {app:?}/{stream:?}: {e}"));
                         }
                     };
                     let sub = match state.hub.subscribe(&key, "rtmp") {
@@ -249,7 +271,7 @@ async fn publish_loop(
                 Ok(None) => {}
                 Err(e) => {
                     conn.refuse("NetStream.Publish.Rejected", &e.to_string()).await?;
-                    return Err(anyhow!("publish rejected: {e}"));
+                    return Err(fail!("publish rejected: {e}"));
                 }
             }
         }
@@ -316,6 +338,6 @@ async fn play_loop(conn: &mut Conn, mut sub: Subscriber, stream_id: u32, shutdow
             Ok(())
         }
         Err(why) if why == CLOSED_BY_PLAYER => Ok(()),
-        Err(why) => Err(anyhow!("player: {why}")),
+        Err(why) => Err(fail!("player: {why}")),
     }
 }

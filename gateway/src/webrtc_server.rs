@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use ingest::webrtc::pipeline::{HubOp, Pipeline};
 use media::frame::TrackKind;
 use media::{Publisher, Reservation, StreamKey};
@@ -32,6 +31,7 @@ use webrtc::{RtpFrame, Track};
 use crate::admission::Pending;
 use crate::config::WebRtcSection;
 use crate::pacing::Pacer;
+use crate::StartError;
 
 /// Frames queued between the UDP task and one publisher's media task.
 const MEDIA_QUEUE: usize = 1024;
@@ -133,23 +133,32 @@ fn primary_ip() -> Option<IpAddr> {
 }
 
 /// Binds the UDP port (with a large receive buffer) and says which candidates to advertise.
-pub fn bind(config: &crate::config::Config) -> Result<(UdpSocket, EndpointConfig)> {
+pub fn bind(config: &crate::config::Config) -> Result<(UdpSocket, EndpointConfig), StartError> {
     let bind = config.server.webrtc_udp;
+    let setup = |source| StartError::Socket {
+        what: "WebRTC UDP",
+        source,
+    };
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(bind),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
-    )?;
+    )
+    .map_err(setup)?;
     if config.webrtc.udp_receive_buffer > 0 {
         if let Err(e) = sock.set_recv_buffer_size(config.webrtc.udp_receive_buffer as usize) {
             warn!("SO_RCVBUF: {e}");
         }
     }
-    sock.bind(&bind.into()).with_context(|| format!("binding WebRTC UDP {bind}"))?;
-    sock.set_nonblocking(true)?;
+    sock.bind(&bind.into()).map_err(|source| StartError::Bind {
+        what: "WebRTC UDP",
+        addr: bind,
+        source,
+    })?;
+    sock.set_nonblocking(true).map_err(setup)?;
     let std_sock: StdUdpSocket = sock.into();
-    let socket = UdpSocket::from_std(std_sock)?;
-    let local = socket.local_addr()?;
+    let socket = UdpSocket::from_std(std_sock).map_err(setup)?;
+    let local = socket.local_addr().map_err(setup)?;
     let public_ip = config.server.public_ip.parse::<IpAddr>().ok();
     let w = &config.webrtc;
     let config = EndpointConfig {
@@ -377,6 +386,8 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                 let Some(f) = f else { break };
                 // VP8/VP9 -> H.264 takes milliseconds per frame: off the async workers' hands.
                 let heavy = f.track == Track::Video && f.codec != Codec::H264 && multi_thread;
+                // The publisher's own codecs go to the hub only while a consumer wants them.
+                pipeline.set_forward(publisher.demand());
                 let wants_keyframe = if heavy {
                     tokio::task::block_in_place(|| pipeline.push(f, &mut ops))
                 } else {

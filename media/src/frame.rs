@@ -46,6 +46,50 @@ impl Codec {
     pub fn is_flv_family(self) -> bool {
         matches!(self, Codec::H264 | Codec::Aac)
     }
+
+    /// Every codec, in a fixed order (its index).
+    pub const ALL: [Codec; 5] = [Codec::H264, Codec::Aac, Codec::Opus, Codec::Vp8, Codec::Vp9];
+
+    /// Its place in [`Codec::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A set of codecs: what a consumer takes, or what consumers want.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct CodecSet(u8);
+
+impl CodecSet {
+    /// No codec.
+    pub const EMPTY: Self = Self(0);
+    /// H.264 and AAC: what FLV, RTMP, HLS and LL-HLS viewers take.
+    pub const FLV: Self = Self(1 << Codec::H264 as u8 | 1 << Codec::Aac as u8);
+
+    /// The set of these codecs.
+    pub fn of(codecs: &[Codec]) -> Self {
+        Self(codecs.iter().fold(0, |acc, c| acc | 1 << *c as u8))
+    }
+
+    /// Whether `c` is in it.
+    pub fn contains(self, c: Codec) -> bool {
+        self.0 & (1 << c as u8) != 0
+    }
+
+    /// Both sets' codecs.
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// As bits (for an atomic).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From [`CodecSet::bits`].
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits & ((1 << Codec::ALL.len()) - 1))
+    }
 }
 
 /// The unit of a frame's timestamps: `num / den` seconds per tick.

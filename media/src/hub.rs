@@ -12,15 +12,21 @@
 //! * Codec configurations reach subscribers only when their bytes change.
 //! * Keyframe requests travel upstream ([`Subscriber::request_keyframe`] ->
 //!   [`Publisher::keyframe_requested`]).
+//! * A subscriber takes the codecs it asked for ([`Hub::subscribe_to`]; FLV, RTMP and HLS
+//!   viewers take H.264 and AAC). A stream may carry frames of several codecs per track: a
+//!   WebRTC publisher's own Opus (VP8, VP9) next to the AAC (H.264) made from it. What the
+//!   subscribers ask for together is [`Publisher::demand`], so a publisher produces a codec only
+//!   while someone takes it. Configurations are those of the H.264/AAC renditions; frames of
+//!   other codecs describe themselves (RTP payloads).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::frame::{AudioConfig, MediaFrame, TrackKind, VideoConfig};
+use crate::frame::{AudioConfig, Codec, CodecSet, MediaFrame, TrackKind, VideoConfig};
 use crate::gop::{GopCache, GopLimits};
 use crate::key::StreamKey;
 
@@ -179,6 +185,8 @@ struct Stream {
     state: Mutex<StreamState>,
     keyframe_notify: Notify,
     keyframe_requests: AtomicU64,
+    /// The union of the subscribers' codec sets ([`CodecSet::bits`]).
+    demand: AtomicU8,
     hub: Arc<HubInner>,
 }
 
@@ -190,7 +198,8 @@ struct StreamState {
     subscribers: Vec<Arc<SubShared>>,
     next_sub: u64,
     ended: bool,
-    last_dts: [Option<i64>; 2],
+    /// Per codec (each rendition has its own timeline).
+    last_dts: [Option<i64>; Codec::ALL.len()],
     last_video_push: Option<Instant>,
     bytes_in: u64,
     frames_in: [u64; 2],
@@ -204,6 +213,7 @@ struct StreamState {
 struct SubShared {
     id: u64,
     protocol: &'static str,
+    codecs: CodecSet,
     queue: Mutex<SubQueue>,
     notify: Notify,
     dropped: AtomicU64,
@@ -221,8 +231,8 @@ struct SubQueue {
 /// Audio frames wake viewers at once when no video frame came for this long.
 const AUDIO_WAKE_AFTER: Duration = Duration::from_millis(100);
 
-fn track_index(t: TrackKind) -> usize {
-    match t {
+fn track_index(c: Codec) -> usize {
+    match c.track() {
         TrackKind::Video => 0,
         TrackKind::Audio => 1,
     }
@@ -254,6 +264,7 @@ impl Hub {
             state: Mutex::default(),
             keyframe_notify: Notify::new(),
             keyframe_requests: AtomicU64::new(0),
+            demand: AtomicU8::new(0),
             hub: self.inner.clone(),
         });
         streams.insert(key, stream.clone());
@@ -294,14 +305,20 @@ impl Hub {
         all
     }
 
-    /// Subscribes to a live stream; `protocol` labels the viewer in statistics.
+    /// Subscribes to a live stream's H.264 and AAC (what FLV, RTMP and HLS carry); `protocol`
+    /// labels the viewer in statistics.
     pub fn subscribe(&self, key: &StreamKey, protocol: &'static str) -> Result<Subscriber, HubError> {
+        self.subscribe_to(key, protocol, CodecSet::FLV)
+    }
+
+    /// Subscribes to the frames of these codecs (configurations come for H.264 and AAC).
+    pub fn subscribe_to(&self, key: &StreamKey, protocol: &'static str, codecs: CodecSet) -> Result<Subscriber, HubError> {
         let stream = lock(&self.inner.streams)
             .get(key)
             .cloned()
             .ok_or_else(|| HubError::NotFound(key.to_string()))?;
         self.inner.totals.subscribers_served.fetch_add(1, Ordering::Relaxed);
-        Ok(stream.add_subscriber(protocol))
+        Ok(stream.add_subscriber(protocol, codecs))
     }
 
     /// True while somebody publishes `key`.
@@ -341,7 +358,7 @@ impl Stream {
         self.keyframe_notify.notify_one();
     }
 
-    fn add_subscriber(self: &Arc<Self>, protocol: &'static str) -> Subscriber {
+    fn add_subscriber(self: &Arc<Self>, protocol: &'static str, codecs: CodecSet) -> Subscriber {
         let mut st = lock(&self.state);
         let id = st.next_sub;
         st.next_sub += 1;
@@ -349,13 +366,13 @@ impl Stream {
             ended: st.ended,
             ..Default::default()
         };
-        if let Some(v) = &st.video {
+        if let Some(v) = st.video.as_ref().filter(|v| codecs.contains(v.codec())) {
             q.events.push_back(HubEvent::VideoConfig(v.clone()));
         }
-        if let Some(a) = &st.audio {
+        if let Some(a) = st.audio.as_ref().filter(|a| codecs.contains(a.codec())) {
             q.events.push_back(HubEvent::AudioConfig(a.clone()));
         }
-        for f in st.gop.frames() {
+        for f in st.gop.frames().filter(|f| codecs.contains(f.codec)) {
             q.frames += 1;
             q.bytes += f.data.len();
             q.events.push_back(HubEvent::Frame(f.clone()));
@@ -365,11 +382,13 @@ impl Stream {
         let shared = Arc::new(SubShared {
             id,
             protocol,
+            codecs,
             queue: Mutex::new(q),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
         });
         st.subscribers.push(shared.clone());
+        self.update_demand(&st);
         Subscriber {
             stream: self.clone(),
             shared,
@@ -417,6 +436,14 @@ impl Stream {
             let s = st.subscribers.swap_remove(pos);
             st.dropped += s.dropped.load(Ordering::Relaxed);
         }
+        self.update_demand(&st);
+    }
+
+    /// Recomputes what the subscribers want together (under the state lock, so that adds and
+    /// removes cannot interleave).
+    fn update_demand(&self, st: &StreamState) {
+        let all = st.subscribers.iter().fold(CodecSet::EMPTY, |acc, s| acc.union(s.codecs));
+        self.demand.store(all.bits(), Ordering::Relaxed);
     }
 }
 
@@ -495,16 +522,18 @@ impl Publisher {
     /// window and the audio wake policy read it; tests pass virtual time).
     pub fn push(&self, mut frame: MediaFrame, now: Instant) {
         let mut st = lock(&self.stream.state);
-        let ti = track_index(frame.track);
-        // Per-track DTS never goes backwards (players such as mpegts.js stall otherwise).
-        if let Some(last) = st.last_dts[ti] {
+        let ti = track_index(frame.codec);
+        let ci = frame.codec.index();
+        // Per-track DTS never goes backwards (players such as mpegts.js stall otherwise); each
+        // codec's rendition of a track has its own timeline.
+        if let Some(last) = st.last_dts[ci] {
             if frame.dts < last {
                 frame.pts += last - frame.dts;
                 frame.dts = last;
                 st.timestamp_fixes += 1;
             }
         }
-        st.last_dts[ti] = Some(frame.dts);
+        st.last_dts[ci] = Some(frame.dts);
         let len = frame.data.len();
         st.bytes_in += len as u64;
         st.frames_in[ti] += 1;
@@ -546,10 +575,15 @@ impl Publisher {
             TrackKind::Audio => !has_video || st.last_video_push.is_none_or(|t| now.duration_since(t) >= AUDIO_WAKE_AFTER),
         };
         let mut overflows = 0;
-        for sub in &st.subscribers {
+        for sub in st.subscribers.iter().filter(|s| s.codecs.contains(frame.codec)) {
             overflows += u64::from(sub.offer_frame(&frame, sync, wake, cfg, &self.stream.hub.totals));
         }
         st.overflows += overflows;
+    }
+
+    /// The codecs the subscribers take together: produce the others only for nobody.
+    pub fn demand(&self) -> CodecSet {
+        CodecSet::from_bits(self.stream.demand.load(Ordering::Relaxed))
     }
 
     /// Waits until some egress asks for a keyframe (WebRTC ingest answers with a PLI).
@@ -563,7 +597,12 @@ impl Publisher {
     }
 
     fn broadcast(&self, st: &mut StreamState, ev: HubEvent) {
-        for sub in &st.subscribers {
+        let codec = match &ev {
+            HubEvent::VideoConfig(v) => v.codec(),
+            HubEvent::AudioConfig(a) => a.codec(),
+            HubEvent::Frame(f) => f.codec,
+        };
+        for sub in st.subscribers.iter().filter(|s| s.codecs.contains(codec)) {
             sub.offer_config(ev.clone());
         }
     }
@@ -818,6 +857,58 @@ mod tests {
         assert_eq!(hub.connecting().len(), 1);
         drop(r3);
         assert!(hub.connecting().is_empty());
+    }
+
+    fn codecs_of(evs: &[HubEvent]) -> Vec<Codec> {
+        evs.iter()
+            .filter_map(|e| match e {
+                HubEvent::Frame(f) => Some(f.codec),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A WebRTC publisher's Opus travels next to its AAC: each subscriber gets the codecs it
+    /// asked for (the cached GOP too), and the publisher sees who wants what.
+    #[test]
+    fn subscribers_take_their_codecs_and_demand_follows_them() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        assert_eq!(p.demand(), CodecSet::EMPTY);
+        p.set_video_config(video_config());
+        let opus = |ts| {
+            MediaFrame::coded(
+                Codec::Opus,
+                ts,
+                ts,
+                Timebase { num: 1, den: 48_000 },
+                true,
+                Bytes::from_static(b"op"),
+            )
+        };
+        let aac = |ts| MediaFrame::audio(ts, Timebase::MILLIS, Bytes::from_static(b"aac"));
+        p.push(vframe(0, true, 100), at(0));
+        p.push(aac(0), at(0));
+        p.push(opus(0), at(0));
+        let mut flv = hub.subscribe(&key("a"), "flv").unwrap();
+        assert_eq!(p.demand(), CodecSet::FLV);
+        let mut rtc = hub
+            .subscribe_to(&key("a"), "webrtc", CodecSet::of(&[Codec::H264, Codec::Opus]))
+            .unwrap();
+        assert_eq!(p.demand(), CodecSet::of(&[Codec::H264, Codec::Aac, Codec::Opus]));
+        // Opus and AAC timestamps are on different clocks: neither "repairs" the other.
+        p.push(vframe(33, false, 10), at(33));
+        p.push(aac(21), at(33));
+        p.push(opus(960), at(33));
+        let (f, r) = (drain(&mut flv), drain(&mut rtc));
+        assert!(matches!(f[0], HubEvent::VideoConfig(_)) && matches!(r[0], HubEvent::VideoConfig(_)));
+        assert_eq!(codecs_of(&f), [Codec::H264, Codec::Aac, Codec::H264, Codec::Aac]);
+        assert_eq!(codecs_of(&r), [Codec::H264, Codec::Opus, Codec::H264, Codec::Opus]);
+        assert_eq!(p.stats().timestamp_fixes, 0);
+        drop(rtc);
+        assert_eq!(p.demand(), CodecSet::FLV, "Opus is wanted by nobody once its viewer left");
+        drop(flv);
+        assert_eq!(p.demand(), CodecSet::EMPTY);
     }
 
     #[test]

@@ -17,6 +17,6 @@ pub mod gop;
 pub mod hub;
 pub mod key;
 
-pub use frame::{AudioConfig, Codec, MediaFrame, MuxSlot, Timebase, TrackKind, VideoConfig, MUX_SLOTS};
+pub use frame::{AudioConfig, Codec, CodecSet, MediaFrame, MuxSlot, Timebase, TrackKind, VideoConfig, MUX_SLOTS};
 pub use hub::{Hub, HubConfig, HubError, HubEvent, Publisher, Reservation, Subscriber};
 pub use key::{KeyError, StreamKey};

@@ -5,17 +5,21 @@
 //! IDR with SPS/PPS; audio: the first decoded Opus packet), at most [`STARTUP_HOLD`] of media.
 //! When released, audio older than the first video frame is discarded so both tracks start
 //! together.
+//!
+//! Beside the H.264/AAC renditions every format takes, the publisher's own Opus, VP8 and VP9
+//! frames go to the hub as they came (for WebRTC viewers, no transcoding), but only the codecs
+//! some consumer wants ([`Pipeline::set_forward`], from the hub's demand).
 
 use std::time::SystemTime;
 
 use str0m::format::Codec;
 
-use media::frame::{AudioConfig, MediaFrame, Timebase, TrackKind, VideoConfig};
+use media::frame::{AudioConfig, CodecSet, MediaFrame, Timebase, TrackKind, VideoConfig};
 
 use super::audio::{opus_is_stereo, AacEncoderKind, AacFrame, AudioError, OpusToAac};
 use super::h264::H264Track;
 use super::timing::SessionTiming;
-use super::transcode::{H264Out, SourceCodec, VideoError, VpxToH264};
+use super::transcode::{is_keyframe, H264Out, SourceCodec, VideoError, VpxToH264};
 pub use webrtc::{RtpFrame, Track};
 
 /// Longest stretch of media (by timestamp) held while waiting for the other track's config.
@@ -55,6 +59,7 @@ pub struct Pipeline {
     held: Vec<HubOp>,
     released: bool,
     aac: Vec<AacFrame>,
+    forward: CodecSet,
 }
 
 impl Pipeline {
@@ -75,7 +80,14 @@ impl Pipeline {
             held: Vec::new(),
             released: false,
             aac: Vec::new(),
+            forward: CodecSet::EMPTY,
         }
+    }
+
+    /// Which of the publisher's own codecs (Opus, VP8, VP9) to pass to the hub as they came:
+    /// what consumers want now ([`media::Publisher::demand`]).
+    pub fn set_forward(&mut self, wanted: CodecSet) {
+        self.forward = wanted;
     }
 
     /// Chooses the AAC encoder (before the first audio packet).
@@ -131,6 +143,7 @@ impl Pipeline {
         // This frame's operations go straight to `ops`; while held back they move to `held`.
         let start = ops.len();
         let mut want_keyframe = false;
+        self.forward_original(pts, &f, ops);
         match f.track {
             Track::Video if f.codec == Codec::H264 => {
                 want_keyframe = self.h264(pts, &f.data, f.contiguous, ops);
@@ -164,6 +177,20 @@ impl Pipeline {
             self.release_when_ready(ops);
         }
         want_keyframe
+    }
+
+    /// The publisher's own Opus/VP8/VP9 frame, if a consumer wants that codec.
+    fn forward_original(&self, pts: i64, f: &RtpFrame, ops: &mut Vec<HubOp>) {
+        let (codec, tb, key) = match f.codec {
+            Codec::Opus => (media::Codec::Opus, AUDIO_TB, true),
+            Codec::Vp8 => (media::Codec::Vp8, VIDEO_TB, is_keyframe(SourceCodec::Vp8, &f.data)),
+            Codec::Vp9 => (media::Codec::Vp9, VIDEO_TB, is_keyframe(SourceCodec::Vp9, &f.data)),
+            _ => return,
+        };
+        if self.forward.contains(codec) {
+            let data = bytes::Bytes::copy_from_slice(&f.data);
+            ops.push(HubOp::Frame(MediaFrame::coded(codec, pts, pts, tb, key, data)));
+        }
     }
 
     /// One H.264 access unit (Annex-B) to the hub; true when a keyframe should be requested.
@@ -313,6 +340,46 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["a-config", "v-config", "frame"]);
+    }
+
+    /// Opus goes to the hub as it came only while someone wants it, beside the AAC made from it.
+    #[test]
+    fn original_opus_only_on_demand() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(false, true);
+        let mut ops = Vec::new();
+        let opus: Arc<[u8]> = vec![0xfc, 0xff, 0xfe].into();
+        let codecs = |ops: &mut Vec<HubOp>| -> Vec<media::Codec> {
+            ops.drain(..)
+                .filter_map(|o| match o {
+                    HubOp::Frame(f) => Some(f.codec),
+                    _ => None,
+                })
+                .collect()
+        };
+        for i in 0..10u64 {
+            p.push(
+                frame(Track::Audio, i * 960, t0 + Duration::from_millis(i * 20), opus.clone()),
+                &mut ops,
+            );
+        }
+        assert!(!codecs(&mut ops).contains(&media::Codec::Opus), "nobody asked for Opus");
+        p.set_forward(CodecSet::of(&[media::Codec::H264, media::Codec::Opus]));
+        p.push(frame(Track::Audio, 9600, t0 + Duration::from_millis(200), opus.clone()), &mut ops);
+        let opus_frames: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                HubOp::Frame(f) if f.codec == media::Codec::Opus => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(opus_frames.len(), 1);
+        assert_eq!(&opus_frames[0].data[..], &opus[..], "the packet as it came");
+        assert_eq!(opus_frames[0].timebase, AUDIO_TB);
+        ops.clear();
+        p.set_forward(CodecSet::FLV);
+        p.push(frame(Track::Audio, 10560, t0 + Duration::from_millis(220), opus), &mut ops);
+        assert!(!codecs(&mut ops).contains(&media::Codec::Opus));
     }
 
     #[test]

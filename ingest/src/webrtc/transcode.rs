@@ -116,30 +116,9 @@ impl VpxToH264 {
         self.counters
     }
 
-    /// Whether a source frame is a keyframe, from its first bytes (VP8: RFC 6386 §9.1; VP9:
-    /// the uncompressed header's frame_type).
+    /// Whether a source frame is a keyframe ([`is_keyframe`]).
     pub fn is_keyframe(&self, frame: &[u8]) -> bool {
-        let Some(&b0) = frame.first() else { return false };
-        match self.source {
-            SourceCodec::Vp8 => b0 & 0x01 == 0,
-            SourceCodec::Vp9 => {
-                // frame_marker(2) profile_low(1) profile_high(1) [reserved(1) if profile 3]
-                // show_existing_frame(1) frame_type(1)
-                if b0 >> 6 != 0b10 {
-                    return false;
-                }
-                let profile = ((b0 >> 5) & 1) | (((b0 >> 4) & 1) << 1);
-                let mut bit = 4 - 1;
-                if profile == 3 {
-                    bit -= 1;
-                }
-                let show_existing = (b0 >> bit) & 1;
-                if show_existing == 1 {
-                    return false;
-                }
-                (b0 >> (bit - 1)) & 1 == 0
-            }
-        }
+        is_keyframe(self.source, frame)
     }
 
     /// Takes one source frame; appends H.264 access units to `out`. Returns true when a
@@ -247,6 +226,32 @@ fn open_x264(width: u32, height: u32) -> Result<ff::encoder::Video, VideoError> 
         &format!("vbv-maxrate={}:vbv-bufsize={}", MAX_BITRATE / 1000, MAX_BITRATE / 1000),
     );
     enc.open_with(opts).map_err(|e| VideoError::Ffmpeg("opening the x264 encoder", e))
+}
+
+/// Whether a source frame is a keyframe, from its first bytes (VP8: RFC 6386 §9.1; VP9:
+/// the uncompressed header's frame_type).
+pub fn is_keyframe(source: SourceCodec, frame: &[u8]) -> bool {
+    let Some(&b0) = frame.first() else { return false };
+    match source {
+        SourceCodec::Vp8 => b0 & 0x01 == 0,
+        SourceCodec::Vp9 => {
+            // frame_marker(2) profile_low(1) profile_high(1) [reserved(1) if profile 3]
+            // show_existing_frame(1) frame_type(1)
+            if b0 >> 6 != 0b10 {
+                return false;
+            }
+            let profile = ((b0 >> 5) & 1) | (((b0 >> 4) & 1) << 1);
+            let mut bit = 4 - 1;
+            if profile == 3 {
+                bit -= 1;
+            }
+            let show_existing = (b0 >> bit) & 1;
+            if show_existing == 1 {
+                return false;
+            }
+            (b0 >> (bit - 1)) & 1 == 0
+        }
+    }
 }
 
 #[cfg(test)]
