@@ -1,6 +1,8 @@
-//! FLV muxing (video_file_format_spec_v10_1 Annex E): header, tags, PreviousTagSize.
+//! FLV muxing (video_file_format_spec_v10_1 Annex E): header, tags, PreviousTagSize. The tag
+//! bodies' headers come from `media::flv`, which RTMP ingest reads them with.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use media::flv::{aac_header, avc_header, Packet, AAC_HEADER_LEN, AVC_HEADER_LEN, SOUND_AAC};
 use media::hub::Tracks;
 use media::{AudioConfig, HubEvent, MediaFrame, TrackKind, VideoConfig};
 
@@ -40,14 +42,12 @@ pub fn tag(tag_type: u8, timestamp: u32, body: &[&[u8]]) -> Bytes {
 }
 
 /// VIDEODATA header for an AVC NALU packet: frame type, codec 7, packet type 1, SI24 composition time.
-pub fn video_frame_prefix(frame: &MediaFrame) -> [u8; 5] {
-    let cts = (frame.pts_ms() - frame.dts_ms()).clamp(-(1 << 23), (1 << 23) - 1) as i32;
-    let c = cts.to_be_bytes();
-    [if frame.keyframe { 0x17 } else { 0x27 }, 1, c[1], c[2], c[3]]
+pub fn video_frame_prefix(frame: &MediaFrame) -> [u8; AVC_HEADER_LEN] {
+    avc_header(frame.keyframe, Packet::Data, frame.pts_ms() - frame.dts_ms())
 }
 
-/// AUDIODATA header for raw AAC (SoundFormat 10; the rate/size/type bits are fixed for AAC).
-pub const AUDIO_FRAME_PREFIX: [u8; 2] = [0xaf, 1];
+/// AUDIODATA header for raw AAC.
+pub const AUDIO_FRAME_PREFIX: [u8; AAC_HEADER_LEN] = [SOUND_AAC << 4 | 0x0f, 1];
 
 /// The tag of a frame, muxed once and shared by every FLV viewer.
 pub fn frame_tag(frame: &MediaFrame) -> Bytes {
@@ -63,7 +63,7 @@ pub fn frame_tag(frame: &MediaFrame) -> Bytes {
 /// AVC sequence header body.
 pub fn video_config_body(c: &VideoConfig) -> Bytes {
     let mut b = BytesMut::with_capacity(5 + c.avcc.len());
-    b.put_slice(&[0x17, 0, 0, 0, 0]);
+    b.put_slice(&avc_header(true, Packet::SequenceHeader, 0));
     b.put_slice(&c.avcc);
     b.freeze()
 }
@@ -71,7 +71,7 @@ pub fn video_config_body(c: &VideoConfig) -> Bytes {
 /// AAC sequence header body.
 pub fn audio_config_body(c: &AudioConfig) -> Bytes {
     let mut b = BytesMut::with_capacity(2 + c.asc.len());
-    b.put_slice(&[0xaf, 0]);
+    b.put_slice(&aac_header(Packet::SequenceHeader));
     b.put_slice(&c.asc);
     b.freeze()
 }

@@ -5,15 +5,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use media::avc::{nal_units, AvcDecoderConfig};
+use media::flv::{
+    audio_codec_name, audio_header, video_codec_name, video_header, AudioHeader, Packet, VideoHeader, AAC_HEADER_LEN, AVC_HEADER_LEN,
+};
 use media::{AudioConfig, MediaFrame, Timebase, VideoConfig};
-
-/// FLV codec ids.
-pub mod codec {
-    /// SoundFormat 10: AAC.
-    pub const AAC: u8 = 10;
-    /// CodecID 7: AVC.
-    pub const AVC: u8 = 7;
-}
 
 /// Errors that refuse the publisher (sent back as an RTMP status message).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,33 +40,6 @@ pub enum IngestOutput {
     AudioConfig(AudioConfig),
     /// A frame.
     Frame(MediaFrame),
-}
-
-fn video_codec_name(id: u8) -> String {
-    match id {
-        2 => "Sorenson H.263".into(),
-        3 => "Screen video".into(),
-        4 => "VP6".into(),
-        5 => "VP6 alpha".into(),
-        6 => "Screen video 2".into(),
-        12 => "HEVC".into(),
-        13 => "AV1".into(),
-        other => format!("id {other}"),
-    }
-}
-
-fn audio_codec_name(id: u8) -> String {
-    match id {
-        0 | 3 => "linear PCM".into(),
-        1 => "ADPCM".into(),
-        2 | 14 => "MP3".into(),
-        4..=6 => "Nellymoser".into(),
-        7 => "G.711 A-law".into(),
-        8 => "G.711 mu-law".into(),
-        11 => "Speex".into(),
-        13 => "Opus".into(),
-        other => format!("id {other}"),
-    }
 }
 
 /// Converts one RTMP publisher's messages into hub inputs.
@@ -114,41 +82,33 @@ impl RtmpIngest {
 
     /// A video message (FLV VIDEODATA).
     pub fn video(&mut self, timestamp: u32, payload: &Bytes) -> Result<Option<IngestOutput>, IngestError> {
-        let Some(&b0) = payload.first() else {
+        if payload.is_empty() {
             return Ok(None);
+        }
+        let (keyframe, packet, cts) = match video_header(payload) {
+            VideoHeader::Avc {
+                keyframe,
+                packet,
+                composition_ms,
+            } => (keyframe, packet, i64::from(composition_ms)),
+            VideoHeader::Command => return Ok(None), // video info/command frame
+            VideoHeader::Enhanced(fourcc) => {
+                let fourcc = String::from_utf8_lossy(&fourcc).trim_end_matches('\0').to_owned();
+                return Err(IngestError::UnsupportedVideo(format!("'{fourcc}' (enhanced RTMP)")));
+            }
+            VideoHeader::OtherCodec(id) => return Err(IngestError::UnsupportedVideo(video_codec_name(id))),
+            VideoHeader::Truncated => return Err(IngestError::Truncated("video")),
         };
-        if b0 & 0x80 != 0 {
-            // Enhanced RTMP ExVideoTagHeader: FourCC follows.
-            let fourcc = payload
-                .get(1..5)
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .unwrap_or_default();
-            return Err(IngestError::UnsupportedVideo(format!("'{fourcc}' (enhanced RTMP)")));
-        }
-        let frame_type = b0 >> 4;
-        let codec_id = b0 & 0x0f;
-        if codec_id != codec::AVC {
-            return Err(IngestError::UnsupportedVideo(video_codec_name(codec_id)));
-        }
-        if frame_type == 5 {
-            return Ok(None); // video info/command frame
-        }
-        if payload.len() < 5 {
-            return Err(IngestError::Truncated("video"));
-        }
         let dts = self.unwrap_ts(timestamp);
-        match payload[1] {
-            0 => {
-                let record = AvcDecoderConfig::parse(&payload[5..])?;
+        match packet {
+            Packet::SequenceHeader => {
+                let record = AvcDecoderConfig::parse(&payload[AVC_HEADER_LEN..])?;
                 self.length_size = record.length_size;
-                let config = VideoConfig::from_avcc(payload.slice(5..))?;
+                let config = VideoConfig::from_avcc(payload.slice(AVC_HEADER_LEN..))?;
                 Ok(Some(IngestOutput::VideoConfig(config)))
             }
-            1 => {
-                // SI24 composition time offset.
-                let raw = (u32::from(payload[2]) << 16) | (u32::from(payload[3]) << 8) | u32::from(payload[4]);
-                let cts = ((raw << 8) as i32 >> 8) as i64;
-                let body = payload.slice(5..);
+            Packet::Data => {
+                let body = payload.slice(AVC_HEADER_LEN..);
                 if body.is_empty() {
                     return Ok(None);
                 }
@@ -161,11 +121,11 @@ impl RtmpIngest {
                     dts + cts,
                     dts,
                     Timebase::MILLIS,
-                    frame_type == 1,
+                    keyframe,
                     data,
                 ))))
             }
-            _ => Ok(None), // end of sequence
+            Packet::Other(_) => Ok(None), // end of sequence
         }
     }
 
@@ -181,23 +141,23 @@ impl RtmpIngest {
 
     /// An audio message (FLV AUDIODATA).
     pub fn audio(&mut self, timestamp: u32, payload: &Bytes) -> Result<Option<IngestOutput>, IngestError> {
-        let Some(&b0) = payload.first() else {
+        if payload.is_empty() {
             return Ok(None);
+        }
+        let packet = match audio_header(payload) {
+            AudioHeader::Aac(p) => p,
+            AudioHeader::OtherFormat(f) => return Err(IngestError::UnsupportedAudio(audio_codec_name(f))),
+            AudioHeader::Truncated => return Err(IngestError::Truncated("audio")),
         };
-        let format = b0 >> 4;
-        if format != codec::AAC {
-            return Err(IngestError::UnsupportedAudio(audio_codec_name(format)));
-        }
-        if payload.len() < 2 {
-            return Err(IngestError::Truncated("audio"));
-        }
         let ts = self.unwrap_ts(timestamp);
-        match payload[1] {
-            0 => Ok(Some(IngestOutput::AudioConfig(AudioConfig::from_asc(payload.slice(2..))?))),
-            _ if payload.len() > 2 => Ok(Some(IngestOutput::Frame(MediaFrame::audio(
+        match packet {
+            Packet::SequenceHeader => Ok(Some(IngestOutput::AudioConfig(AudioConfig::from_asc(
+                payload.slice(AAC_HEADER_LEN..),
+            )?))),
+            _ if payload.len() > AAC_HEADER_LEN => Ok(Some(IngestOutput::Frame(MediaFrame::audio(
                 ts,
                 Timebase::MILLIS,
-                payload.slice(2..),
+                payload.slice(AAC_HEADER_LEN..),
             )))),
             _ => Ok(None),
         }

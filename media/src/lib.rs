@@ -12,6 +12,7 @@
 pub mod aac;
 pub mod avc;
 mod bits;
+pub mod flv;
 pub mod frame;
 pub mod gop;
 pub mod hub;
