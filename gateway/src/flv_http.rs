@@ -459,4 +459,47 @@ mod tests {
         r.shutdown().await.unwrap();
         assert_eq!(client.await.unwrap(), b"ok");
     }
+
+    /// The fuzz target's properties (`fuzz/fuzz_targets/http_head.rs`) over mutated heads: what
+    /// is served here is a plain name, and a head with bytes after it is hyper's.
+    #[test]
+    fn mutated_heads_keep_the_properties() {
+        let seeds: [&[u8]; 3] = [
+            b"GET /live/a.flv HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /live/cam-1.flv?t=1 HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /ll/a/b.flv HTTP/1.1\r\n\r\n",
+        ];
+        let alphabet = b"/%?.\r\n :GETflvHTP1aA\x00\xff";
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut served = 0;
+        for i in 0..50_000 {
+            let mut b = seeds[i % seeds.len()].to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % (b.len() + 1);
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if at < b.len() => b[at] = c,
+                    1 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    _ => b.insert(at, c),
+                }
+            }
+            if let Head::FlvPlay { app, stream } = classify(&b) {
+                served += 1;
+                assert!(!app.is_empty() && !stream.is_empty());
+                assert!(!app.contains('/') && !stream.contains('/') && !stream.contains('%'));
+                let mut more = b.clone();
+                more.push(b'G');
+                assert_eq!(classify(&more), Head::Other);
+            }
+        }
+        assert!(served > 1000, "the mutations still reach the fast path ({served})");
+    }
 }

@@ -291,4 +291,45 @@ mod tests {
         let unwatched = l.after_leave(s(1), s(31), false);
         assert!(unwatched.remove && !unwatched.try_resume);
     }
+
+    /// The fuzz target's properties (`fuzz/fuzz_targets/hls_name.rs`) over mutated names: no
+    /// panic, and what the routes slice out of a name is there.
+    #[test]
+    fn mutated_names_keep_the_properties() {
+        let seeds = ["cam.m3u8", "my-cam-17.3.m4s", "cam-init2.mp4", "cam-170000.ts", "a-b-c-1.2.m4s"];
+        let alphabet = b"-.0123456789initsmp4m3u8tsx\xc3\xa9/%";
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..100_000 {
+            let mut b = seeds[i % seeds.len()].as_bytes().to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % (b.len() + 1);
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if at < b.len() => b[at] = c,
+                    1 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    _ => b.insert(at, c),
+                }
+            }
+            let Ok(file) = std::str::from_utf8(&b) else { continue };
+            if let Some(ClassicName::Segment { stream, seq, .. }) = classic_name(file) {
+                assert_eq!(format!("{stream}-{seq}.ts"), file);
+            }
+            match ll_name(file) {
+                LlName::Media { stream, .. } => {
+                    let name = &file[stream.len() + 1..file.len() - 4];
+                    assert_eq!(format!("{stream}-{name}"), file[..file.len() - 4]);
+                }
+                LlName::Playlist { stream } => assert_eq!(format!("{stream}.m3u8"), file),
+                LlName::Unknown => {}
+            }
+        }
+    }
 }
