@@ -57,6 +57,8 @@ async fn api_streams(State(hub): State<Hub>) -> impl IntoResponse {
                     "height": v.info.height,
                     "profile": v.info.profile,
                     "level": v.info.level,
+                    // Frames out of decode order: browsers' WebRTC decoders cannot play them.
+                    "bframes": s.reordered_video_frames > 0,
                 })),
                 "audio": s.audio.as_ref().map(|a| json!({
                     "codec": a.info.codec_string(),

@@ -94,6 +94,7 @@ async fn ffmpeg_publish_then_pull_rtmp_http_flv_ws_flv() {
     assert_eq!(stats["publisher"]["protocol"], "rtmp");
     assert_eq!(stats["video"]["codec"].as_str().unwrap().get(..5), Some("avc1."));
     assert_eq!(stats["video"]["width"], 640);
+    assert_eq!(stats["video"]["bframes"], false, "x264 zerolatency makes no B-frames");
     assert_eq!(stats["audio"]["sample_rate"], 44100);
     assert!(stats["bitrate_in"].as_u64().unwrap() > 100_000);
     let _ = publisher.kill();
@@ -439,6 +440,10 @@ fn audio_only_and_video_only_streams_play() {
         // The FLV header announces only the track that is there.
         let (_, _, body) = http_request_prefix(gw.http, &format!("/{key}.flv"), 13);
         assert_eq!(body[4], if expected == "aac" { 0x04 } else { 0x01 }, "{key} FLV header flags");
+        if expected == "h264" {
+            // x264's default (veryfast without zerolatency) uses B-frames: the API says so.
+            assert_eq!(gw.stream(&key).unwrap()["video"]["bframes"], true, "{key}");
+        }
         let _ = p.kill();
         let _ = p.wait();
     }

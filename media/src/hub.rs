@@ -125,6 +125,9 @@ pub struct StreamStats {
     pub overflows: u64,
     /// Timestamps corrected because they went backwards.
     pub timestamp_fixes: u64,
+    /// Video frames presented later than decoded (pts > dts): the stream has B-frames, which
+    /// browsers' WebRTC H.264 decoders cannot reorder.
+    pub reordered_video_frames: u64,
     /// Keyframe requests received from egress.
     pub keyframe_requests: u64,
     /// The fullest viewer queue right now: (frames, payload bytes).
@@ -208,6 +211,7 @@ struct StreamState {
     dropped: u64,
     overflows: u64,
     timestamp_fixes: u64,
+    reordered_video_frames: u64,
 }
 
 struct SubShared {
@@ -425,6 +429,7 @@ impl Stream {
             dropped_frames: st.dropped + live_drops,
             overflows: st.overflows,
             timestamp_fixes: st.timestamp_fixes,
+            reordered_video_frames: st.reordered_video_frames,
             keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
             max_viewer_queue,
         }
@@ -534,6 +539,9 @@ impl Publisher {
             }
         }
         st.last_dts[ci] = Some(frame.dts);
+        if frame.track == TrackKind::Video && frame.pts != frame.dts {
+            st.reordered_video_frames += 1;
+        }
         let len = frame.data.len();
         st.bytes_in += len as u64;
         st.frames_in[ti] += 1;
@@ -909,6 +917,27 @@ mod tests {
         assert_eq!(p.demand(), CodecSet::FLV, "Opus is wanted by nobody once its viewer left");
         drop(flv);
         assert_eq!(p.demand(), CodecSet::EMPTY);
+    }
+
+    /// B-frames show as video presented after it is decoded; audio and in-order video do not.
+    #[test]
+    fn reordered_video_is_counted() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.push(vframe(0, true, 10), at(0));
+        p.push(MediaFrame::audio(5, Timebase::MILLIS, Bytes::from_static(b"aac")), at(0));
+        p.push(vframe(33, false, 10), at(33));
+        assert_eq!(p.stats().reordered_video_frames, 0);
+        // IPB in decode order: P (pts 133, dts 66), B (pts 100, dts 100).
+        p.push(
+            MediaFrame::video(133, 66, Timebase::MILLIS, false, Bytes::from_static(b"p")),
+            at(66),
+        );
+        p.push(
+            MediaFrame::video(100, 100, Timebase::MILLIS, false, Bytes::from_static(b"b")),
+            at(100),
+        );
+        assert_eq!(p.stats().reordered_video_frames, 1);
     }
 
     #[test]
