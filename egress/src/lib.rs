@@ -10,6 +10,7 @@
 //! * [`ts`]: MPEG-TS for HLS segments.
 //! * [`hls`]: the HLS segmenter and live playlist.
 //! * [`fmp4`], [`llhls`]: CMAF fragments and the Low-Latency HLS segmenter.
+//! * [`webrtc`]: the frames a WebRTC session sends (H.264 in Annex B, Opus, VP8, VP9).
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -20,6 +21,7 @@ pub mod llhls;
 pub mod rtmp_play;
 pub mod ts;
 pub mod viewer;
+pub mod webrtc;
 
 /// The frame slots ([`media::MuxSlot`]) each format caches its muxed bytes in. A new format
 /// takes the next free index here; `media` does not know the formats.
@@ -30,6 +32,8 @@ pub mod slots {
     pub const FLV: MuxSlot = MuxSlot::new(0);
     /// The RTMP chunks of one message as sent to players.
     pub const RTMP_PLAY: MuxSlot = MuxSlot::new(1);
+    /// An H.264 access unit in Annex B, parameter sets in front of an IDR (WebRTC).
+    pub const WEBRTC: MuxSlot = MuxSlot::new(2);
 }
 
 /// Codec configurations the unit tests share.

@@ -125,8 +125,9 @@ pub struct StreamStats {
     pub overflows: u64,
     /// Timestamps corrected because they went backwards.
     pub timestamp_fixes: u64,
-    /// Video frames presented later than decoded (pts > dts): the stream has B-frames, which
-    /// browsers' WebRTC H.264 decoders cannot reorder.
+    /// Video frames presented before a frame decoded earlier (pts going back in decode order):
+    /// the stream has B-frames, which browsers' WebRTC H.264 decoders cannot reorder. A constant
+    /// composition offset (some encoders send one without B-frames) does not count.
     pub reordered_video_frames: u64,
     /// Keyframe requests received from egress.
     pub keyframe_requests: u64,
@@ -212,6 +213,7 @@ struct StreamState {
     overflows: u64,
     timestamp_fixes: u64,
     reordered_video_frames: u64,
+    last_video_pts: Option<i64>,
 }
 
 struct SubShared {
@@ -539,8 +541,11 @@ impl Publisher {
             }
         }
         st.last_dts[ci] = Some(frame.dts);
-        if frame.track == TrackKind::Video && frame.pts != frame.dts {
-            st.reordered_video_frames += 1;
+        if frame.track == TrackKind::Video {
+            if st.last_video_pts.is_some_and(|p| frame.pts < p) {
+                st.reordered_video_frames += 1;
+            }
+            st.last_video_pts = Some(frame.pts);
         }
         let len = frame.data.len();
         st.bytes_in += len as u64;
@@ -927,6 +932,12 @@ mod tests {
         p.push(vframe(0, true, 10), at(0));
         p.push(MediaFrame::audio(5, Timebase::MILLIS, Bytes::from_static(b"aac")), at(0));
         p.push(vframe(33, false, 10), at(33));
+        // A constant composition offset is not reordering.
+        p.push(MediaFrame::video(99, 66, Timebase::MILLIS, false, Bytes::from_static(b"p")), at(33));
+        p.push(
+            MediaFrame::video(100, 67, Timebase::MILLIS, false, Bytes::from_static(b"p")),
+            at(33),
+        );
         assert_eq!(p.stats().reordered_video_frames, 0);
         // IPB in decode order: P (pts 133, dts 66), B (pts 100, dts 100).
         p.push(
