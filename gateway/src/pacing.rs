@@ -37,6 +37,12 @@ impl Pacer {
         true
     }
 
+    /// Nobody wants a keyframe any more (what asked was satisfied meanwhile): a pending ask is
+    /// dropped, so it does not fire late into a fresh GOP.
+    pub fn withdraw(&mut self) {
+        self.pending = false;
+    }
+
     /// The request could not be sent: it stays pending (the gap still counts from now).
     pub fn retry(&mut self) {
         self.pending = true;
@@ -67,5 +73,11 @@ mod tests {
         assert!(!p.due(t0 + ms(1400)));
         assert!(p.due(t0 + ms(1500)));
         assert!(!p.due(t0 + ms(9000)), "nothing pending");
+        // An ask withdrawn before its gap is over never fires.
+        p.ask();
+        assert!(p.due(t0 + ms(9000)));
+        p.ask();
+        p.withdraw();
+        assert!(!p.due(t0 + ms(9600)));
     }
 }

@@ -330,8 +330,12 @@ async fn run<S: Kind>(st: Arc<HlsService>, key: StreamKey, s: Arc<HlsStream<S>>,
                     let Some(ev) = ev else { break };
                     s.update(|seg| {
                         let changed = seg.push(&ev, unix_ms());
+                        // Asked only while the segment is overdue: once a keyframe cut it, an
+                        // ask held back by the pacer must not fire into the new segment.
                         if seg.overdue() {
                             keyframes.ask();
+                        } else {
+                            keyframes.withdraw();
                         }
                         changed
                     });
