@@ -188,7 +188,7 @@ impl Pipeline {
             _ => return,
         };
         if self.forward.contains(codec) {
-            let data = bytes::Bytes::copy_from_slice(&f.data);
+            let data = bytes::Bytes::from_owner(f.data.clone());
             ops.push(HubOp::Frame(MediaFrame::coded(codec, pts, pts, tb, key, data)));
         }
     }
