@@ -11,10 +11,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(format!("{stream}-{seq}.ts"), file);
     }
     match ll_name(file) {
-        LlName::Media { stream, .. } => {
-            // The route slices the object's name out of the file name this way.
-            let name = &file[stream.len() + 1..file.len() - 4];
-            assert_eq!(format!("{stream}-{name}"), file[..file.len() - 4]);
+        LlName::Media { stream, name, .. } => {
+            // The stream and the object's name (the ETag's) are the file name's pieces.
+            assert_eq!(format!("{stream}-{name}{}", &file[file.len() - 4..]), file);
         }
         LlName::Playlist { stream } => assert_eq!(format!("{stream}.m3u8"), file),
         LlName::Unknown => {}

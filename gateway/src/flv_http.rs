@@ -470,27 +470,10 @@ mod tests {
             b"GET /ll/a/b.flv HTTP/1.1\r\n\r\n",
         ];
         let alphabet = b"/%?.\r\n :GETflvHTP1aA\x00\xff";
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut m = crate::testutil::Mutator::new(0x9e37_79b9_7f4a_7c15);
         let mut served = 0;
         for i in 0..50_000 {
-            let mut b = seeds[i % seeds.len()].to_vec();
-            for _ in 0..1 + next() % 3 {
-                let at = (next() as usize) % (b.len() + 1);
-                let c = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < b.len() => b[at] = c,
-                    1 if at < b.len() => {
-                        b.remove(at);
-                    }
-                    _ => b.insert(at, c),
-                }
-            }
+            let b = m.mutate(seeds[i % seeds.len()], alphabet, 3);
             if let Head::FlvPlay { app, stream } = classify(&b) {
                 served += 1;
                 assert!(!app.is_empty() && !stream.is_empty());

@@ -19,6 +19,8 @@ mod publish;
 mod respond;
 mod rtmp_server;
 mod state;
+#[cfg(test)]
+mod testutil;
 mod viewer_loop;
 mod webrtc_server;
 mod whip;

@@ -514,9 +514,9 @@ async fn ll(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let (stream, object) = match ll_name(&file) {
+    let (stream, name, object) = match ll_name(&file) {
         LlName::Playlist { stream } => return ll_playlist(&st, &app, stream, q).await,
-        LlName::Media { stream, object } => (stream, object),
+        LlName::Media { stream, name, object } => (stream, name, object),
         LlName::Unknown => return plain(StatusCode::NOT_FOUND, "LL-HLS URLs end in .m3u8, .m4s or .mp4"),
     };
     let key = match stream_key_or_400(&app, stream) {
@@ -527,7 +527,6 @@ async fn ll(
     let (Some(hls), Some(object)) = (st.streams.ll.get(&key), object) else {
         return missing();
     };
-    let name = &file[stream.len() + 1..file.len() - 4];
     let etag = format!("\"{}-{name}\"", hls.epoch);
     let counters = &st.streams.ll.counters;
     let (msn, part) = match object {

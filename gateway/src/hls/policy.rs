@@ -49,9 +49,14 @@ pub enum LlObject {
 pub enum LlName<'a> {
     /// `{stream}.m3u8`.
     Playlist { stream: &'a str },
-    /// A media file of `stream`; `object` is None when the name after the stream is not one
-    /// the segmenter makes (the answer is 404, after the stream name is checked).
-    Media { stream: &'a str, object: Option<LlObject> },
+    /// A media file of `stream`; `name` is what follows the stream's `-` without the extension
+    /// (`17.3`, `init2`: ETags carry it); `object` is None when that is not a name the
+    /// segmenter makes (the answer is 404, after the stream name is checked).
+    Media {
+        stream: &'a str,
+        name: &'a str,
+        object: Option<LlObject>,
+    },
     /// Not `.m3u8`, `.m4s` or `.mp4`, or no `-` before the object's name.
     Unknown,
 }
@@ -80,7 +85,7 @@ pub fn ll_name(file: &str) -> LlName<'_> {
                 .map(|(m, p)| LlObject::Part(m, p)),
         }
     };
-    LlName::Media { stream, object }
+    LlName::Media { stream, name, object }
 }
 
 /// A decimal number (as `u64::from_str` reads it).
@@ -201,14 +206,14 @@ mod tests {
 
     #[test]
     fn ll_names() {
-        let media = |stream, object| LlName::Media { stream, object };
+        let media = |stream, name, object| LlName::Media { stream, name, object };
         assert_eq!(ll_name("cam.m3u8"), LlName::Playlist { stream: "cam" });
-        assert_eq!(ll_name("cam-17.m4s"), media("cam", Some(LlObject::Segment(17))));
-        assert_eq!(ll_name("cam-17.3.m4s"), media("cam", Some(LlObject::Part(17, 3))));
-        assert_eq!(ll_name("cam-init2.mp4"), media("cam", Some(LlObject::Init(2))));
-        assert_eq!(ll_name("my-cam-17.m4s"), media("my-cam", Some(LlObject::Segment(17))));
+        assert_eq!(ll_name("cam-17.m4s"), media("cam", "17", Some(LlObject::Segment(17))));
+        assert_eq!(ll_name("cam-17.3.m4s"), media("cam", "17.3", Some(LlObject::Part(17, 3))));
+        assert_eq!(ll_name("cam-init2.mp4"), media("cam", "init2", Some(LlObject::Init(2))));
+        assert_eq!(ll_name("my-cam-17.m4s"), media("my-cam", "17", Some(LlObject::Segment(17))));
         // The object's name follows the last `-`.
-        assert_eq!(ll_name("cam--1.m4s"), media("cam-", Some(LlObject::Segment(1))));
+        assert_eq!(ll_name("cam--1.m4s"), media("cam-", "1", Some(LlObject::Segment(1))));
         // Names the segmenter never makes: the stream is still named (its 400 comes first).
         for bad in [
             "cam-.m4s",
@@ -298,34 +303,16 @@ mod tests {
     fn mutated_names_keep_the_properties() {
         let seeds = ["cam.m3u8", "my-cam-17.3.m4s", "cam-init2.mp4", "cam-170000.ts", "a-b-c-1.2.m4s"];
         let alphabet = b"-.0123456789initsmp4m3u8tsx\xc3\xa9/%";
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut m = crate::testutil::Mutator::new(0x2545_f491_4f6c_dd1d);
         for i in 0..100_000 {
-            let mut b = seeds[i % seeds.len()].as_bytes().to_vec();
-            for _ in 0..1 + next() % 4 {
-                let at = (next() as usize) % (b.len() + 1);
-                let c = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < b.len() => b[at] = c,
-                    1 if at < b.len() => {
-                        b.remove(at);
-                    }
-                    _ => b.insert(at, c),
-                }
-            }
+            let b = m.mutate(seeds[i % seeds.len()].as_bytes(), alphabet, 4);
             let Ok(file) = std::str::from_utf8(&b) else { continue };
             if let Some(ClassicName::Segment { stream, seq, .. }) = classic_name(file) {
                 assert_eq!(format!("{stream}-{seq}.ts"), file);
             }
             match ll_name(file) {
-                LlName::Media { stream, .. } => {
-                    let name = &file[stream.len() + 1..file.len() - 4];
-                    assert_eq!(format!("{stream}-{name}"), file[..file.len() - 4]);
+                LlName::Media { stream, name, .. } => {
+                    assert_eq!(format!("{stream}-{name}{}", &file[file.len() - 4..]), file);
                 }
                 LlName::Playlist { stream } => assert_eq!(format!("{stream}.m3u8"), file),
                 LlName::Unknown => {}
