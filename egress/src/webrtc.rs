@@ -49,13 +49,14 @@ pub enum Unsendable {
 }
 
 /// One WebRTC viewer's state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WebRtcViewer {
     /// SPS and PPS of the current video configuration, in Annex B.
     parameter_sets: Option<Bytes>,
-    /// A keyframe went out (video-less streams start at once).
-    started: bool,
-    has_video: bool,
+    /// Video waits for a keyframe (at the start, and after the still picture of [`Self::start`]).
+    video_waits: bool,
+    /// Audio waits for the first picture (streams with video).
+    audio_waits: bool,
     last_h264_pts: Option<i64>,
 }
 
@@ -63,9 +64,51 @@ impl WebRtcViewer {
     /// A viewer that has sent nothing.
     pub fn new(has_video: bool) -> Self {
         Self {
-            has_video,
-            ..Self::default()
+            parameter_sets: None,
+            video_waits: true,
+            audio_waits: has_video,
+            last_h264_pts: None,
         }
+    }
+
+    /// Starts from what the hub replays to a new subscriber (configurations, then the cached
+    /// GOP), without the burst a browser would show as a fast-forward: the GOP's keyframe goes
+    /// alone, stamped at the newest replayed frame's time (the live edge), so a picture shows at
+    /// once; when frames followed it in the cache, video then waits for the next live keyframe
+    /// (they depend on the skipped ones). Audio starts live.
+    pub fn start(&mut self, replay: Vec<HubEvent>, out: &mut Vec<SendFrame>) -> Result<(), Unsendable> {
+        let mut key: Option<std::sync::Arc<MediaFrame>> = None;
+        let mut newest = None;
+        let mut after_key = false;
+        for ev in replay {
+            match ev {
+                HubEvent::Frame(f) if f.track == TrackKind::Video && sendable(f.codec) => {
+                    self.check_order(&f)?;
+                    if key.is_none() && f.keyframe {
+                        newest = Some(f.pts);
+                        key = Some(f);
+                    } else if key.is_some() {
+                        newest = newest.max(Some(f.pts));
+                        after_key = true;
+                    }
+                }
+                HubEvent::Frame(_) => {}
+                ev => self.on_event(ev, out)?,
+            }
+        }
+        if let (Some(k), Some(pts)) = (key, newest) {
+            if self.send(&k, pts, out) {
+                self.video_waits = after_key;
+                self.audio_waits = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// A video frame did not reach the session: video waits for the next keyframe (what
+    /// follows depends on the lost frame).
+    pub fn skip_to_keyframe(&mut self) {
+        self.video_waits = true;
     }
 
     /// Appends what `ev` makes this viewer send. An error ends the viewer with its reason.
@@ -80,48 +123,65 @@ impl WebRtcViewer {
         }
     }
 
-    fn on_frame(&mut self, f: &MediaFrame, out: &mut Vec<SendFrame>) -> Result<(), Unsendable> {
-        let clock = match f.codec {
-            Codec::H264 | Codec::Vp8 | Codec::Vp9 => VIDEO_CLOCK,
-            Codec::Opus => OPUS_CLOCK,
-            // AAC, and whatever else is not a WebRTC codec.
-            _ => return Ok(()),
-        };
+    /// Presentation going back in decode order is a B-frame (a constant composition offset,
+    /// which some encoders send without B-frames, is not).
+    fn check_order(&mut self, f: &MediaFrame) -> Result<(), Unsendable> {
         if f.codec == Codec::H264 {
-            // Presentation going back in decode order is a B-frame (a constant composition
-            // offset, which some encoders send without B-frames, is not).
             if self.last_h264_pts.is_some_and(|p| f.pts < p) {
                 return Err(Unsendable::BFrames);
             }
             self.last_h264_pts = Some(f.pts);
         }
-        if !self.started {
-            if f.track == TrackKind::Video && f.keyframe {
-                self.started = true;
-            } else if self.has_video {
-                return Ok(());
-            }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, f: &MediaFrame, out: &mut Vec<SendFrame>) -> Result<(), Unsendable> {
+        if !sendable(f.codec) {
+            // AAC, and whatever else is not a WebRTC codec.
+            return Ok(());
         }
+        self.check_order(f)?;
+        match f.track {
+            TrackKind::Video if self.video_waits && !f.keyframe => return Ok(()),
+            TrackKind::Audio if self.audio_waits => return Ok(()),
+            _ => {}
+        }
+        if self.send(f, f.pts, out) && f.track == TrackKind::Video {
+            self.video_waits = false;
+            self.audio_waits = false;
+        }
+        Ok(())
+    }
+
+    /// Appends `f` stamped at `pts` (in its timebase); false when there was nothing to send
+    /// (H.264 before its configuration, or a malformed access unit).
+    fn send(&mut self, f: &MediaFrame, pts: i64, out: &mut Vec<SendFrame>) -> bool {
+        let clock = if f.track == TrackKind::Video { VIDEO_CLOCK } else { OPUS_CLOCK };
         let data = match f.codec {
             Codec::H264 => {
-                let Some(ps) = &self.parameter_sets else { return Ok(()) };
+                let Some(ps) = &self.parameter_sets else { return false };
                 f.muxed(crate::slots::WEBRTC, |f| annex_b(f, ps))
             }
             _ => f.data.clone(),
         };
         if data.is_empty() {
-            return Ok(());
+            return false;
         }
         out.push(SendFrame {
             track: f.track,
             codec: f.codec,
-            rtp_time: u64::try_from(f.timebase.rescale(f.pts, clock)).unwrap_or(0),
-            timeline_us: f.timebase.rescale(f.pts, Timebase { num: 1, den: 1_000_000 }),
+            rtp_time: u64::try_from(f.timebase.rescale(pts, clock)).unwrap_or(0),
+            timeline_us: f.timebase.rescale(pts, Timebase { num: 1, den: 1_000_000 }),
             keyframe: f.keyframe,
             data,
         });
-        Ok(())
+        true
     }
+}
+
+/// The codecs a WebRTC session sends.
+fn sendable(c: Codec) -> bool {
+    matches!(c, Codec::H264 | Codec::Vp8 | Codec::Vp9 | Codec::Opus)
 }
 
 /// The configuration's SPS and PPS as Annex B.
@@ -232,6 +292,53 @@ mod tests {
         v.on_event(p(200, 66), &mut out).unwrap();
         let e = v.on_event(p(133, 67), &mut out).unwrap_err();
         assert!(e.to_string().contains("-bf 0"), "{e}");
+    }
+
+    #[test]
+    fn a_cached_gop_starts_with_its_keyframe_at_the_live_edge_then_the_next_keyframe() {
+        let mut v = WebRtcViewer::new(true);
+        let mut out = Vec::new();
+        let key = |ms| frame(MediaFrame::video(ms, ms, Timebase::MILLIS, true, avcc(&[&[0x65, 1]])));
+        let p = |ms| frame(MediaFrame::video(ms, ms, Timebase::MILLIS, false, avcc(&[&[0x41, 1]])));
+        let opus = |ms: i64| {
+            frame(MediaFrame::coded(
+                Codec::Opus,
+                ms * 48,
+                ms * 48,
+                OPUS_CLOCK,
+                true,
+                Bytes::from_static(b"op"),
+            ))
+        };
+        let replay = vec![HubEvent::VideoConfig(video_config(PPS)), key(1000), opus(1010), p(1033), p(1066)];
+        v.start(replay, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "the keyframe alone: {out:?}");
+        assert!(out[0].keyframe);
+        assert_eq!(out[0].rtp_time, 1066 * 90, "stamped at the newest cached frame");
+        // Live: P frames that need the skipped ones wait; audio goes; the next keyframe resumes.
+        v.on_event(p(1100), &mut out).unwrap();
+        v.on_event(opus(1110), &mut out).unwrap();
+        v.on_event(key(1133), &mut out).unwrap();
+        v.on_event(p(1166), &mut out).unwrap();
+        let got: Vec<_> = out[1..].iter().map(|f| (f.codec, f.keyframe, f.timeline_us / 1000)).collect();
+        assert_eq!(
+            got,
+            [(Codec::Opus, true, 1110), (Codec::H264, true, 1133), (Codec::H264, false, 1166)]
+        );
+
+        // A cache holding only its keyframe: live frames follow it at once.
+        let mut v = WebRtcViewer::new(true);
+        let mut out = Vec::new();
+        v.start(vec![HubEvent::VideoConfig(video_config(PPS)), key(0)], &mut out).unwrap();
+        v.on_event(p(33), &mut out).unwrap();
+        assert_eq!(out.iter().map(|f| f.rtp_time).collect::<Vec<_>>(), [0, 33 * 90]);
+
+        // Nothing cached: wait for a keyframe as before.
+        let mut v = WebRtcViewer::new(true);
+        let mut out = Vec::new();
+        v.start(vec![HubEvent::VideoConfig(video_config(PPS))], &mut out).unwrap();
+        v.on_event(p(33), &mut out).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::flv_play::{self, FlvService};
 use crate::hls::{self, HlsService};
 use crate::respond::{method_not_allowed, not_found};
 use crate::state::AppState;
-use crate::{api, metrics, whip};
+use crate::{api, metrics, whep, whip};
 
 pub fn router(st: &AppState) -> Router {
     let allow = st.config.http.cors_allow_origin.as_str();
@@ -57,6 +57,12 @@ pub fn router(st: &AppState) -> Router {
         .merge(hls::routes(st.hls.clone()))
         .merge(whip::routes(Arc::new(whip::WhipService {
             publishing: st.publishing.clone(),
+            webrtc: st.webrtc.clone(),
+            admission: st.webrtc_admission.clone(),
+            config: st.config.webrtc.clone(),
+        })))
+        .merge(whep::routes(Arc::new(whep::WhepService {
+            hub: st.hub.clone(),
             webrtc: st.webrtc.clone(),
             admission: st.webrtc_admission.clone(),
             config: st.config.webrtc.clone(),

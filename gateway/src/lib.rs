@@ -18,11 +18,13 @@ mod pacing;
 mod publish;
 mod respond;
 mod rtmp_server;
+mod sdp_http;
 mod state;
 #[cfg(test)]
 mod testutil;
 mod viewer_loop;
 mod webrtc_server;
+mod whep;
 mod whip;
 
 /// Request parsing that sees raw bytes from the network, sans-IO: the fuzz targets' entry
@@ -112,7 +114,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let rtmp = local("RTMP", rtmp_listener.local_addr())?;
     let (udp_socket, endpoint_config) = webrtc_server::bind(&config)?;
     let webrtc_udp = local("WebRTC UDP", udp_socket.local_addr())?;
-    let (webrtc, webrtc_rx) = webrtc_server::channel();
+    let (webrtc, webrtc_inputs) = webrtc_server::channel();
     let publishing = Arc::new(publish::Publishing::new(hub.clone(), auth::from_config(&config)));
     let webrtc_admission = admission::Admission::new(admission::Limits {
         per_address: config.webrtc.max_pending_per_address,
@@ -162,7 +164,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     info!(%http, %rtmp, %webrtc_udp, "listening");
     let tasks = vec![
         tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone())),
-        tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_rx, shell)),
+        tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_inputs, shell)),
         // HTTP-FLV plays are served on the socket, the rest by axum's router behind hyper.
         tokio::spawn(flv_http::serve(http_listener, http::router(&state), flv)),
     ];

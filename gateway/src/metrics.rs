@@ -205,6 +205,40 @@ fn render(st: &Sources) -> String {
     );
     family(
         &mut m,
+        "streamgate_webrtc_play_sessions_total",
+        "counter",
+        "WebRTC viewer (WHEP) sessions that connected.",
+        one(load(&w.play_sessions)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_frames_out_total",
+        "counter",
+        "Frames written to WebRTC viewers, and frames dropped because the outgoing queue was full (that viewer then skips to the next keyframe).",
+        vec![
+            ("{result=\"sent\"}".to_owned(), load(&w.frames_out)),
+            ("{result=\"dropped\"}".to_owned(), load(&w.frames_dropped_out)),
+        ],
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_rtp_packets_out_total",
+        "counter",
+        "RTP packets sent to WebRTC viewers (retransmissions included).",
+        one(load(&w.rtp_packets_out)),
+    );
+    family(
+        &mut m,
+        "streamgate_webrtc_viewer_feedback_total",
+        "counter",
+        "NACKs and keyframe requests (PLI/FIR) received from WebRTC viewers.",
+        vec![
+            ("{kind=\"nack\"}".to_owned(), load(&w.nacks_in)),
+            ("{kind=\"keyframe_request\"}".to_owned(), load(&w.keyframe_requests_in)),
+        ],
+    );
+    family(
+        &mut m,
         "streamgate_streams_published_total",
         "counter",
         "Streams published.",

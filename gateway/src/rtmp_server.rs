@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use egress::rtmp_play::RtmpPlayViewer;
 use ingest::rtmp::{IngestOutput, RtmpIngest};
-use media::{Publisher, StreamKey, Subscriber};
+use media::{Codec, CodecSet, Publisher, StreamKey, Subscriber};
 use rtmp::chunk::ChunkLimits;
 use rtmp::{ServerSession, SessionConfig, SessionError, SessionEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -240,6 +240,10 @@ async fn publish_loop(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let mut ingest = RtmpIngest::new();
+    // AAC -> Opus while a WebRTC viewer takes Opus.
+    let mut opus = ingest::opus::OpusRendition::new();
+    let mut opus_out = Vec::new();
+    let mut opus_error_logged = false;
     let mut pending = first;
     loop {
         for ev in pending.drain(..) {
@@ -263,11 +267,26 @@ async fn publish_loop(
                 }
                 Ok(Some(IngestOutput::AudioConfig(c))) => {
                     let info = c.info;
+                    opus.set_config(&c);
+                    if info.channels > 0 {
+                        publisher.set_supply(CodecSet::FLV.union(CodecSet::of(&[Codec::Opus])));
+                    }
                     if publisher.set_audio_config(c) {
                         info!(rate = info.sample_rate, channels = info.channels, "audio configuration");
                     }
                 }
-                Ok(Some(IngestOutput::Frame(f))) => publisher.push(f, std::time::Instant::now()),
+                Ok(Some(IngestOutput::Frame(f))) => {
+                    let now = std::time::Instant::now();
+                    opus.push(&f, publisher.demand(), &mut opus_out);
+                    publisher.push(f, now);
+                    for o in opus_out.drain(..) {
+                        publisher.push(o, now);
+                    }
+                    if let (Some(e), false) = (opus.error(), opus_error_logged) {
+                        warn!("AAC -> Opus for WebRTC viewers stopped: {e}");
+                        opus_error_logged = true;
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => {
                     conn.refuse("NetStream.Publish.Rejected", &e.to_string()).await?;

@@ -6,6 +6,14 @@
 //! from an offer with a [`SessionSpec`] (what it receives and sends) and a [`Role`] (what it
 //! becomes once connected), [`Command::Close`] ends one.
 //!
+//! * A playing session (WHEP) has a play task: hub events -> [`WebRtcViewer`] -> frames on the
+//!   shared outgoing queue ([`OUT_QUEUE`]) -> `Endpoint::write` in the UDP task. The hub's
+//!   per-viewer queue bounds what one slow session holds; a full outgoing queue (the UDP task
+//!   behind) drops the frame, counts it, and that viewer skips to the next keyframe.
+//! * A viewer's PLI/FIR goes to its play task, which asks the publisher for a keyframe (a
+//!   WebRTC publisher answers within a round trip; RTMP publishers cannot be asked).
+//! * When the stream ends, or turns out unsendable (B-frames), the play task ends the session.
+//!
 //! * The UDP task never waits on a publisher's media task: frames go through a bounded channel;
 //!   when it is full the frame is dropped, counted, and the media task asks for a keyframe.
 //! * Keyframe requests (RTCP PLI) come from the media task: periodically
@@ -18,14 +26,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use egress::webrtc::{SendFrame, WebRtcViewer};
 use ingest::webrtc::pipeline::{HubOp, Pipeline};
 use media::frame::TrackKind;
-use media::{Publisher, Reservation, StreamKey};
+use media::{Codec as MediaCodec, CodecSet, Publisher, Reservation, StreamKey, Subscriber};
 use str0m::format::Codec;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn, Instrument};
-use webrtc::endpoint::{CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId, SessionSpec};
+use webrtc::endpoint::{
+    CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId, SessionSpec, WriteError,
+};
 use webrtc::{RtpFrame, Track};
 
 use crate::admission::Pending;
@@ -35,6 +47,10 @@ use crate::StartError;
 
 /// Frames queued between the UDP task and one publisher's media task.
 const MEDIA_QUEUE: usize = 1024;
+/// Frames queued from every play task to the UDP task.
+pub const OUT_QUEUE: usize = 8192;
+/// Outgoing frames written before the UDP task looks at its other inputs again.
+const OUT_BATCH: usize = 256;
 /// Datagrams taken from the socket in one go before the outputs are written.
 const RECV_BATCH: usize = 65;
 /// Longest wait of the UDP task between timer checks.
@@ -56,6 +72,8 @@ pub enum Command {
     Close { token: String, reply: oneshot::Sender<bool> },
     /// Ask a session's peer for a keyframe (from a publisher's media task).
     Keyframe { id: SessionId },
+    /// Ends a session (its play task stopped: the stream ended or cannot be sent).
+    End { id: SessionId },
 }
 
 /// What a session becomes once connected.
@@ -63,6 +81,27 @@ pub enum Role {
     /// Publishes the key it reserved: the key is claimed on connect (a publisher that connected
     /// first wins, and this session is closed), and what it receives goes to the hub.
     Publish(Reservation),
+    /// Plays a live key (WHEP): subscribed when the offer came, so that what the viewer needs
+    /// (a keyframe, the Opus rendition) is on its way while ICE and DTLS connect.
+    Play { sub: Subscriber },
+}
+
+impl Role {
+    fn key(&self) -> &StreamKey {
+        match self {
+            Role::Publish(r) => r.key(),
+            Role::Play { sub } => sub.key(),
+        }
+    }
+}
+
+/// One frame for a session, from its play task.
+pub struct Outgoing {
+    id: SessionId,
+    track: Track,
+    wallclock: Instant,
+    rtp_time: u64,
+    data: Bytes,
 }
 
 /// A WHIP session that was created.
@@ -95,12 +134,25 @@ pub struct WebRtcCounters {
     pub video_frames: AtomicU64,
     /// Video frames dropped because packets before them were lost for good (until the next IDR).
     pub video_frames_unrepaired: AtomicU64,
+    /// Playing (WHEP) sessions that connected.
+    pub play_sessions: AtomicU64,
+    /// Frames written to playing sessions.
+    pub frames_out: AtomicU64,
+    /// Frames to playing sessions dropped because the outgoing queue was full.
+    pub frames_dropped_out: AtomicU64,
+    /// RTP packets sent.
+    pub rtp_packets_out: AtomicU64,
+    /// NACKs and keyframe requests received from viewers.
+    pub nacks_in: AtomicU64,
+    pub keyframe_requests_in: AtomicU64,
 }
 
-/// Handle used by HTTP routes.
+/// Handle used by HTTP routes and the session tasks.
 #[derive(Clone)]
 pub struct WebRtcHandle {
     pub tx: mpsc::Sender<Command>,
+    /// Frames for playing sessions.
+    pub out: mpsc::Sender<Outgoing>,
 }
 
 /// Addresses advertised as ICE host candidates for a socket bound to `bind`.
@@ -172,10 +224,17 @@ pub fn bind(config: &crate::config::Config) -> Result<(UdpSocket, EndpointConfig
     Ok((socket, config))
 }
 
-/// The command channel between HTTP routes and the WebRTC task.
-pub fn channel() -> (WebRtcHandle, mpsc::Receiver<Command>) {
-    let (tx, rx) = mpsc::channel(256);
-    (WebRtcHandle { tx }, rx)
+/// What the WebRTC task receives.
+pub struct Inputs {
+    commands: mpsc::Receiver<Command>,
+    out: mpsc::Receiver<Outgoing>,
+}
+
+/// The channels between HTTP routes, session tasks and the WebRTC task.
+pub fn channel() -> (WebRtcHandle, Inputs) {
+    let (tx, commands) = mpsc::channel(256);
+    let (out_tx, out) = mpsc::channel(OUT_QUEUE);
+    (WebRtcHandle { tx, out: out_tx }, Inputs { commands, out })
 }
 
 struct Live {
@@ -186,6 +245,20 @@ struct Live {
     connecting: Option<(Role, Pending)>,
     /// Once connected as a publisher and the key claimed: the media task's queue.
     media: Option<mpsc::Sender<RtpFrame>>,
+    /// Once connected as a viewer: its play task.
+    play: Option<PlayTask>,
+}
+
+struct PlayTask {
+    /// The viewer asked for a keyframe.
+    keyframe: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PlayTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What the WebRTC task and its media tasks need.
@@ -198,7 +271,11 @@ pub struct Shell {
 }
 
 /// Runs the WebRTC task until shutdown.
-pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Receiver<Command>, st: Arc<Shell>) {
+pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st: Arc<Shell>) {
+    let Inputs {
+        commands: mut rx,
+        out: mut out_rx,
+    } = inputs;
     let mut ep = Endpoint::new(config);
     let counters = &st.counters;
     let mut shutdown = st.shutdown.clone();
@@ -231,10 +308,8 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Rece
                         let r = ep.accept_offer(Instant::now(), &sdp, &spec, &mut out);
                         let r = r.map(|a| {
                             let token = random_token();
-                            let key = match &role {
-                                Role::Publish(reservation) => reservation.key().clone(),
-                            };
-                            live.insert(a.id, Live { token: token.clone(), key, negotiated: a.negotiated, connecting: Some((role, pending)), media: None });
+                            let key = role.key().clone();
+                            live.insert(a.id, Live { token: token.clone(), key, negotiated: a.negotiated, connecting: Some((role, pending)), media: None, play: None });
                             counters.sessions.fetch_add(1, Ordering::Relaxed);
                             Accepted { token, answer: a.answer }
                         });
@@ -253,6 +328,23 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, mut rx: mpsc::Rece
                             counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    Command::End { id } => ep.close(id, &mut out),
+                }
+            }
+            f = out_rx.recv() => {
+                let mut next = f;
+                let mut taken = 0;
+                while let Some(f) = next {
+                    match ep.write(f.id, f.track, f.wallclock, f.rtp_time, &f.data, &mut out) {
+                        Ok(()) => {
+                            counters.frames_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // The session ended; its play task is being stopped.
+                        Err(WriteError::NoSession) => {}
+                        Err(e) => debug!(session = f.id, "WebRTC write: {e}"),
+                    }
+                    taken += 1;
+                    next = if taken < OUT_BATCH { out_rx.try_recv().ok() } else { None };
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()), if ticking => {
@@ -292,6 +384,9 @@ async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<Session
     counters.nacks.store(c.nacks, Ordering::Relaxed);
     counters.plis.store(c.plis, Ordering::Relaxed);
     counters.rtp_packets.store(c.rtp_packets, Ordering::Relaxed);
+    counters.rtp_packets_out.store(c.rtp_packets_out, Ordering::Relaxed);
+    counters.nacks_in.store(c.nacks_in, Ordering::Relaxed);
+    counters.keyframe_requests_in.store(c.keyframe_requests_in, Ordering::Relaxed);
 }
 
 async fn send_transmits(socket: &UdpSocket, out: &mut Outputs) {
@@ -322,40 +417,53 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
             }
             EndpointEvent::Connected(id) => {
                 let Some(l) = live.get_mut(&id) else { continue };
-                // The admission guard goes; the reservation becomes the key, unless a publisher
-                // that connected first has it.
-                let Some((Role::Publish(reservation), _pending)) = l.connecting.take() else {
-                    continue;
-                };
+                // The admission guard goes; the role starts.
+                let Some((role, _pending)) = l.connecting.take() else { continue };
                 counters.sessions_connected.fetch_add(1, Ordering::Relaxed);
-                match reservation.claim() {
-                    Ok(publisher) => {
-                        info!(key = %l.key, session = id, "WebRTC publisher connected");
-                        let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE);
-                        let span = tracing::info_span!("whip", key = %l.key, session = id);
-                        tokio::spawn(media_task(id, publisher, l.negotiated, mrx, st.clone()).instrument(span));
-                        l.media = Some(mtx);
-                    }
-                    Err(e) => {
-                        counters.sessions_key_taken.fetch_add(1, Ordering::Relaxed);
-                        warn!(key = %l.key, session = id, "WebRTC publisher connected too late: {e} (another publisher connected first)");
-                        to_close.push(id);
+                match role {
+                    Role::Publish(reservation) => match reservation.claim() {
+                        // The reservation becomes the key, unless a publisher that connected
+                        // first has it.
+                        Ok(publisher) => {
+                            info!(key = %l.key, session = id, "WebRTC publisher connected");
+                            let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE);
+                            let span = tracing::info_span!("whip", key = %l.key, session = id);
+                            tokio::spawn(media_task(id, publisher, l.negotiated, mrx, st.clone()).instrument(span));
+                            l.media = Some(mtx);
+                        }
+                        Err(e) => {
+                            counters.sessions_key_taken.fetch_add(1, Ordering::Relaxed);
+                            warn!(key = %l.key, session = id, "WebRTC publisher connected too late: {e} (another publisher connected first)");
+                            to_close.push(id);
+                        }
+                    },
+                    Role::Play { sub } => {
+                        info!(key = %l.key, session = id, "WebRTC viewer connected");
+                        counters.play_sessions.fetch_add(1, Ordering::Relaxed);
+                        let keyframe = Arc::new(Notify::new());
+                        let span = tracing::info_span!("whep", key = %l.key, session = id);
+                        let task = tokio::spawn(play_task(id, sub, l.negotiated, keyframe.clone(), st.clone()).instrument(span));
+                        l.play = Some(PlayTask { keyframe, task });
                     }
                 }
             }
-            // Only publishing sessions today; they send nothing to be asked for.
-            EndpointEvent::KeyframeRequest(_) => {}
+            EndpointEvent::KeyframeRequest(id) => {
+                if let Some(p) = live.get(&id).and_then(|l| l.play.as_ref()) {
+                    p.keyframe.notify_one();
+                }
+            }
             EndpointEvent::Closed(id, reason) => {
                 if let Some(l) = live.remove(&id) {
+                    let who = if l.play.is_some() { "viewer" } else { "publisher" };
                     match reason {
                         CloseReason::Requested | CloseReason::Disconnected => {
-                            info!(key = %l.key, session = id, "WebRTC publisher left: {reason}")
+                            info!(key = %l.key, session = id, "WebRTC {who} left: {reason}")
                         }
                         CloseReason::ConnectTimeout => {
                             counters.sessions_connect_timeouts.fetch_add(1, Ordering::Relaxed);
                             info!(key = %l.key, session = id, "WebRTC offer lapsed, the key is free: {reason}")
                         }
-                        _ => warn!(key = %l.key, session = id, "WebRTC publisher ended: {reason}"),
+                        _ => warn!(key = %l.key, session = id, "WebRTC {who} ended: {reason}"),
                     }
                 }
             }
@@ -379,6 +487,9 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     let mut video_error_logged = false;
     let mut unrepaired_seen = 0;
     let counters = &st.counters;
+    // H.264 and AAC are made from anything; the publisher's own codecs are added as they come.
+    let mut supply = CodecSet::FLV;
+    publisher.set_supply(supply);
     let multi_thread = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
     loop {
         tokio::select! {
@@ -386,6 +497,16 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                 let Some(f) = f else { break };
                 // VP8/VP9 -> H.264 takes milliseconds per frame: off the async workers' hands.
                 let heavy = f.track == Track::Video && f.codec != Codec::H264 && multi_thread;
+                let own = match f.codec {
+                    Codec::Opus => Some(MediaCodec::Opus),
+                    Codec::Vp8 => Some(MediaCodec::Vp8),
+                    Codec::Vp9 => Some(MediaCodec::Vp9),
+                    _ => None,
+                };
+                if let Some(c) = own.filter(|c| !supply.contains(*c)) {
+                    supply = supply.union(CodecSet::of(&[c]));
+                    publisher.set_supply(supply);
+                }
                 // The publisher's own codecs go to the hub only while a consumer wants them.
                 pipeline.set_forward(publisher.demand());
                 let wants_keyframe = if heavy {
@@ -459,6 +580,94 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
         realign_dropped = a.realign_dropped,
         "WebRTC stream ended"
     );
+}
+
+/// A viewer session's play task: the hub's frames of its stream, as the session sends them,
+/// onto the outgoing queue; ends the session when the stream ends or cannot be sent.
+async fn play_task(id: SessionId, mut sub: Subscriber, neg: Negotiated, keyframe: Arc<Notify>, st: Arc<Shell>) {
+    let out = st.handle.out.clone();
+    let counters = &st.counters;
+    let mut viewer = WebRtcViewer::new(neg.send_video.is_some());
+    let mut frames = Vec::new();
+    // What queued up while connecting: the configurations, the cached GOP, live frames since.
+    let mut replay = Vec::new();
+    let mut ended = false;
+    loop {
+        match sub.try_recv() {
+            Some(Some(ev)) => replay.push(ev),
+            Some(None) => {
+                ended = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    // A WebRTC publisher answers with a keyframe within a round trip (rate-limited there).
+    sub.request_keyframe();
+    let mut result = viewer.start(replay, &mut frames);
+    // Frame times on the hub's timeline, mapped to this task's clock for RTCP sender reports
+    // (one mapping for both tracks keeps them in sync).
+    let mut base: Option<(Instant, i64)> = None;
+    while result.is_ok() && !ended {
+        for f in frames.drain(..) {
+            let (t0, us0) = *base.get_or_insert((Instant::now(), f.timeline_us));
+            let wallclock = wallclock(t0, us0, &f);
+            let track = if f.track == TrackKind::Video { Track::Video } else { Track::Audio };
+            let is_video = track == Track::Video;
+            if !is_video && neg.send_audio.is_none() {
+                // The offer took no audio.
+                continue;
+            }
+            let msg = Outgoing {
+                id,
+                track,
+                wallclock,
+                rtp_time: f.rtp_time,
+                data: f.data,
+            };
+            if out.try_send(msg).is_err() {
+                counters.frames_dropped_out.fetch_add(1, Ordering::Relaxed);
+                if is_video {
+                    // What follows depends on the lost frame.
+                    viewer.skip_to_keyframe();
+                    sub.request_keyframe();
+                }
+            }
+        }
+        tokio::select! {
+            ev = sub.recv() => match ev {
+                Some(ev) => {
+                    result = viewer.on_event(ev, &mut frames);
+                    // Take what else is queued before writing.
+                    while result.is_ok() {
+                        match sub.try_recv() {
+                            Some(Some(ev)) => result = viewer.on_event(ev, &mut frames),
+                            Some(None) => { ended = true; break; }
+                            None => break,
+                        }
+                    }
+                }
+                None => ended = true,
+            },
+            _ = keyframe.notified() => sub.request_keyframe(),
+        }
+    }
+    match result {
+        Err(e) => warn!("WebRTC viewer ended: {e}"),
+        Ok(()) => info!("stream ended, closing the WebRTC viewer"),
+    }
+    let _ = st.handle.tx.send(Command::End { id }).await;
+}
+
+/// The capture time of a frame for RTCP sender reports: its place on the hub's timeline
+/// relative to the session's first frame.
+fn wallclock(t0: Instant, us0: i64, f: &SendFrame) -> Instant {
+    let d = f.timeline_us - us0;
+    if d >= 0 {
+        t0 + Duration::from_micros(d as u64)
+    } else {
+        t0.checked_sub(Duration::from_micros(d.unsigned_abs())).unwrap_or(t0)
+    }
 }
 
 /// 128 random bits from the ICE credential generator (a CSPRNG), as a URL-safe token.

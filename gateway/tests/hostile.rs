@@ -837,3 +837,138 @@ fn error_responses_are_for_people() {
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
+
+/// The WHIP test offer turned into a viewer's (WHEP) offer: it receives what it sent.
+fn whep_offer() -> String {
+    OFFER
+        .lines()
+        .filter(|l| !l.starts_with("a=ssrc") && !l.starts_with("a=msid:"))
+        .map(|l| if l == "a=sendonly" { "a=recvonly" } else { l })
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
+/// Issue 15: WHEP refuses what it cannot serve with a sentence for that request only: a key
+/// nobody publishes (404), an offer that cannot receive (406), a stream with B-frames (406,
+/// naming the encoder setting), malformed offers (400), unknown sessions (404), trickle (405);
+/// a flood of offers is bounded like WHIP's and lapses, its hub subscriptions with it. A real
+/// publisher and its FLV viewer never notice.
+#[test]
+fn whep_refusals_and_floods_touch_nothing_else() {
+    let gw = Gateway::start("whep", "");
+    let bystander = Bystander::start(&gw, "live/real");
+    let viewer_offer = whep_offer();
+
+    let (status, _, body) = post_offer(LOCAL, gw.http, "/whep/live/nobody", &viewer_offer);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not live"), "{body}");
+    assert_for_people("404", &body);
+    // A publisher's offer (sendonly) cannot receive the stream.
+    let (status, _, body) = post_offer(LOCAL, gw.http, "/whep/live/real", OFFER);
+    assert_eq!(status, 406, "{body}");
+    assert_for_people("406", &body);
+    for sdp in ["v=0 garbage", "", "v=0\r\nthis is not sdp"] {
+        let (status, _, body) = post_offer(LOCAL, gw.http, "/whep/live/real", sdp);
+        assert_eq!(status, 400, "{sdp:?}: {body}");
+        assert_for_people("400", &body);
+    }
+    let (status, _, body) = http_send_from(LOCAL, gw.http, "POST", "/whep/live/real", "text/plain", b"x");
+    assert_eq!(status, 415, "{body}");
+    for path in ["/whep/live/..", "/whep/live/x%2f..", "/whep/%ff%fe/x"] {
+        let (status, _, body) = post_offer(LOCAL, gw.http, path, &viewer_offer);
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, _, body) = http_send_from(LOCAL, gw.http, "DELETE", "/whep/live/real/nosuchsession", "", b"");
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = http_send_from(
+        LOCAL,
+        gw.http,
+        "PATCH",
+        "/whep/live/real/nosuchsession",
+        "application/trickle-ice-sdpfrag",
+        b"a=x",
+    );
+    assert_eq!(status, 405, "{body}");
+    assert_for_people("405", &body);
+
+    // FFmpeg's x264 defaults (B-frames), as OBS sends them: refused with what to change.
+    require("ffmpeg");
+    let mut bframes = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "20"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-c:a", "aac", "-f", "flv"])
+        .arg(gw.rtmp_url("live/bframes"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    gw.wait_live("live/bframes", Duration::from_secs(10));
+    // Until the first B-frame arrives the stream looks like any other (those viewers' play
+    // tasks end the session when it comes).
+    let t = Instant::now();
+    let mut early = 0;
+    let (status, body) = loop {
+        let (status, _, body) = post_offer(LOCAL, gw.http, "/whep/live/bframes", &viewer_offer);
+        if status != 201 || t.elapsed() > Duration::from_secs(5) {
+            break (status, body);
+        }
+        early += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(status, 406, "{body}");
+    assert!(body.contains("B-frames") && body.contains("-bf 0"), "{body}");
+    assert_for_people("406", &body);
+    assert_eq!(gw.stream("live/bframes").unwrap()["video"]["bframes"], true);
+    let _ = bframes.kill();
+    let _ = bframes.wait();
+
+    // A flood of valid offers nobody connects: bounded per address, each holding a hub
+    // subscription until it lapses.
+    let mut created = 0;
+    let mut refused = 0;
+    for _ in 0..200 {
+        match post_offer(LOCAL, gw.http, "/whep/live/real", &viewer_offer) {
+            (201, head, body) => {
+                created += 1;
+                assert!(
+                    header(&head, "location").is_some_and(|l| l.starts_with("/whep/live/real/")),
+                    "{head}"
+                );
+                assert!(body.starts_with("v=0"), "{body}");
+            }
+            (429, head, body) => {
+                refused += 1;
+                assert!(header(&head, "retry-after").is_some(), "{head}");
+                assert_for_people("429", &body);
+            }
+            (other, head, body) => panic!("{other} {head}\n{body}"),
+        }
+    }
+    // webrtc.max_pending_per_address is 10, and the offers above spent some of the rate burst.
+    assert!(
+        (5..=10).contains(&created) && created + refused == 200,
+        "{created} created, {refused} refused"
+    );
+    assert_eq!(gw.metric("streamgate_webrtc_sessions_pending"), created + early);
+    assert_eq!(gw.stream("live/real").unwrap()["viewers"]["webrtc"], created);
+    let t = Instant::now();
+    while gw.metric("streamgate_webrtc_sessions_pending") > 0 {
+        assert!(t.elapsed() < Duration::from_secs(8), "offers still pending");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        gw.stream("live/real").unwrap()["viewers"]["webrtc"].is_null(),
+        "subscriptions went with the offers"
+    );
+    bystander.assert_unharmed(&gw, "the WHEP refusals and flood");
+    assert!(!gw.log().contains("panicked"));
+}

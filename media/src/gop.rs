@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::frame::{MediaFrame, TrackKind};
+use crate::frame::{Codec, CodecSet, MediaFrame, TrackKind};
 
 /// Bounds of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,66 @@ impl GopCache {
     }
 }
 
+/// One GOP cache per video codec a stream carries (its H.264 rendition and a WebRTC
+/// publisher's own VP8, whose keyframes fall at other times), each with the audio from its
+/// keyframe on; an audio-only stream has one cache of recent audio. A subscriber starts from the
+/// cache of the video codec it takes.
+#[derive(Debug, Default)]
+pub struct Gops {
+    video: Vec<(Codec, GopCache)>,
+    audio_only: GopCache,
+}
+
+impl Gops {
+    /// Takes a frame the publisher sent (see [`GopCache::push`]).
+    pub fn push(&mut self, frame: &Arc<MediaFrame>, has_video: bool, limits: GopLimits) {
+        if !has_video {
+            self.audio_only.push(frame, false, limits);
+            return;
+        }
+        match frame.track {
+            TrackKind::Video => {
+                let i = match self.video.iter().position(|(c, _)| *c == frame.codec) {
+                    Some(i) => i,
+                    None => {
+                        self.video.push((frame.codec, GopCache::default()));
+                        self.video.len() - 1
+                    }
+                };
+                self.video[i].1.push(frame, true, limits);
+            }
+            TrackKind::Audio => {
+                for (_, c) in &mut self.video {
+                    c.push(frame, true, limits);
+                }
+            }
+        }
+    }
+
+    /// What a subscriber taking `codecs` starts with: the cache of the first video codec it
+    /// takes that has one (the audio-only cache without video), filtered to its codecs.
+    pub fn frames_for(&self, codecs: CodecSet) -> impl Iterator<Item = &Arc<MediaFrame>> {
+        let cache = self
+            .video
+            .iter()
+            .find(|(c, g)| codecs.contains(*c) && !g.is_empty())
+            .map(|(_, g)| g)
+            .unwrap_or(&self.audio_only);
+        cache.frames().filter(move |f| codecs.contains(f.codec))
+    }
+
+    /// Payload bytes held (shared frames counted in each cache that holds them).
+    pub fn bytes(&self) -> usize {
+        self.audio_only.bytes() + self.video.iter().map(|(_, g)| g.bytes()).sum::<usize>()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.video.clear();
+        self.audio_only.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -151,6 +211,37 @@ mod tests {
             c.push(&v(133 + i, false, 1), true, LIMITS);
         }
         assert!(c.is_empty(), "more than max_frames");
+    }
+
+    #[test]
+    fn each_video_codec_starts_from_its_own_keyframe() {
+        let mut g = Gops::default();
+        let vp8 = |ts: i64, key: bool| {
+            Arc::new(MediaFrame::coded(
+                Codec::Vp8,
+                ts,
+                ts,
+                Timebase::MILLIS,
+                key,
+                Bytes::from_static(b"vp8"),
+            ))
+        };
+        // The H.264 rendition's keyframe comes 10 ms after the VP8 keyframe it was made from;
+        // the VP8 keyframe after it must not take the H.264 start away.
+        for f in [v(0, true, 10), a(5), vp8(10, true), v(20, false, 10), vp8(30, false), a(35)] {
+            g.push(&f, true, LIMITS);
+        }
+        let h264: Vec<_> = g.frames_for(CodecSet::FLV).map(|f| (f.codec, f.dts)).collect();
+        assert_eq!(h264, [(Codec::H264, 0), (Codec::Aac, 5), (Codec::H264, 20), (Codec::Aac, 35)]);
+        let webrtc: Vec<_> = g
+            .frames_for(CodecSet::of(&[Codec::Vp8, Codec::Aac]))
+            .map(|f| (f.codec, f.dts))
+            .collect();
+        assert_eq!(webrtc, [(Codec::Vp8, 10), (Codec::Vp8, 30), (Codec::Aac, 35)]);
+        // A subscriber of a codec nobody sent yet starts with nothing.
+        assert_eq!(g.frames_for(CodecSet::of(&[Codec::Vp9])).count(), 0);
+        g.clear();
+        assert_eq!(g.bytes(), 0);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::frame::{AudioConfig, Codec, CodecSet, MediaFrame, TrackKind, VideoConfig};
-use crate::gop::{GopCache, GopLimits};
+use crate::gop::{GopLimits, Gops};
 use crate::key::StreamKey;
 
 /// Limits for the hub; defaults suit a few Mb/s per stream.
@@ -131,6 +131,8 @@ pub struct StreamStats {
     pub reordered_video_frames: u64,
     /// Keyframe requests received from egress.
     pub keyframe_requests: u64,
+    /// The codecs the publisher can produce when asked ([`Publisher::set_supply`]).
+    pub supply: CodecSet,
     /// The fullest viewer queue right now: (frames, payload bytes).
     pub max_viewer_queue: (usize, usize),
 }
@@ -191,6 +193,8 @@ struct Stream {
     keyframe_requests: AtomicU64,
     /// The union of the subscribers' codec sets ([`CodecSet::bits`]).
     demand: AtomicU8,
+    /// What the publisher can produce ([`CodecSet::bits`]), see [`Publisher::set_supply`].
+    supply: AtomicU8,
     hub: Arc<HubInner>,
 }
 
@@ -198,7 +202,7 @@ struct Stream {
 struct StreamState {
     video: Option<Arc<VideoConfig>>,
     audio: Option<Arc<AudioConfig>>,
-    gop: GopCache,
+    gop: Gops,
     subscribers: Vec<Arc<SubShared>>,
     next_sub: u64,
     ended: bool,
@@ -213,7 +217,8 @@ struct StreamState {
     overflows: u64,
     timestamp_fixes: u64,
     reordered_video_frames: u64,
-    last_video_pts: Option<i64>,
+    /// Per codec: the H.264 rendition and the VP8 it is made from are pushed interleaved.
+    last_video_pts: [Option<i64>; Codec::ALL.len()],
 }
 
 struct SubShared {
@@ -271,6 +276,7 @@ impl Hub {
             keyframe_notify: Notify::new(),
             keyframe_requests: AtomicU64::new(0),
             demand: AtomicU8::new(0),
+            supply: AtomicU8::new(CodecSet::FLV.bits()),
             hub: self.inner.clone(),
         });
         streams.insert(key, stream.clone());
@@ -378,13 +384,15 @@ impl Stream {
         if let Some(a) = st.audio.as_ref().filter(|a| codecs.contains(a.codec())) {
             q.events.push_back(HubEvent::AudioConfig(a.clone()));
         }
-        for f in st.gop.frames().filter(|f| codecs.contains(f.codec)) {
+        let mut replayed = false;
+        for f in st.gop.frames_for(codecs) {
+            replayed = true;
             q.frames += 1;
             q.bytes += f.data.len();
             q.events.push_back(HubEvent::Frame(f.clone()));
         }
         // Without a cached GOP, wait for the next keyframe so the first frame is decodable.
-        q.wait_keyframe = st.gop.is_empty();
+        q.wait_keyframe = !replayed;
         let shared = Arc::new(SubShared {
             id,
             protocol,
@@ -432,6 +440,7 @@ impl Stream {
             overflows: st.overflows,
             timestamp_fixes: st.timestamp_fixes,
             reordered_video_frames: st.reordered_video_frames,
+            supply: CodecSet::from_bits(self.supply.load(Ordering::Relaxed)),
             keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
             max_viewer_queue,
         }
@@ -542,10 +551,10 @@ impl Publisher {
         }
         st.last_dts[ci] = Some(frame.dts);
         if frame.track == TrackKind::Video {
-            if st.last_video_pts.is_some_and(|p| frame.pts < p) {
+            if st.last_video_pts[ci].is_some_and(|p| frame.pts < p) {
                 st.reordered_video_frames += 1;
             }
-            st.last_video_pts = Some(frame.pts);
+            st.last_video_pts[ci] = Some(frame.pts);
         }
         let len = frame.data.len();
         st.bytes_in += len as u64;
@@ -597,6 +606,13 @@ impl Publisher {
     /// The codecs the subscribers take together: produce the others only for nobody.
     pub fn demand(&self) -> CodecSet {
         CodecSet::from_bits(self.stream.demand.load(Ordering::Relaxed))
+    }
+
+    /// Says which codecs this publisher can produce on demand (its own, and the renditions it
+    /// makes): a WebRTC viewer of a VP8 publisher takes VP8, not the H.264 made from it. H.264
+    /// and AAC until told otherwise.
+    pub fn set_supply(&self, codecs: CodecSet) {
+        self.stream.supply.store(codecs.bits(), Ordering::Relaxed);
     }
 
     /// Waits until some egress asks for a keyframe (WebRTC ingest answers with a PLI).

@@ -97,7 +97,7 @@ impl std::fmt::Display for CloseReason {
             Self::Requested => f.write_str("closed on request"),
             Self::ConnectTimeout => f.write_str("ICE/DTLS did not complete in time"),
             Self::Idle => f.write_str("publisher went silent"),
-            Self::Disconnected => f.write_str("publisher disconnected"),
+            Self::Disconnected => f.write_str("peer disconnected"),
             Self::Error(e) => write!(f, "WebRTC error: {e}"),
         }
     }
