@@ -277,7 +277,11 @@ async fn publish_loop(
                 }
                 Ok(Some(IngestOutput::Frame(f))) => {
                     let now = std::time::Instant::now();
+                    let was_running = opus.running();
                     opus.push(&f, publisher.demand(), &mut opus_out);
+                    if was_running && !opus.running() {
+                        publisher.drop_cached(Codec::Opus);
+                    }
                     publisher.push(f, now);
                     for o in opus_out.drain(..) {
                         publisher.push(o, now);

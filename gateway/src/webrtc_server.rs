@@ -527,6 +527,10 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                             info!(channels = c.info.channels, "audio: Opus -> AAC");
                             publisher.set_audio_config(c);
                         }
+                        HubOp::Stopped(c) => {
+                            info!(codec = ?c, "transcoding stopped: nobody takes it (it starts again on demand, at a keyframe)");
+                            publisher.drop_cached(c);
+                        }
                         HubOp::Frame(f) => {
                             if f.track == TrackKind::Video {
                                 counters.video_frames.fetch_add(1, Ordering::Relaxed);

@@ -85,6 +85,12 @@ impl GopCache {
         self.bytes
     }
 
+    /// Forgets the frames of one codec (a rendition that stopped).
+    pub fn remove_codec(&mut self, codec: Codec) {
+        self.frames.retain(|f| f.codec != codec);
+        self.bytes = self.frames.iter().map(|f| f.data.len()).sum();
+    }
+
     /// Forgets everything (the publisher left, or the GOP outgrew the limits).
     pub fn clear(&mut self) {
         self.frames.clear();
@@ -143,6 +149,20 @@ impl Gops {
     /// Payload bytes held (shared frames counted in each cache that holds them).
     pub fn bytes(&self) -> usize {
         self.audio_only.bytes() + self.video.iter().map(|(_, g)| g.bytes()).sum::<usize>()
+    }
+
+    /// Forgets what is cached of `codec`: a rendition stopped, and a viewer who comes later must
+    /// wait for its next keyframe rather than start from a stale GOP.
+    pub fn remove_codec(&mut self, codec: Codec) {
+        match codec.track() {
+            TrackKind::Video => self.video.retain(|(c, _)| *c != codec),
+            TrackKind::Audio => {
+                for (_, g) in &mut self.video {
+                    g.remove_codec(codec);
+                }
+                self.audio_only.remove_codec(codec);
+            }
+        }
     }
 
     /// Forgets everything.
@@ -240,6 +260,11 @@ mod tests {
         assert_eq!(webrtc, [(Codec::Vp8, 10), (Codec::Vp8, 30), (Codec::Aac, 35)]);
         // A subscriber of a codec nobody sent yet starts with nothing.
         assert_eq!(g.frames_for(CodecSet::of(&[Codec::Vp9])).count(), 0);
+        // A stopped rendition leaves nothing stale behind.
+        g.remove_codec(Codec::H264);
+        assert_eq!(g.frames_for(CodecSet::FLV).count(), 0);
+        g.remove_codec(Codec::Aac);
+        assert_eq!(g.frames_for(CodecSet::of(&[Codec::Vp8, Codec::Aac])).count(), 2);
         g.clear();
         assert_eq!(g.bytes(), 0);
     }

@@ -217,6 +217,8 @@ struct StreamState {
     overflows: u64,
     timestamp_fixes: u64,
     reordered_video_frames: u64,
+    /// When each codec's last frame came (a rendition that stopped has an old time).
+    last_push: [Option<Instant>; Codec::ALL.len()],
     /// Per codec: the H.264 rendition and the VP8 it is made from are pushed interleaved.
     last_video_pts: [Option<i64>; Codec::ALL.len()],
 }
@@ -364,6 +366,63 @@ impl Hub {
     }
 }
 
+/// A codec whose last frame is this much older than the stream's newest is no longer made.
+const RENDITION_STALE: Duration = Duration::from_secs(1);
+
+impl StreamState {
+    /// True when the cached GOP would start `codecs` badly, because a rendition stopped (nobody
+    /// took it) and is made again now for this subscriber:
+    /// * a video codec whose last frame is [`RENDITION_STALE`] older than the stream's newest
+    ///   (its cache is old; relative times, so virtual time works);
+    /// * an audio codec the publisher made before that is missing from the start of the cache
+    ///   (video from a keyframe seconds ago, the restarted audio only from now).
+    ///
+    /// Opus does not count: its takers are WebRTC sessions, which start from the cached
+    /// keyframe alone and take audio live (`egress::webrtc`), so an RTMP stream's cached
+    /// keyframe still shows at once.
+    fn stale_codec(&self, codecs: CodecSet) -> bool {
+        let Some(newest) = self.last_push.iter().flatten().max() else {
+            return false;
+        };
+        let old = |c: Codec| self.last_push[c.index()].is_some_and(|t| newest.duration_since(t) > RENDITION_STALE);
+        if Codec::ALL
+            .iter()
+            .any(|c| c.track() == TrackKind::Video && codecs.contains(*c) && old(*c))
+        {
+            return true;
+        }
+        let mut frames = self.gop.frames_for(codecs);
+        let Some(key) = frames.next().filter(|f| f.track == TrackKind::Video && f.keyframe) else {
+            return false;
+        };
+        let key_ms = key.pts_ms();
+        let mut video_end = key_ms;
+        let mut audio_start = [None; Codec::ALL.len()];
+        for f in frames {
+            match f.track {
+                TrackKind::Video => video_end = video_end.max(f.pts_ms()),
+                TrackKind::Audio => {
+                    audio_start[f.codec.index()].get_or_insert(f.pts_ms());
+                }
+            }
+        }
+        // A cache that barely started may not hold its first audio frame yet.
+        if video_end - key_ms <= AUDIO_GAP_MS {
+            return false;
+        }
+        Codec::ALL.iter().any(|c| {
+            c.track() == TrackKind::Audio
+                && *c != Codec::Opus
+                && codecs.contains(*c)
+                && self.last_push[c.index()].is_some()
+                && audio_start[c.index()].is_none_or(|a| a > key_ms + AUDIO_GAP_MS)
+        })
+    }
+}
+
+/// Audio that starts more than this after the cached keyframe was restarted: not replayed.
+const AUDIO_GAP_MS: i64 = 150;
+
 impl Stream {
     fn request_keyframe(&self) {
         self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
@@ -385,11 +444,18 @@ impl Stream {
             q.events.push_back(HubEvent::AudioConfig(a.clone()));
         }
         let mut replayed = false;
-        for f in st.gop.frames_for(codecs) {
-            replayed = true;
-            q.frames += 1;
-            q.bytes += f.data.len();
-            q.events.push_back(HubEvent::Frame(f.clone()));
+        // A rendition the publisher stopped making (nobody took it) and makes again now for
+        // this subscriber: its cache is stale, or the other track's cache runs ahead of it
+        // (video from a keyframe seconds ago, the restarted audio only from now). Start at a
+        // fresh keyframe instead, and ask for one.
+        let stale = st.stale_codec(codecs);
+        if !stale {
+            for f in st.gop.frames_for(codecs) {
+                replayed = true;
+                q.frames += 1;
+                q.bytes += f.data.len();
+                q.events.push_back(HubEvent::Frame(f.clone()));
+            }
         }
         // Without a cached GOP, wait for the next keyframe so the first frame is decodable.
         q.wait_keyframe = !replayed;
@@ -403,6 +469,10 @@ impl Stream {
         });
         st.subscribers.push(shared.clone());
         self.update_demand(&st);
+        drop(st);
+        if stale {
+            self.request_keyframe();
+        }
         Subscriber {
             stream: self.clone(),
             shared,
@@ -550,6 +620,7 @@ impl Publisher {
             }
         }
         st.last_dts[ci] = Some(frame.dts);
+        st.last_push[ci] = Some(now);
         if frame.track == TrackKind::Video {
             if st.last_video_pts[ci].is_some_and(|p| frame.pts < p) {
                 st.reordered_video_frames += 1;
@@ -606,6 +677,12 @@ impl Publisher {
     /// The codecs the subscribers take together: produce the others only for nobody.
     pub fn demand(&self) -> CodecSet {
         CodecSet::from_bits(self.stream.demand.load(Ordering::Relaxed))
+    }
+
+    /// A rendition stopped (nobody took it): its cached frames are forgotten, so a viewer who
+    /// comes for it later waits for its next keyframe instead of starting from a stale GOP.
+    pub fn drop_cached(&self, codec: Codec) {
+        lock(&self.stream.state).gop.remove_codec(codec);
     }
 
     /// Says which codecs this publisher can produce on demand (its own, and the renditions it
@@ -938,6 +1015,48 @@ mod tests {
         assert_eq!(p.demand(), CodecSet::FLV, "Opus is wanted by nobody once its viewer left");
         drop(flv);
         assert_eq!(p.demand(), CodecSet::EMPTY);
+    }
+
+    /// A rendition that stopped (AAC while only WebRTC viewers took Opus) is not replayed from
+    /// the cache when it comes back: the new viewer waits for a fresh keyframe, asked for.
+    #[test]
+    fn a_stopped_rendition_starts_again_at_a_fresh_keyframe() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.set_video_config(video_config());
+        p.set_audio_config(AudioConfig::from_asc(Bytes::from_static(&[0x11, 0x90])).unwrap());
+        let aac = |ts| MediaFrame::audio(ts, Timebase::MILLIS, Bytes::from_static(b"aac"));
+        p.push(vframe(0, true, 100), at(0));
+        p.push(aac(0), at(0));
+        // A viewer now gets the cached GOP.
+        let mut early = hub.subscribe(&key("a"), "flv").unwrap();
+        assert_eq!(codecs_of(&drain(&mut early)), [Codec::H264, Codec::Aac]);
+        drop(early);
+        // AAC stops (nobody took it); video goes on for 2 s.
+        p.drop_cached(Codec::Aac);
+        for i in 1..60 {
+            p.push(vframe(i * 33, false, 10), at(i as u64 * 33));
+        }
+        // AAC has just started again when the viewer comes: the cache's video still runs 2 s
+        // ahead of it.
+        p.push(aac(1990), at(1990));
+        let requests = p.stats().keyframe_requests;
+        let mut late = hub.subscribe(&key("a"), "flv").unwrap();
+        assert!(drain(&mut late).iter().all(|e| !matches!(e, HubEvent::Frame(_))), "no stale replay");
+        assert_eq!(p.stats().keyframe_requests, requests + 1, "a keyframe was asked for");
+        // AAC comes back, then the keyframe: both start together.
+        p.push(aac(2000), at(2000));
+        p.push(vframe(2000, false, 10), at(2000));
+        p.push(vframe(2033, true, 100), at(2033));
+        p.push(aac(2040), at(2040));
+        let got: Vec<_> = drain(&mut late)
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Frame(f) => Some((f.codec, f.dts)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [(Codec::H264, 2033), (Codec::Aac, 2040)]);
     }
 
     /// B-frames show as video presented after it is decoded; audio and in-order video do not.

@@ -140,10 +140,10 @@ export async function playAndMeasure(browser, pagePort, url, seconds, player = '
 
 /// Opens the probe page playing `url` with `player` ('mpegts' or 'hls'; `query` adds e.g.
 /// '&ll=1' for hls.js lowLatencyMode). Read `window.probe` from the page.
-export async function openPlayer(browser, pagePort, url, player = 'mpegts', query = '') {
+export async function openPlayer(browser, pagePort, url, player = 'mpegts', query = '', pageHost = '127.0.0.1') {
   const page = await browser.newPage();
   const extra = process.env.MPEGTS_CONFIG ? `&mpegts=${encodeURIComponent(process.env.MPEGTS_CONFIG)}` : '';
-  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}&player=${player}${query}${extra}`);
+  await page.goto(`http://${pageHost}:${pagePort}/?url=${encodeURIComponent(url)}&player=${player}${query}${extra}`);
   return page;
 }
 

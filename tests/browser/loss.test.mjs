@@ -17,7 +17,7 @@ import { createSocket } from 'node:dgram';
 import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startGateway, startPageServer, launchChromium, whipPublish, waitLive, sleep } from './lib.mjs';
+import { startGateway, startPageServer, launchChromium, whipPublish, waitLive, sleep, startClockPublisher, openPlayer } from './lib.mjs';
 import { captureHttp, judge } from './flvcheck.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'streamgate-loss-'));
@@ -60,29 +60,36 @@ async function metrics(gw) {
   };
 }
 
-/// A UDP relay from `front` (where publishers send) to `target`, impairing that direction only
-/// while `impaired`: `loss` of datagrams dropped, the rest delayed by delayMs ± jitterMs.
-async function startRelay(front, target, { loss, delayMs, jitterMs }) {
+/// A UDP relay from `front` (where peers send) to `target`, impairing one direction only
+/// while `impaired`: `loss` of datagrams dropped, the rest delayed by delayMs ± jitterMs. The
+/// impaired direction is towards the gateway, or towards the peer with `toPeer`.
+async function startRelay(front, target, { loss, delayMs, jitterMs, toPeer = false }) {
   const sock = createSocket('udp4');
   const backs = new Map();
   const r = { impaired: false, forwarded: 0, dropped: 0 };
-  sock.on('message', (msg, from) => {
-    const key = `${from.address}:${from.port}`;
-    let back = backs.get(key);
-    if (!back) {
-      back = createSocket('udp4');
-      back.bind(0, '127.0.0.1');
-      back.on('message', (m) => sock.send(m, from.port, from.address));
-      backs.set(key, back);
-    }
+  const impair = (send) => {
     if (r.impaired && Math.random() < loss) {
       r.dropped += 1;
       return;
     }
     r.forwarded += 1;
     const delay = r.impaired ? Math.max(0, delayMs + (Math.random() * 2 - 1) * jitterMs) : 0;
-    const send = () => back.send(msg, target.port, target.host);
     if (delay > 0) setTimeout(send, delay); else send();
+  };
+  sock.on('message', (msg, from) => {
+    const key = `${from.address}:${from.port}`;
+    let back = backs.get(key);
+    if (!back) {
+      back = createSocket('udp4');
+      back.bind(0, '127.0.0.1');
+      back.on('message', (m) => {
+        const send = () => sock.send(m, from.port, from.address);
+        if (toPeer) impair(send); else send();
+      });
+      backs.set(key, back);
+    }
+    const send = () => back.send(msg, target.port, target.host);
+    if (toPeer) send(); else impair(send);
   });
   await new Promise((resolve) => sock.bind(front.port, front.host, resolve));
   r.close = () => { sock.close(); for (const b of backs.values()) b.close(); };
@@ -175,6 +182,73 @@ test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 
       `frame rate ${r.fps} under loss vs ${base.fps} without, though Chromium sent ${sentFps.toFixed(1)} fps`,
     );
   } finally {
+    if (browser) await browser.close().catch(() => {});
+    if (pages) pages.close();
+    if (gw) gw.stop();
+    if (relay) relay.close();
+    tearDownNamespace();
+  }
+});
+
+/// Chromium in the namespace, its only way to the gateway the relay; pages from `pagesPort`.
+async function chromiumInNamespace(pagesPort, camera) {
+  const wrapper = join(dir, 'chromium-in-netns.sh');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
+  chmodSync(wrapper, 0o755);
+  return launchChromium({
+    camera,
+    executablePath: wrapper,
+    args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pagesPort}`],
+  });
+}
+
+// Issue 15: loss towards a WHEP viewer. FFmpeg publishes the clock over RTMP (30 fps); Chromium
+// in the namespace plays it over WHEP through the relay, which drops 5% of what the gateway sends
+// and delays the rest by 30 ms ± 30 ms. The viewer's NACKs are answered from the gateway's send
+// buffer (RTX): it still decodes >= 90% of the frames; the publisher is not slowed.
+test('WHEP viewer through 5% loss and 30 ms jitter: retransmissions keep >= 90% of the frames', { timeout: 120000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+  tearDownNamespace();
+  setUpNamespace();
+  let gw;
+  let pages;
+  let browser;
+  let relay;
+  let ff;
+  try {
+    gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
+    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { loss: 0.05, delayMs: 30, jitterMs: 30, toPeer: true });
+    pages = await startPageServer(hostIp);
+    browser = await chromiumInNamespace(pages.port, false);
+    ff = startClockPublisher(`rtmp://${hostIp}:${gw.rtmp}/live/viewloss`, 60);
+    await waitLive(gw.http, 'live/viewloss', 10000, hostIp);
+    const page = await openPlayer(browser, pages.port, `http://${hostIp}:${gw.http}/whep/live/viewloss`, 'whep', '', hostIp);
+    await sleep(3000);
+    relay.impaired = true;
+    await sleep(2000);
+    const stream = async () => (await fetch(`http://${hostIp}:${gw.http}/api/v1/streams`).then((x) => x.json())).streams.find((s) => s.key === 'live/viewloss');
+    const p0 = await stream();
+    const s0 = await page.evaluate(() => window.probe.stats());
+    const t0 = Date.now();
+    await sleep(15000);
+    const s1 = await page.evaluate(() => window.probe.stats());
+    const p1 = await stream();
+    const secs = (Date.now() - t0) / 1000;
+    const probe = await page.evaluate(() => ({ errors: window.probe.errors, samples: window.probe.samples.length }));
+    const fps = (s1.video.framesDecoded - s0.video.framesDecoded) / secs;
+    const nacks = s1.video.nackCount - s0.video.nackCount;
+    const lost = s1.video.packetsLost - s0.video.packetsLost;
+    const rtx = (s1.video.retransmittedPacketsReceived ?? 0) - (s0.video.retransmittedPacketsReceived ?? 0);
+    const plis = s1.video.pliCount - s0.video.pliCount;
+    const publisherFps = (p1.frames_in.video - p0.frames_in.video) / secs;
+    console.log('whep-loss', JSON.stringify({ fps: fps.toFixed(1), publisherFps: publisherFps.toFixed(1), nacks, retransmissionsReceived: rtx, plis, packetsLostAfterRepair: lost, freezeSeconds: s1.video.totalFreezesDuration - s0.video.totalFreezesDuration, relayDropped: relay.dropped, relayForwarded: relay.forwarded, freezes: s1.video.freezeCount }));
+    assert.deepEqual(probe.errors, []);
+    assert.ok(relay.dropped > 50, `the relay dropped only ${relay.dropped} datagrams: the viewer does not go through it`);
+    assert.ok(nacks > 0, 'the viewer sent no NACK');
+    assert.ok(fps >= 0.9 * 30, `the viewer decoded ${fps.toFixed(1)} fps of 30 through 5% loss`);
+    assert.ok(publisherFps >= 0.95 * 30, `the publisher slowed to ${publisherFps.toFixed(1)} fps`);
+    await page.close();
+  } finally {
+    if (ff) ff.kill('SIGTERM');
     if (browser) await browser.close().catch(() => {});
     if (pages) pages.close();
     if (gw) gw.stop();

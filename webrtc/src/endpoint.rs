@@ -698,8 +698,21 @@ fn pick_tracks(s: &mut Session, mid: Mid, spec: &SessionSpec) {
         .map(|p| (p.pt(), p.spec().clock_rate));
     if let Some((pt, clock)) = found {
         *slot = Some(SendTrack { mid, pt, clock });
+        // str0m stops answering NACKs once resends pass 15 % of what a stream sent in the last
+        // second; a viewer on a 5 %-loss link asks again for what was lost twice and passes
+        // that, then freezes until a keyframe (which an RTMP publisher cannot be asked for).
+        if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+        }
     }
 }
+
+/// Packets kept per sent stream for retransmission (3 s of 4 Mbit/s video).
+const RTX_CACHE_PACKETS: usize = 1200;
+/// How old a packet can be and still be resent.
+const RTX_CACHE_AGE: Duration = Duration::from_secs(3);
+/// Resends stop while they are more than this share of a stream's bytes (the last second).
+const RTX_RATIO_CAP: f32 = 0.4;
 
 fn codec_name(c: Codec) -> &'static str {
     match c {

@@ -9,6 +9,13 @@
 //! Beside the H.264/AAC renditions every format takes, the publisher's own Opus, VP8 and VP9
 //! frames go to the hub as they came (for WebRTC viewers, no transcoding), but only the codecs
 //! some consumer wants ([`Pipeline::set_forward`], from the hub's demand).
+//!
+//! The transcoders (VP8/VP9 -> H.264, Opus -> AAC) run likewise only while some consumer takes
+//! their output: from the start until the stream is released (so that it announces its
+//! configurations), then while the demand holds H.264 (AAC), and [`RENDITION_IDLE`] after it
+//! went (a viewer reloading does not restart them). A stopped rendition is reported
+//! ([`HubOp::Stopped`]: its cached frames are stale); when demand comes back the transcoder
+//! starts again on the publisher's next keyframe, which the pipeline asks for at once.
 
 use std::time::SystemTime;
 
@@ -24,6 +31,9 @@ pub use webrtc::{RtpFrame, Track};
 
 /// Longest stretch of media (by timestamp) held while waiting for the other track's config.
 pub const STARTUP_HOLD_MS: i64 = 3000;
+
+/// How long a transcoder runs on after the last consumer of its output went.
+pub const RENDITION_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An AAC frame's duration (1024 samples at 48 kHz), rounded up: audio that ends after the first
 /// video frame starts is kept.
@@ -41,6 +51,8 @@ pub enum HubOp {
     AudioConfig(AudioConfig),
     /// Push a frame.
     Frame(MediaFrame),
+    /// A rendition stopped (nobody took it): what the hub cached of this codec is stale.
+    Stopped(media::Codec),
 }
 
 /// Per-publisher state.
@@ -60,6 +72,10 @@ pub struct Pipeline {
     released: bool,
     aac: Vec<AacFrame>,
     forward: CodecSet,
+    /// Since when nobody took H.264 (index 0) and AAC (index 1) made by transcoding.
+    unwanted_since: [Option<std::time::Instant>; 2],
+    /// Transcoders started again after a stop, per rendition.
+    restarts: [u64; 2],
 }
 
 impl Pipeline {
@@ -81,7 +97,26 @@ impl Pipeline {
             released: false,
             aac: Vec::new(),
             forward: CodecSet::EMPTY,
+            unwanted_since: [None, None],
+            restarts: [0, 0],
         }
+    }
+
+    /// Times the transcoders were started again after a stop: (H.264, AAC).
+    pub fn rendition_restarts(&self) -> (u64, u64) {
+        (self.restarts[0], self.restarts[1])
+    }
+
+    /// Whether the rendition of `codec` (H.264 or AAC, made by transcoding) should run now;
+    /// false once nobody took it for [`RENDITION_IDLE`].
+    fn rendition_wanted(&mut self, codec: media::Codec, now: std::time::Instant) -> bool {
+        let i = usize::from(codec == media::Codec::Aac);
+        if !self.released || self.forward.contains(codec) {
+            self.unwanted_since[i] = None;
+            return true;
+        }
+        let since = *self.unwanted_since[i].get_or_insert(now);
+        now.duration_since(since) < RENDITION_IDLE
     }
 
     /// Which of the publisher's own codecs (Opus, VP8, VP9) to pass to the hub as they came:
@@ -148,6 +183,11 @@ impl Pipeline {
             Track::Video if f.codec == Codec::H264 => {
                 want_keyframe = self.h264(pts, &f.data, f.contiguous, ops);
             }
+            Track::Video if !self.rendition_wanted(media::Codec::H264, f.arrival) => {
+                if self.transcoder.take().is_some() {
+                    ops.push(HubOp::Stopped(media::Codec::H264));
+                }
+            }
             Track::Video => match self.transcode_video(&f) {
                 Ok(want) => {
                     want_keyframe = want;
@@ -163,6 +203,11 @@ impl Pipeline {
                     self.want_video = false;
                 }
             },
+            Track::Audio if !self.rendition_wanted(media::Codec::Aac, f.arrival) => {
+                if self.audio.take().is_some() {
+                    ops.push(HubOp::Stopped(media::Codec::Aac));
+                }
+            }
             Track::Audio => {
                 if let Err(e) = self.transcode(pts, &f.data, ops) {
                     // Audio is lost for this stream; video goes on.
@@ -214,11 +259,16 @@ impl Pipeline {
             Codec::Vp9 => SourceCodec::Vp9,
             _ => return Ok(false),
         };
-        let t = match &mut self.transcoder {
-            Some(t) => t,
-            None => self.transcoder.insert(VpxToH264::new(source)?),
+        let (t, restarted) = match &mut self.transcoder {
+            Some(t) => (t, false),
+            None => {
+                // After a stop: it starts at a keyframe, asked for now.
+                let again = self.released;
+                self.restarts[0] += u64::from(again);
+                (self.transcoder.insert(VpxToH264::new(source)?), again)
+            }
         };
-        t.push(&f.data, f.contiguous, f.rtp_time, &mut self.h264_out)
+        Ok(t.push(&f.data, f.contiguous, f.rtp_time, &mut self.h264_out)? || restarted)
     }
 
     fn transcode(&mut self, pts: i64, packet: &[u8], out: &mut Vec<HubOp>) -> Result<(), AudioError> {
@@ -229,6 +279,7 @@ impl Pipeline {
             Some(a) => a,
             None => {
                 let a = OpusToAac::with_encoder(opus_is_stereo(packet), self.aac_encoder)?;
+                self.restarts[1] += u64::from(self.released);
                 out.push(HubOp::AudioConfig(a.config().clone()));
                 self.audio.insert(a)
             }
@@ -337,6 +388,7 @@ mod tests {
                 HubOp::VideoConfig(_) => "v-config",
                 HubOp::AudioConfig(_) => "a-config",
                 HubOp::Frame(_) => "frame",
+                HubOp::Stopped(_) => "stopped",
             })
             .collect();
         assert_eq!(kinds, ["a-config", "v-config", "frame"]);
@@ -392,5 +444,115 @@ mod tests {
         }
         assert!(ops.is_empty());
         assert!(p.held.is_empty(), "P-frames before an IDR are dropped, not held");
+    }
+}
+
+#[cfg(test)]
+mod on_demand {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// H.264 frames and stops among the operations (drained).
+    fn h264_and_stops(ops: &mut Vec<HubOp>) -> (usize, usize) {
+        let mut n = (0, 0);
+        for op in ops.drain(..) {
+            match op {
+                HubOp::Frame(f) if f.codec == media::Codec::H264 => n.0 += 1,
+                HubOp::Stopped(media::Codec::H264) => n.1 += 1,
+                _ => {}
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn vp8_is_transcoded_only_while_h264_is_taken() {
+        // 20 fps, a keyframe every 2 s.
+        let vp8 = super::super::transcode::tests::vp8_frames(160, 120, 400, 40);
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(true, false);
+        let mut ops = Vec::new();
+        let push = |p: &mut Pipeline, i: usize, ops: &mut Vec<HubOp>| {
+            let f = RtpFrame {
+                track: Track::Video,
+                codec: Codec::Vp8,
+                rtp_time: i as u64 * 4500,
+                arrival: t0 + Duration::from_millis(i as u64 * 50),
+                contiguous: true,
+                data: vp8[i].0.clone().into(),
+                sender_report: None,
+            };
+            p.push(f, ops)
+        };
+        // Nobody takes H.264, but the stream announces its configuration first (released at the
+        // first frame, a keyframe); then the transcoder runs RENDITION_IDLE (5 s = 100 frames)
+        // more and stops.
+        for i in 0..40 {
+            push(&mut p, i, &mut ops);
+        }
+        let (made, stops) = h264_and_stops(&mut ops);
+        assert!(made >= 39 && stops == 0, "{made} {stops}");
+        assert!(p.transcodes_video());
+        for i in 40..200 {
+            push(&mut p, i, &mut ops);
+        }
+        let (made, stops) = h264_and_stops(&mut ops);
+        assert_eq!(stops, 1);
+        assert!(
+            (58..=63).contains(&made),
+            "{made} H.264 frames in frames 40-199: it must stop at frame 101"
+        );
+        assert!(!p.transcodes_video());
+        // An FLV viewer comes: a keyframe is asked for at once, H.264 resumes at it (frame 200
+        // is one) and not before.
+        p.set_forward(CodecSet::FLV);
+        let mut first = None;
+        for i in 201..260 {
+            let want = push(&mut p, i, &mut ops);
+            if i == 201 {
+                assert!(want, "a keyframe is requested when the rendition starts again");
+            }
+            if first.is_none() && h264_and_stops(&mut ops).0 > 0 {
+                first = Some(i);
+            }
+        }
+        let next_key = (201..260).find(|&i| vp8[i].1).unwrap();
+        assert_eq!(first, Some(next_key), "H.264 starts again at the next VP8 keyframe");
+        assert_eq!(p.rendition_restarts(), (1, 0));
+    }
+}
+
+#[cfg(test)]
+mod on_demand_audio {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn aac_is_made_only_while_taken() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(false, true);
+        let mut ops = Vec::new();
+        let opus: std::sync::Arc<[u8]> = vec![0xfc, 0xff, 0xfe].into();
+        let mut stops = 0;
+        for i in 0..400u64 {
+            let f = RtpFrame {
+                track: Track::Audio,
+                codec: Codec::Opus,
+                rtp_time: i * 960,
+                arrival: t0 + Duration::from_millis(i * 20),
+                contiguous: true,
+                data: opus.clone(),
+                sender_report: None,
+            };
+            p.push(f, &mut ops);
+            stops += ops.drain(..).filter(|o| matches!(o, HubOp::Stopped(media::Codec::Aac))).count();
+            if i == 300 {
+                assert_eq!(stops, 1, "stopped 5 s after the release");
+                assert!(p.audio().is_none());
+                p.set_forward(CodecSet::FLV);
+            }
+        }
+        assert!(p.audio().is_some(), "made again once taken");
+        assert_eq!(p.rendition_restarts(), (0, 1));
     }
 }

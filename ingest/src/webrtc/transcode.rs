@@ -255,7 +255,7 @@ pub fn is_keyframe(source: SourceCodec, frame: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::webrtc::h264::H264Track;
 
@@ -307,7 +307,7 @@ mod tests {
     }
 
     /// `n` VP8 frames of a moving pattern from libvpx, keyframe every `gop`; (frame, key).
-    fn vp8_frames(width: u32, height: u32, n: usize, gop: u32) -> Vec<(Vec<u8>, bool)> {
+    pub(crate) fn vp8_frames(width: u32, height: u32, n: usize, gop: u32) -> Vec<(Vec<u8>, bool)> {
         let e = Vp8Encode {
             width,
             height,

@@ -6,6 +6,12 @@
 //!     POSTing to HTTP_BASE/whip/bench/pub{i} and sending the prerecorded H.264 access units
 //!     (20 fps) and Opus packets (20 ms) in a loop. Prints one JSON line: server CPU and RSS
 //!     over the window, per publisher.
+//! whipload play HTTP_BASE KEY N WARMUP_SECS WINDOW_SECS SERVER_PID
+//!     N WHEP viewers (real ICE, DTLS, SRTP: webrtc::client::WhepClient, frames depacketized
+//!     and counted, payloads dropped) of HTTP_BASE/whep/KEY. Prints one JSON line: server CPU
+//!     and RSS over the window, per viewer and per delivered Mbit/s, and the frames each
+//!     viewer received in the window (min / median), which tells whether everyone got
+//!     everything.
 //! whipload transcode-cost VIDEO.webm AUDIO.ogg...
 //!     Runs the gateway's VP8 -> H.264 and Opus -> AAC transcoders over the files as fast as
 //!     they go and prints the CPU time per second of media (= share of one core in real time).
@@ -275,11 +281,137 @@ async fn publish(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// What one viewer received (counted by its task, read by the reporter).
+#[derive(Default)]
+struct ViewerCount {
+    video_frames: AtomicU64,
+    audio_frames: AtomicU64,
+    bytes: AtomicU64,
+    connected: AtomicU64,
+    failed: AtomicU64,
+}
+
+async fn viewer(hostport: String, path: String, stop: Instant, count: Arc<ViewerCount>) -> Result<()> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = sock.local_addr()?;
+    let (mut client, offer) = webrtc::client::WhepClient::new(Instant::now(), local, true, true);
+    let (status, _, answer) = http(&hostport, "POST", &path, &offer).await?;
+    if status != 201 {
+        bail!("WHEP POST {path}: {status} {answer}");
+    }
+    client.accept_answer(&answer)?;
+    let mut tx = Vec::new();
+    client.handle_timeout(Instant::now(), &mut tx)?;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        for t in tx.drain(..) {
+            let _ = sock.send_to(&t.contents, t.destination).await;
+        }
+        for f in client.frames.drain(..) {
+            let c = if f.track == webrtc::Track::Video {
+                &count.video_frames
+            } else {
+                &count.audio_frames
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            count.bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
+        }
+        if client.is_connected() && count.connected.load(Ordering::Relaxed) == 0 {
+            count.connected.store(1, Ordering::Relaxed);
+        }
+        if Instant::now() >= stop {
+            return Ok(());
+        }
+        if client.is_failed() {
+            bail!("viewer {path} disconnected");
+        }
+        let wake = client.deadline().min(stop);
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                client.handle_datagram(Instant::now(), from, &buf[..n], &mut tx)?;
+            }
+            _ = tokio::time::sleep_until(wake.into()) => client.handle_timeout(Instant::now(), &mut tx)?,
+        }
+    }
+}
+
+async fn play(args: &[String]) -> Result<()> {
+    let [base, key, n, warmup, window, pid] = args else {
+        bail!("usage: whipload play HTTP_BASE KEY N WARMUP_SECS WINDOW_SECS SERVER_PID");
+    };
+    let (hostport, _) = split_url(&format!("{}/", base.trim_end_matches('/')))?;
+    let n: usize = n.parse()?;
+    let warmup = Duration::from_secs_f64(warmup.parse()?);
+    let window = Duration::from_secs_f64(window.parse()?);
+    let pid: u32 = pid.parse()?;
+    let (_, rss_idle_kb) = proc_cpu_and_rss(&[pid]);
+    let stop = Instant::now() + warmup + window + Duration::from_secs(1);
+    let counts: Vec<Arc<ViewerCount>> = (0..n).map(|_| Arc::new(ViewerCount::default())).collect();
+    for c in &counts {
+        let (h, p, c) = (hostport.clone(), format!("/whep/{key}"), c.clone());
+        tokio::spawn(async move {
+            if let Err(e) = viewer(h, p, stop, c.clone()).await {
+                c.failed.store(1, Ordering::Relaxed);
+                eprintln!("{e:#}");
+            }
+        });
+        // The gateway's default offer limits (5/s after a burst of 20) are lifted by the script.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep_until((Instant::now() + warmup).into()).await;
+    let loadgen0 = cpu_self();
+    let snapshot = |c: &ViewerCount| {
+        (
+            c.video_frames.load(Ordering::Relaxed),
+            c.audio_frames.load(Ordering::Relaxed),
+            c.bytes.load(Ordering::Relaxed),
+        )
+    };
+    let before: Vec<_> = counts.iter().map(|c| snapshot(c)).collect();
+    let (cpu0, _) = proc_cpu_and_rss(&[pid]);
+    let w0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let (cpu1, rss_kb) = proc_cpu_and_rss(&[pid]);
+    let elapsed = w0.elapsed().as_secs_f64();
+    let after: Vec<_> = counts.iter().map(|c| snapshot(c)).collect();
+    let mut video: Vec<u64> = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).collect();
+    let mut audio: Vec<u64> = before.iter().zip(&after).map(|(b, a)| a.1 - b.1).collect();
+    let bytes: u64 = before.iter().zip(&after).map(|(b, a)| a.2 - b.2).sum();
+    video.sort_unstable();
+    audio.sort_unstable();
+    let connected = counts.iter().filter(|c| c.connected.load(Ordering::Relaxed) == 1).count();
+    let failed = counts.iter().filter(|c| c.failed.load(Ordering::Relaxed) == 1).count();
+    let cpu = cpu1 - cpu0;
+    let mbit = bytes as f64 * 8.0 / elapsed / 1e6;
+    println!(
+        "{}",
+        serde_json::json!({
+            "viewers": n,
+            "connected": connected,
+            "failed": failed,
+            "window_s": elapsed,
+            "delivered_mbit_per_s": mbit,
+            "video_fps_min": video.first().copied().unwrap_or(0) as f64 / elapsed,
+            "video_fps_median": video.get(n / 2).copied().unwrap_or(0) as f64 / elapsed,
+            "audio_fps_min": audio.first().copied().unwrap_or(0) as f64 / elapsed,
+            "server_cpu_percent": cpu / elapsed * 100.0,
+            "server_cpu_percent_per_viewer": cpu / elapsed * 100.0 / connected.max(1) as f64,
+            "server_cpu_percent_per_mbit": if mbit > 0.0 { cpu / elapsed * 100.0 / mbit } else { 0.0 },
+            "server_rss_kb": rss_kb,
+            "server_rss_kb_per_viewer": rss_kb.saturating_sub(rss_idle_kb) as f64 / connected.max(1) as f64,
+            "loadgen_cpu_percent": (cpu_self() - loadgen0) / elapsed * 100.0,
+        })
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("publish") => publish(&args[2..]).await,
+        Some("play") => play(&args[2..]).await,
         Some("transcode-cost") if args.len() >= 4 => transcode_cost(&args[2], &args[3..]),
         _ => bail!("usage: whipload publish ... | whipload transcode-cost VIDEO.webm AUDIO.ogg..."),
     }
