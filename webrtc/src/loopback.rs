@@ -394,7 +394,7 @@ mod tests {
         // retransmissions travel on the RTX payload type).
         let h264_pt = {
             let mut seen = std::collections::HashSet::new();
-            move |v: &RtpView| v.pt == 108 && v.seq % 5 == 0 && seen.insert(v.seq)
+            move |v: &RtpView| v.pt == 108 && v.seq.is_multiple_of(5) && seen.insert(v.seq)
         };
         link.lose_to_peer = Box::new(h264_pt);
         // One frame more than checked: the last frame leaves the depacketizer with the next.
