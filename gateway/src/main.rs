@@ -70,6 +70,7 @@ async fn run(config: Config) -> Result<()> {
     println!("  publish (RTMP)   rtmp://{r}:{rp}/live/demo   (OBS: server rtmp://{r}:{rp}/live, key demo)");
     println!("  publish (WHIP)   http://{h}:{hp}/whip/live/demo   (WebRTC media on UDP {udp})");
     println!("  play RTMP        rtmp://{r}:{rp}/live/demo");
+    println!("  play WebRTC      http://{h}:{hp}/whep/live/demo   (WHEP)");
     println!("  play HTTP-FLV    http://{h}:{hp}/live/demo.flv");
     println!("  play WS-FLV      ws://{h}:{hp}/live/demo.flv");
     println!("  play HLS         http://{h}:{hp}/live/demo.m3u8");

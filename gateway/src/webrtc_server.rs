@@ -277,6 +277,13 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
         out: mut out_rx,
     } = inputs;
     let mut ep = Endpoint::new(config);
+    let mut udp = match UdpOut::new(&socket) {
+        Ok(u) => u,
+        Err(e) => {
+            warn!("WebRTC UDP socket: {e}; WebRTC is off");
+            return;
+        }
+    };
     let counters = &st.counters;
     let mut shutdown = st.shutdown.clone();
     let mut live: HashMap<SessionId, Live> = HashMap::new();
@@ -355,19 +362,26 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                 for id in ids {
                     ep.close(id, &mut out);
                 }
-                flush(&socket, &mut out, &mut live, &st, &mut ep).await;
+                flush(&socket, &mut udp, &mut out, &mut live, &st, &mut ep).await;
                 break;
             }
         }
-        flush(&socket, &mut out, &mut live, &st, &mut ep).await;
+        flush(&socket, &mut udp, &mut out, &mut live, &st, &mut ep).await;
     }
 }
 
 /// Sends what the endpoint wrote and acts on its events, until it has nothing more to say
 /// (closing a session whose key was taken writes more).
-async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Arc<Shell>, ep: &mut Endpoint) {
+async fn flush(
+    socket: &UdpSocket,
+    udp: &mut UdpOut,
+    out: &mut Outputs,
+    live: &mut HashMap<SessionId, Live>,
+    st: &Arc<Shell>,
+    ep: &mut Endpoint,
+) {
     loop {
-        send_transmits(socket, out).await;
+        send_transmits(socket, udp, out).await;
         let to_close = handle_events(out, live, st);
         if to_close.is_empty() {
             break;
@@ -389,16 +403,71 @@ async fn flush(socket: &UdpSocket, out: &mut Outputs, live: &mut HashMap<Session
     counters.keyframe_requests_in.store(c.keyframe_requests_in, Ordering::Relaxed);
 }
 
-async fn send_transmits(socket: &UdpSocket, out: &mut Outputs) {
-    for t in out.transmits.drain(..) {
-        if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                // The kernel buffer is full: wait once rather than drop handshake packets.
-                let _ = socket.send_to(&t.contents, t.destination).await;
-            } else {
-                debug!(to = %t.destination, "WebRTC UDP send: {e}");
+/// The socket's sending side: datagrams to one peer go out together with UDP GSO (one
+/// `sendmsg` for the packets of a frame to a viewer: the kernel's per-call cost, a third of
+/// the gateway's CPU with one call per packet, is paid once per frame), where the kernel has it.
+pub struct UdpOut {
+    state: quinn_udp::UdpSocketState,
+    buf: Vec<u8>,
+}
+
+impl UdpOut {
+    /// Sending state for `socket`.
+    pub fn new(socket: &UdpSocket) -> std::io::Result<Self> {
+        let state = quinn_udp::UdpSocketState::new(socket.into())?;
+        info!(gso_segments = state.max_gso_segments(), "WebRTC UDP sending");
+        Ok(Self { state, buf: Vec::new() })
+    }
+}
+
+/// Largest UDP payload of one GSO send.
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Sends `out`'s datagrams: runs of datagrams to the same address with the same size (the last
+/// may be shorter) as one GSO send each.
+async fn send_transmits(socket: &UdpSocket, udp: &mut UdpOut, out: &mut Outputs) {
+    let ts = std::mem::take(&mut out.transmits);
+    let max_segments = udp.state.max_gso_segments();
+    let mut i = 0;
+    while i < ts.len() {
+        let first = &ts[i];
+        let seg = first.contents.len();
+        let limit = max_segments.min(GSO_MAX_BYTES / seg.max(1)).max(1);
+        let mut j = i + 1;
+        while j < ts.len() && j - i < limit && ts[j].destination == first.destination && ts[j].contents.len() <= seg {
+            j += 1;
+            if ts[j - 1].contents.len() < seg {
+                break;
             }
         }
+        let contents: &[u8] = if j - i == 1 {
+            &first.contents
+        } else {
+            udp.buf.clear();
+            for t in &ts[i..j] {
+                udp.buf.extend_from_slice(&t.contents);
+            }
+            &udp.buf
+        };
+        let transmit = quinn_udp::Transmit {
+            destination: first.destination,
+            ecn: None,
+            contents,
+            segment_size: (j - i > 1).then_some(seg),
+            src_ip: None,
+        };
+        let send = || socket.try_io(tokio::io::Interest::WRITABLE, || udp.state.try_send(socket.into(), &transmit));
+        let mut r = send();
+        if r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock) {
+            // The kernel buffer is full: wait once rather than drop handshake packets.
+            if socket.writable().await.is_ok() {
+                r = send();
+            }
+        }
+        if let Err(e) = r {
+            debug!(to = %first.destination, datagrams = j - i, "WebRTC UDP send: {e}");
+        }
+        i = j;
     }
 }
 

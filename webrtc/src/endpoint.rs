@@ -707,10 +707,12 @@ fn pick_tracks(s: &mut Session, mid: Mid, spec: &SessionSpec) {
     }
 }
 
-/// Packets kept per sent stream for retransmission (3 s of 4 Mbit/s video).
-const RTX_CACHE_PACKETS: usize = 1200;
-/// How old a packet can be and still be resent.
-const RTX_CACHE_AGE: Duration = Duration::from_secs(3);
+/// Packets kept per sent stream for retransmission (1 s of 4 Mbit/s video). Each viewer's
+/// stack holds its own copies, so this is most of a viewer's memory.
+const RTX_CACHE_PACKETS: usize = 512;
+/// How old a packet can be and still be resent: a resend later than this comes after the
+/// browser's jitter buffer gave the frame up (it waits a few round trips at most).
+const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
 /// Resends stop while they are more than this share of a stream's bytes (the last second).
 const RTX_RATIO_CAP: f32 = 0.4;
 

@@ -397,7 +397,7 @@ mod tests {
             move |v: &RtpView| v.pt == 108 && v.seq.is_multiple_of(5) && seen.insert(v.seq)
         };
         link.lose_to_peer = Box::new(h264_pt);
-        // One frame more than checked: the last frame leaves the depacketizer with the next.
+        // One frame more than checked: the last frame may leave the depacketizer with the next.
         for n in 0..51u64 {
             let au = if n % 25 == 0 {
                 annex_b(&[sps, pps, &idr])
@@ -410,7 +410,7 @@ mod tests {
         link.advance(Duration::from_millis(500)).unwrap();
         let video: Vec<_> = link.client.frames.iter().filter(|f| f.track == Track::Video).collect();
         assert!(link.lost_to_peer >= 20, "only {} packets lost", link.lost_to_peer);
-        let times: Vec<u64> = video.iter().map(|f| f.rtp_time / 3000).collect();
+        let times: Vec<u64> = video.iter().map(|f| f.rtp_time / 3000).take(50).collect();
         assert_eq!(times, (0..50).collect::<Vec<u64>>(), "frames whole after retransmission");
         assert!(video.iter().all(|f| f.contiguous));
         assert_eq!(nal_units(&video[1].data), vec![p_frame.clone()]);

@@ -369,12 +369,24 @@ async fn play(args: &[String]) -> Result<()> {
         )
     };
     let before: Vec<_> = counts.iter().map(|c| snapshot(c)).collect();
+    // What the publisher delivered meanwhile: the bar for "every viewer received everything".
+    let frames_in = |body: &str| -> Option<(f64, f64)> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let s = v["streams"].as_array()?.iter().find(|s| s["key"] == key.as_str())?.clone();
+        Some((s["frames_in"]["video"].as_f64()?, s["frames_in"]["audio"].as_f64()?))
+    };
+    let in0 = frames_in(&http(&hostport, "GET", "/api/v1/streams", "").await?.2);
     let (cpu0, _) = proc_cpu_and_rss(&[pid]);
     let w0 = Instant::now();
     tokio::time::sleep(window).await;
     let (cpu1, rss_kb) = proc_cpu_and_rss(&[pid]);
     let elapsed = w0.elapsed().as_secs_f64();
     let after: Vec<_> = counts.iter().map(|c| snapshot(c)).collect();
+    let in1 = frames_in(&http(&hostport, "GET", "/api/v1/streams", "").await?.2);
+    let (source_video_fps, source_audio_fps) = match (in0, in1) {
+        (Some(a), Some(b)) => ((b.0 - a.0) / elapsed, (b.1 - a.1) / elapsed),
+        _ => (0.0, 0.0),
+    };
     let mut video: Vec<u64> = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).collect();
     let mut audio: Vec<u64> = before.iter().zip(&after).map(|(b, a)| a.1 - b.1).collect();
     let bytes: u64 = before.iter().zip(&after).map(|(b, a)| a.2 - b.2).sum();
@@ -392,6 +404,8 @@ async fn play(args: &[String]) -> Result<()> {
             "failed": failed,
             "window_s": elapsed,
             "delivered_mbit_per_s": mbit,
+            "source_video_fps": source_video_fps,
+            "source_audio_fps": source_audio_fps,
             "video_fps_min": video.first().copied().unwrap_or(0) as f64 / elapsed,
             "video_fps_median": video.get(n / 2).copied().unwrap_or(0) as f64 / elapsed,
             "audio_fps_min": audio.first().copied().unwrap_or(0) as f64 / elapsed,
