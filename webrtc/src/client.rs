@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
@@ -36,6 +36,9 @@ pub enum ClientError {
     /// The answer has no codec for a track we send.
     #[error("the answer has no payload type for {0}")]
     NoPayloadType(&'static str),
+    /// A server's offer did not parse or could not be answered.
+    #[error("bad SDP offer: {0}")]
+    Offer(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -342,6 +345,33 @@ impl WhepClient {
             frames: Vec::new(),
         };
         (client, offer)
+    }
+
+    /// A viewer at `local` that answers a server's offer (servers whose viewers do not offer,
+    /// e.g. Janus' streaming plugin, compared in bench/whep.sh); returns it and its answer.
+    pub fn answer(now: Instant, local: SocketAddr, offer: &str) -> Result<(Self, String), ClientError> {
+        let mut cfg = Rtc::builder().clear_codecs().enable_opus(true, false).enable_vp8(true);
+        cfg.codec_config().add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        let mut rtc = cfg.build(now);
+        if let Ok(c) = Candidate::host(local, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| ClientError::Offer(e.to_string()))?;
+        let answer = rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
+        let conn = Conn {
+            rtc,
+            local,
+            pending: None,
+            connected: false,
+            failed: false,
+            deadline: now,
+        };
+        let client = Self {
+            conn,
+            video: None,
+            frames: Vec::new(),
+        };
+        Ok((client, answer))
     }
 
     /// Applies the endpoint's answer; ICE starts.

@@ -12,6 +12,8 @@
 //!     and RSS over the window, per viewer and per delivered Mbit/s, and the frames each
 //!     viewer received in the window (min / median), which tells whether everyone got
 //!     everything.
+//!     KEY `janus` plays Janus' streaming plugin (mountpoint 1) at HTTP_BASE through its HTTP
+//!     API instead (Janus offers, the viewer answers).
 //! whipload transcode-cost VIDEO.webm AUDIO.ogg...
 //!     Runs the gateway's VP8 -> H.264 and Opus -> AAC transcoders over the files as fast as
 //!     they go and prints the CPU time per second of media (= share of one core in real time).
@@ -132,11 +134,31 @@ async fn http(hostport: &str, method: &str, path: &str, body: &str) -> Result<(u
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .context("HTTP status line")?;
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Ok((status, headers, body.to_owned()))
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Ok((status, headers, body))
+}
+
+/// The body of a chunked HTTP/1.1 response (Janus' libmicrohttpd answers so).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 #[derive(Default)]
@@ -291,15 +313,82 @@ struct ViewerCount {
     failed: AtomicU64,
 }
 
+/// A viewer of Janus' streaming plugin (mountpoint 1) through its HTTP API: the server offers,
+/// the viewer answers.
+async fn janus_viewer(hostport: &str, local: SocketAddr) -> Result<webrtc::client::WhepClient> {
+    let call = |path: String, body: serde_json::Value| {
+        let hostport = hostport.to_owned();
+        async move {
+            let (status, _, text) = http(&hostport, "POST", &path, &body.to_string()).await?;
+            let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("Janus {path}: {status} {text}"))?;
+            if v["janus"] == "error" {
+                bail!("Janus {path}: {text}");
+            }
+            Ok::<serde_json::Value, anyhow::Error>(v)
+        }
+    };
+    let t = || serde_json::json!("t");
+    let session = call("/janus".into(), serde_json::json!({"janus": "create", "transaction": t()})).await?["data"]["id"]
+        .as_u64()
+        .context("Janus session id")?;
+    let handle = call(
+        format!("/janus/{session}"),
+        serde_json::json!({"janus": "attach", "plugin": "janus.plugin.streaming", "transaction": t()}),
+    )
+    .await?["data"]["id"]
+        .as_u64()
+        .context("Janus handle id")?;
+    call(
+        format!("/janus/{session}/{handle}"),
+        serde_json::json!({"janus": "message", "transaction": t(), "body": {"request": "watch", "id": 1}}),
+    )
+    .await?;
+    // The offer comes as an event on the session's long poll.
+    let offer = loop {
+        let (_, _, text) = http(hostport, "GET", &format!("/janus/{session}?maxev=5"), "").await?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("Janus poll: {text}"))?;
+        let events = if v.is_array() {
+            v.as_array().cloned().unwrap_or_default()
+        } else {
+            vec![v]
+        };
+        if let Some(sdp) = events.iter().find_map(|e| e["jsep"]["sdp"].as_str().map(str::to_owned)) {
+            break sdp;
+        }
+    };
+    let (client, answer) = webrtc::client::WhepClient::answer(Instant::now(), local, &offer)?;
+    call(
+        format!("/janus/{session}/{handle}"),
+        serde_json::json!({"janus": "message", "transaction": t(), "body": {"request": "start"}, "jsep": {"type": "answer", "sdp": answer}}),
+    )
+    .await?;
+    call(
+        format!("/janus/{session}/{handle}"),
+        serde_json::json!({"janus": "trickle", "transaction": t(), "candidate": {"completed": true}}),
+    )
+    .await?;
+    if std::env::var_os("JANUS_DEBUG").is_some() {
+        eprintln!("answer: {answer}");
+        let (_, _, text) = http(hostport, "GET", &format!("/janus/{session}?maxev=5"), "").await?;
+        eprintln!("events after start: {text}");
+    }
+    Ok(client)
+}
+
 async fn viewer(hostport: String, path: String, stop: Instant, count: Arc<ViewerCount>) -> Result<()> {
     let sock = UdpSocket::bind("127.0.0.1:0").await?;
     let local = sock.local_addr()?;
-    let (mut client, offer) = webrtc::client::WhepClient::new(Instant::now(), local, true, true);
-    let (status, _, answer) = http(&hostport, "POST", &path, &offer).await?;
-    if status != 201 {
-        bail!("WHEP POST {path}: {status} {answer}");
-    }
-    client.accept_answer(&answer)?;
+    let mut client = if path == "janus" {
+        janus_viewer(&hostport, local).await?
+    } else {
+        let (mut client, offer) = webrtc::client::WhepClient::new(Instant::now(), local, true, true);
+        let (status, _, answer) = http(&hostport, "POST", &path, &offer).await?;
+        if status != 201 {
+            bail!("WHEP POST {path}: {status} {answer}");
+        }
+        client.accept_answer(&answer)?;
+        client
+    };
     let mut tx = Vec::new();
     client.handle_timeout(Instant::now(), &mut tx)?;
     let mut buf = vec![0u8; 2048];
@@ -348,8 +437,11 @@ async fn play(args: &[String]) -> Result<()> {
     let (_, rss_idle_kb) = proc_cpu_and_rss(&[pid]);
     let stop = Instant::now() + warmup + window + Duration::from_secs(1);
     let counts: Vec<Arc<ViewerCount>> = (0..n).map(|_| Arc::new(ViewerCount::default())).collect();
+    // KEY `janus`: viewers of Janus' streaming plugin at HTTP_BASE (mountpoint 1).
+    let janus = key == "janus";
     for c in &counts {
-        let (h, p, c) = (hostport.clone(), format!("/whep/{key}"), c.clone());
+        let path = if janus { "janus".to_owned() } else { format!("/whep/{key}") };
+        let (h, p, c) = (hostport.clone(), path, c.clone());
         tokio::spawn(async move {
             if let Err(e) = viewer(h, p, stop, c.clone()).await {
                 c.failed.store(1, Ordering::Relaxed);
@@ -375,14 +467,24 @@ async fn play(args: &[String]) -> Result<()> {
         let s = v["streams"].as_array()?.iter().find(|s| s["key"] == key.as_str())?.clone();
         Some((s["frames_in"]["video"].as_f64()?, s["frames_in"]["audio"].as_f64()?))
     };
-    let in0 = frames_in(&http(&hostport, "GET", "/api/v1/streams", "").await?.2);
+    let stream_stats = || async {
+        if janus {
+            None
+        } else {
+            http(&hostport, "GET", "/api/v1/streams", "")
+                .await
+                .ok()
+                .and_then(|r| frames_in(&r.2))
+        }
+    };
+    let in0 = stream_stats().await;
     let (cpu0, _) = proc_cpu_and_rss(&[pid]);
     let w0 = Instant::now();
     tokio::time::sleep(window).await;
     let (cpu1, rss_kb) = proc_cpu_and_rss(&[pid]);
     let elapsed = w0.elapsed().as_secs_f64();
     let after: Vec<_> = counts.iter().map(|c| snapshot(c)).collect();
-    let in1 = frames_in(&http(&hostport, "GET", "/api/v1/streams", "").await?.2);
+    let in1 = stream_stats().await;
     let (source_video_fps, source_audio_fps) = match (in0, in1) {
         (Some(a), Some(b)) => ((b.0 - a.0) / elapsed, (b.1 - a.1) / elapsed),
         _ => (0.0, 0.0),
