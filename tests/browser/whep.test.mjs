@@ -25,6 +25,7 @@ async function watch(browser, pagePort, url) {
   const rate = (k, f) => ((s1[k]?.[f] ?? 0) - (s0[k]?.[f] ?? 0)) / dt;
   return {
     errors: probe.errors,
+    streamIds: probe.streamIds,
     samples: probe.samples.length,
     firstFrameMs: probe.firstFrameMs && Math.round(probe.firstFrameMs),
     medianMs: median(late),
@@ -41,6 +42,9 @@ async function watch(browser, pagePort, url) {
 
 function checkPlayed(r, { codec, fps, latencyMs }) {
   assert.deepEqual(r.errors, []);
+  // Chromium synchronises audio with video only within one MediaStream.
+  assert.equal(r.streamIds.length, 2, `tracks: ${r.streamIds}`);
+  assert.equal(new Set(r.streamIds).size, 1, `audio and video in different streams: ${r.streamIds}`);
   assert.equal(r.videoCodec, codec, 'the codec the browser decoded');
   assert.equal(r.audioCodec, 'audio/opus');
   assert.ok(r.fps >= fps * 0.9, `video decoded at ${r.fps} fps, the source sends ${fps}`);

@@ -336,6 +336,15 @@ impl Endpoint {
         if let Some(why) = sdp_line_error(offer) {
             return Err(OfferError::BadSdp(why));
         }
+        // What a session sends is one stream: str0m names each sent track's stream after the
+        // offer's `a=msid` (a browser's receive-only lines have none, so each got a random one),
+        // and a browser synchronises audio with video only within one stream.
+        let offer_text = if spec.sends() {
+            with_msid(offer, SENT_STREAM)
+        } else {
+            offer.to_owned()
+        };
+        let offer = offer_text.as_str();
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(describe_parse_error(offer, &e.to_string())))?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
@@ -716,6 +725,38 @@ const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
 /// Resends stop while they are more than this share of a stream's bytes (the last second).
 const RTX_RATIO_CAP: f32 = 0.4;
 
+/// The stream id of what a session sends.
+const SENT_STREAM: &str = "streamgate";
+
+/// The offer with `a=msid:{stream} {kind}` in every audio/video section that has none.
+fn with_msid(offer: &str, stream: &str) -> String {
+    let mut out = String::with_capacity(offer.len() + 128);
+    let mut section: Option<(&str, bool)> = None;
+    let flush = |out: &mut String, section: Option<(&str, bool)>| {
+        if let Some((kind, false)) = section {
+            out.push_str(&format!("a=msid:{stream} {kind}\r\n"));
+        }
+    };
+    for line in offer.split_inclusive('\n') {
+        let l = line.trim_end();
+        if let Some(rest) = l.strip_prefix("m=") {
+            flush(&mut out, section);
+            let kind = rest.split(' ').next().unwrap_or("");
+            section = matches!(kind, "audio" | "video").then_some((if kind == "audio" { "audio" } else { "video" }, false));
+        } else if l.starts_with("a=msid:") {
+            if let Some((_, has)) = &mut section {
+                *has = true;
+            }
+        }
+        out.push_str(line);
+        if !line.ends_with('\n') {
+            out.push_str("\r\n");
+        }
+    }
+    flush(&mut out, section);
+    out
+}
+
 fn codec_name(c: Codec) -> &'static str {
     match c {
         Codec::H264 => "H.264",
@@ -932,6 +973,35 @@ mod tests {
                 *seed as u8
             })
             .collect()
+    }
+
+    /// A browser puts audio and video in sync only within one stream: a viewer's tracks share
+    /// the answer's msid stream id.
+    #[test]
+    fn a_sending_sessions_tracks_are_one_stream() {
+        let mut ep = endpoint();
+        let offer: String = OFFER
+            .lines()
+            .filter(|l| !l.starts_with("a=ssrc") && !l.starts_with("a=msid:"))
+            .map(|l| if l == "a=sendonly" { "a=recvonly" } else { l })
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        let mut out = Outputs::default();
+        let spec = SessionSpec::sender(Some(Codec::H264), Some(Codec::Opus));
+        let a = ep.accept_offer(Instant::now(), &offer, &spec, &mut out).unwrap();
+        let streams: Vec<&str> = a
+            .answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=msid:"))
+            .filter_map(|m| m.split(' ').next())
+            .collect();
+        assert_eq!(streams, ["streamgate", "streamgate"], "{}", a.answer);
+        assert_eq!(
+            with_msid("v=0\r\nm=video 9 x 96\r\na=msid:s t\r\nm=application 9 x\r\n", "g")
+                .matches("a=msid")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!     Runs the gateway's VP8 -> H.264 and Opus -> AAC transcoders over the files as fast as
 //!     they go and prints the CPU time per second of media (= share of one core in real time).
 //! ```
-//! Everything is bounded: publishers stop after WARMUP + WINDOW seconds.
+//! Everything is bounded: publishers stop after WARMUP + WINDOW seconds. Media sockets bind to
+//! 127.0.0.1, or to `WHIPLOAD_BIND` (the host side of a namespace link).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +61,15 @@ fn read_packets(path: &str, kind: ff::media::Type) -> Result<Vec<Vec<u8>>> {
         bail!("{path}: no packets");
     }
     Ok(out)
+}
+
+/// The address media sockets bind to: `WHIPLOAD_BIND` (a namespace link's host side, when the
+/// server runs in a network namespace), else loopback.
+fn bind_ip() -> std::net::IpAddr {
+    std::env::var("WHIPLOAD_BIND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 fn cpu_self() -> f64 {
@@ -174,7 +184,7 @@ struct Media {
 }
 
 async fn publisher(hostport: String, path: String, media: Arc<Media>, stop: Instant, stats: Arc<Stats>) -> Result<()> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let sock = UdpSocket::bind((bind_ip(), 0)).await?;
     let local = sock.local_addr()?;
     let (mut client, offer) = WhipClient::new(Instant::now(), local, true, true, None);
     let (status, _, answer) = http(&hostport, "POST", &path, &offer).await?;
@@ -376,7 +386,7 @@ async fn janus_viewer(hostport: &str, local: SocketAddr) -> Result<webrtc::clien
 }
 
 async fn viewer(hostport: String, path: String, stop: Instant, count: Arc<ViewerCount>) -> Result<()> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let sock = UdpSocket::bind((bind_ip(), 0)).await?;
     let local = sock.local_addr()?;
     let mut client = if path == "janus" {
         janus_viewer(&hostport, local).await?
