@@ -22,24 +22,7 @@ cargo build --release -q -p streamgate -p streamgate-loadgen
 SG=$target/release/streamgate
 WHIPLOAD=$target/release/whipload
 
-cache=bench/.cache
-mkdir -p "$cache"
-h264=$cache/whip-640x480-20fps-1mbps.h264
-opus=$cache/whip-opus-48k-mono.ogg
-opus2=$cache/whip-opus-48k-stereo.ogg
-vp8=$cache/whip-640x480-20fps-vp8.webm
-enc() { ffmpeg -hide_banner -loglevel error -y "$@"; }
-# Like a browser's sender: constrained baseline, no B-frames, SPS/PPS before every IDR, 2 s GOP.
-[ -s "$h264" ] || enc -f lavfi -i testsrc2=size=640x480:rate=20 -t 20 -c:v libx264 -preset veryfast \
-  -profile:v baseline -tune zerolatency -b:v 1000k -maxrate 1000k -bufsize 1000k -g 40 \
-  -x264-params repeat-headers=1 -pix_fmt yuv420p -f h264 "$h264"
-# Opus as browsers send it: mono unless the answer asks for stereo; 20 ms frames. Speech-like
-# content (a tone sweeping with noise), not a pure sine, which costs the AAC encoder less.
-audio_src="aevalsrc=0.3*sin(2*PI*(300+200*sin(2*PI*0.5*t))*t)+0.05*(random(0)-0.5):s=48000"
-[ -s "$opus" ] || enc -f lavfi -i "$audio_src" -t 20 -c:a libopus -b:a 48k -frame_duration 20 -ac 1 "$opus"
-[ -s "$opus2" ] || enc -f lavfi -i "$audio_src" -t 20 -c:a libopus -b:a 96k -frame_duration 20 -ac 2 "$opus2"
-[ -s "$vp8" ] || enc -f lavfi -i testsrc2=size=640x480:rate=20 -t 20 -c:v libvpx -deadline realtime -cpu-used 8 \
-  -b:v 1000k -g 40 -lag-in-frames 0 "$vp8"
+make_webrtc_media
 
 if [ "$mode" = transcode ]; then
   "$WHIPLOAD" transcode-cost "$vp8" "$opus" "$opus2"

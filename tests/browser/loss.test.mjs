@@ -128,15 +128,7 @@ test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 
     relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { loss: 0.05, delayMs: 30, jitterMs: 30 });
     pages = await startPageServer(hostIp);
     // Chromium runs inside the namespace: its only way to the gateway is the relay.
-    const wrapper = join(dir, 'chromium-in-netns.sh');
-    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
-    chmodSync(wrapper, 0o755);
-    browser = await launchChromium({
-      camera: true,
-      executablePath: wrapper,
-      // getUserMedia needs a secure context; the page comes over plain HTTP from the host side.
-      args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pages.port}`],
-    });
+    browser = await chromiumInNamespace(pages.port, true);
     const publisher = await whipPublish(browser, pages.port, `http://${hostIp}:${gw.http}/whip/live/loss`, { pageHost: hostIp });
     await waitLive(gw.http, 'live/loss', 10000, hostIp);
     const url = `http://${hostIp}:${gw.http}/live/loss.flv`;
@@ -190,7 +182,8 @@ test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 
   }
 });
 
-/// Chromium in the namespace, its only way to the gateway the relay; pages from `pagesPort`.
+/// Chromium in the namespace, its only way to the gateway the relay; pages from `pagesPort`
+/// (getUserMedia needs a secure context; the page comes over plain HTTP from the host side).
 async function chromiumInNamespace(pagesPort, camera) {
   const wrapper = join(dir, 'chromium-in-netns.sh');
   writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
