@@ -239,7 +239,17 @@ struct SubQueue {
     bytes: usize,
     wait_keyframe: bool,
     ended: bool,
+    /// While waiting for a keyframe: the latest audio, so that audio stamped from the keyframe
+    /// on that arrived before it still starts with it (a keyframe is paced out, or repaired by
+    /// retransmission, after audio captured with it).
+    held_audio: VecDeque<Arc<MediaFrame>>,
+    /// After the wait: audio stamped before this (ms) is left out (it arrives after the
+    /// keyframe but belongs before it).
+    audio_from: Option<i64>,
 }
+
+/// Audio frames held per subscriber while it waits for a keyframe (about a second).
+const HELD_AUDIO: usize = 64;
 
 /// Audio frames wake viewers at once when no video frame came for this long.
 const AUDIO_WAKE_AFTER: Duration = Duration::from_millis(100);
@@ -420,8 +430,9 @@ impl StreamState {
     }
 }
 
-/// Audio that starts more than this after the cached keyframe was restarted: not replayed.
-const AUDIO_GAP_MS: i64 = 150;
+/// Audio that starts more than this after the cached keyframe was restarted: not replayed
+/// (an audio frame normally follows a keyframe within one AAC frame, 21 ms).
+const AUDIO_GAP_MS: i64 = 60;
 
 impl Stream {
     fn request_keyframe(&self) {
@@ -760,9 +771,27 @@ impl SubShared {
         let mut q = lock(&self.queue);
         let mut dropped = 0u64;
         let mut overflow = false;
+        let audio = frame.track == TrackKind::Audio;
+        if audio {
+            match q.audio_from {
+                Some(from) if frame.pts_ms() < from => return false,
+                Some(_) => q.audio_from = None,
+                None => {}
+            }
+        }
         if q.wait_keyframe && !sync {
-            dropped = 1;
+            if audio {
+                // (A stream with video: its audio waits for the keyframe.)
+                q.held_audio.push_back(frame.clone());
+                if q.held_audio.len() > HELD_AUDIO {
+                    q.held_audio.pop_front();
+                    dropped = 1;
+                }
+            } else {
+                dropped = 1;
+            }
         } else {
+            let starting = q.wait_keyframe && !audio;
             q.wait_keyframe = false;
             let len = frame.data.len();
             if q.frames + 1 > cfg.queue_max_frames || q.bytes + len > cfg.queue_max_bytes {
@@ -789,6 +818,20 @@ impl SubShared {
                 q.frames += 1;
                 q.bytes += len;
                 q.events.push_back(HubEvent::Frame(frame.clone()));
+                if starting {
+                    let key_ms = frame.pts_ms();
+                    let held: Vec<_> = q.held_audio.drain(..).collect();
+                    for a in held {
+                        if a.pts_ms() >= key_ms {
+                            q.frames += 1;
+                            q.bytes += a.data.len();
+                            q.events.push_back(HubEvent::Frame(a));
+                        } else {
+                            dropped += 1;
+                        }
+                    }
+                    q.audio_from = Some(key_ms);
+                }
             }
         }
         drop(q);
@@ -1044,11 +1087,14 @@ mod tests {
         let mut late = hub.subscribe(&key("a"), "flv").unwrap();
         assert!(drain(&mut late).iter().all(|e| !matches!(e, HubEvent::Frame(_))), "no stale replay");
         assert_eq!(p.stats().keyframe_requests, requests + 1, "a keyframe was asked for");
-        // AAC comes back, then the keyframe: both start together.
+        // AAC comes back, then the keyframe: both start together. Audio stamped from the
+        // keyframe on that arrived before it is kept; audio stamped before it is left out,
+        // whenever it arrives.
         p.push(aac(2000), at(2000));
         p.push(vframe(2000, false, 10), at(2000));
         p.push(vframe(2033, true, 100), at(2033));
-        p.push(aac(2040), at(2040));
+        p.push(aac(2021), at(2034));
+        p.push(aac(2042), at(2042));
         let got: Vec<_> = drain(&mut late)
             .iter()
             .filter_map(|e| match e {
@@ -1056,7 +1102,26 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(got, [(Codec::H264, 2033), (Codec::Aac, 2040)]);
+        assert_eq!(got, [(Codec::H264, 2033), (Codec::Aac, 2042)]);
+        // Audio stamped after the keyframe that arrived before it (a large keyframe repaired by
+        // retransmission comes late) starts with it.
+        let mut waiting = hub.subscribe_to(&key("a"), "flv", CodecSet::FLV).unwrap();
+        drain(&mut waiting);
+        p.drop_cached(Codec::H264);
+        let mut fresh = hub.subscribe(&key("a"), "flv").unwrap();
+        drain(&mut fresh);
+        p.push(aac(2063), at(2070));
+        p.push(aac(2084), at(2090));
+        p.push(vframe(2066, true, 100), at(2100));
+        let got: Vec<_> = drain(&mut fresh)
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Frame(f) => Some((f.codec, f.dts)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [(Codec::H264, 2066), (Codec::Aac, 2084)]);
+        drop(waiting);
     }
 
     /// B-frames show as video presented after it is decoded; audio and in-order video do not.

@@ -67,7 +67,10 @@ async function startRelay(front, target, { loss, delayMs, jitterMs, toPeer = fal
   const sock = createSocket('udp4');
   const backs = new Map();
   const r = { impaired: false, forwarded: 0, dropped: 0 };
-  const impair = (send) => {
+  // Delayed sends may fire after the relay closed: they are dropped.
+  const guarded = (send) => () => { if (!r.closed) send(); };
+  const impair = (unguarded) => {
+    const send = guarded(unguarded);
     if (r.impaired && Math.random() < loss) {
       r.dropped += 1;
       return;
@@ -84,15 +87,15 @@ async function startRelay(front, target, { loss, delayMs, jitterMs, toPeer = fal
       back.bind(0, '127.0.0.1');
       back.on('message', (m) => {
         const send = () => sock.send(m, from.port, from.address);
-        if (toPeer) impair(send); else send();
+        if (toPeer) impair(send); else guarded(send)();
       });
       backs.set(key, back);
     }
     const send = () => back.send(msg, target.port, target.host);
-    if (toPeer) send(); else impair(send);
+    if (toPeer) guarded(send)(); else impair(send);
   });
   await new Promise((resolve) => sock.bind(front.port, front.host, resolve));
-  r.close = () => { sock.close(); for (const b of backs.values()) b.close(); };
+  r.close = () => { r.closed = true; sock.close(); for (const b of backs.values()) b.close(); };
   return r;
 }
 
