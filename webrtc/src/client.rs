@@ -374,6 +374,15 @@ impl WhepClient {
         Ok((client, answer))
     }
 
+    /// Answers a later offer of the server (tracks added or stopped).
+    pub fn accept_offer(&mut self, offer: &str, out: &mut Vec<Transmit>) -> Result<String, ClientError> {
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| ClientError::Offer(e.to_string()))?;
+        let answer = self.conn.rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
+        let frames = &mut self.frames;
+        self.conn.drain(out, |e| keep_frame(frames, e))?;
+        Ok(answer)
+    }
+
     /// Applies the endpoint's answer; ICE starts.
     pub fn accept_answer(&mut self, answer: &str) -> Result<(), ClientError> {
         self.conn.accept_answer(answer)

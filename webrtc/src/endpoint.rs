@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
@@ -262,7 +262,64 @@ struct Session {
     egress: [EgressSeen; 2],
     spec: SessionSpec,
     dead: Option<CloseReason>,
+    /// Feeds of a session the server offers (a room's subscribing peer connection).
+    feeds: Vec<Feed>,
+    /// The server's offer awaiting the peer's answer.
+    pending: Option<SdpPendingOffer>,
+    next_feed: FeedId,
 }
+
+/// One feed of a session: a stream's video and/or audio, on m-lines of the server's offers.
+#[derive(Debug, Clone)]
+struct Feed {
+    id: FeedId,
+    /// The m-line and the codec wanted on it; the payload type once answered.
+    video: Option<(Mid, Codec, Option<SendTrack>)>,
+    audio: Option<(Mid, Codec, Option<SendTrack>)>,
+    removed: bool,
+}
+
+/// A feed's id within its session.
+pub type FeedId = u32;
+
+/// What a feed sends: the stream it belongs to (the msid stream id the peer sees: the stream
+/// key, with characters an msid cannot carry, such as "/", as ".") and its tracks' codecs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSpec {
+    /// The stream id the peer's tracks are grouped by.
+    pub stream: String,
+    /// The video codec, if the feed has video.
+    pub video: Option<Codec>,
+    /// The audio codec (Opus), if the feed has audio.
+    pub audio: Option<Codec>,
+}
+
+/// Why a feed operation was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FeedError {
+    /// No such session.
+    #[error("no such WebRTC session")]
+    NoSession,
+    /// No such feed in the session.
+    #[error("no such feed")]
+    NoFeed,
+    /// An offer is out and its answer has not come.
+    #[error("an offer is waiting for its answer")]
+    OfferPending,
+    /// No offer is out.
+    #[error("no offer is waiting for an answer")]
+    NoOfferPending,
+    /// The answer did not parse or fit the offer.
+    #[error("bad SDP answer: {0}")]
+    BadAnswer(String),
+    /// The session is at its feed limit.
+    #[error("a session sends at most {0} feeds")]
+    TooMany(usize),
+}
+
+/// Most feeds one session sends (m-lines are never removed, so removed feeds count too).
+pub const MAX_FEEDS: usize = 32;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct EgressSeen {
@@ -365,13 +422,7 @@ impl Endpoint {
             // Every H.264 profile browsers offer, packetization-mode 1 only (FU-A/STAP-A), each
             // with an RTX payload type so that NACKed packets can be resent.
             let cc = cfg.codec_config();
-            for (pt, rtx, profile) in [
-                (108u8, 109u8, 0x42e01f_u32),
-                (127, 121, 0x42001f),
-                (123, 119, 0x4d001f),
-                (114, 115, 0x64001f),
-                (116, 117, 0x640c1f),
-            ] {
+            for (pt, rtx, profile) in H264_PROFILES {
                 cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
             }
         }
@@ -402,6 +453,9 @@ impl Endpoint {
             egress: [EgressSeen::default(); 2],
             spec: spec.clone(),
             dead: None,
+            feeds: Vec::new(),
+            pending: None,
+            next_feed: 1,
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -611,6 +665,172 @@ impl Endpoint {
         self.remove_if_dead(id, out);
     }
 
+    /// A session the server offers (a room's subscribing peer connection), sending `feeds`;
+    /// returns its id, the feeds' ids and the offer. The peer's answer goes to
+    /// [`Endpoint::accept_answer`]; later feeds come and go by new offers
+    /// ([`Endpoint::add_feed`], [`Endpoint::remove_feed`]).
+    pub fn offer_session(
+        &mut self,
+        now: Instant,
+        feeds: &[FeedSpec],
+        out: &mut Outputs,
+    ) -> Result<(SessionId, Vec<FeedId>, String), OfferError> {
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(OfferError::Full(self.config.max_sessions));
+        }
+        if self.config.candidates.is_empty() {
+            return Err(OfferError::NoCandidate);
+        }
+        if feeds.is_empty() || feeds.len() > MAX_FEEDS {
+            return Err(OfferError::NoCodec(format!("a session offers 1 to {MAX_FEEDS} feeds")));
+        }
+        let creds = IceCreds::new();
+        let ufrag = creds.ufrag.clone();
+        let mut cfg = Rtc::builder()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds)
+            .clear_codecs()
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_vp9(true);
+        let cc = cfg.codec_config();
+        for (pt, rtx, profile) in H264_PROFILES {
+            cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
+        }
+        let mut rtc = cfg.build(now);
+        for addr in &self.config.candidates {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let mut session = Session {
+            rtc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            created: now,
+            last_rx: now,
+            deadline: now,
+            connected: false,
+            video_mid: None,
+            audio_mid: None,
+            send_video: None,
+            send_audio: None,
+            stats: [SessionStats::default(); 2],
+            egress: [EgressSeen::default(); 2],
+            spec: SessionSpec::default(),
+            dead: None,
+            feeds: Vec::new(),
+            pending: None,
+            next_feed: 1,
+        };
+        let (ids, offer) = offer_feeds(&mut session, feeds).ok_or_else(|| OfferError::Rejected("nothing to offer".into()))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        drain(id, &mut session, &mut self.counters, out);
+        self.by_ufrag.insert(ufrag, id);
+        self.sessions.insert(id, session);
+        Ok((id, ids, offer))
+    }
+
+    /// Adds a feed to a session the server offered; returns its id and the new offer.
+    pub fn add_feed(&mut self, id: SessionId, feed: &FeedSpec, out: &mut Outputs) -> Result<(FeedId, String), FeedError> {
+        let s = self.sessions.get_mut(&id).ok_or(FeedError::NoSession)?;
+        if s.pending.is_some() {
+            return Err(FeedError::OfferPending);
+        }
+        if s.feeds.len() >= MAX_FEEDS {
+            return Err(FeedError::TooMany(MAX_FEEDS));
+        }
+        let (ids, offer) = offer_feeds(s, std::slice::from_ref(feed)).ok_or(FeedError::NoFeed)?;
+        drain(id, s, &mut self.counters, out);
+        Ok((ids[0], offer))
+    }
+
+    /// Stops a feed (its m-lines become inactive: the peer's tracks end); returns the new offer.
+    pub fn remove_feed(&mut self, id: SessionId, feed: FeedId, out: &mut Outputs) -> Result<String, FeedError> {
+        let s = self.sessions.get_mut(&id).ok_or(FeedError::NoSession)?;
+        if s.pending.is_some() {
+            return Err(FeedError::OfferPending);
+        }
+        let f = s.feeds.iter_mut().find(|f| f.id == feed && !f.removed).ok_or(FeedError::NoFeed)?;
+        f.removed = true;
+        let mids: Vec<Mid> = [f.video.as_ref().map(|v| v.0), f.audio.as_ref().map(|a| a.0)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut api = s.rtc.sdp_api();
+        for mid in mids {
+            api.set_direction(mid, Direction::Inactive);
+        }
+        let (offer, pending) = api.apply().ok_or(FeedError::NoFeed)?;
+        s.pending = Some(pending);
+        drain(id, s, &mut self.counters, out);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// The peer's answer to the server's latest offer: the feeds it took can be written.
+    pub fn accept_answer(&mut self, id: SessionId, answer: &str, out: &mut Outputs) -> Result<(), FeedError> {
+        let s = self.sessions.get_mut(&id).ok_or(FeedError::NoSession)?;
+        let pending = s.pending.take().ok_or(FeedError::NoOfferPending)?;
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| FeedError::BadAnswer(excerpt(&e.to_string(), 200)))?;
+        s.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| FeedError::BadAnswer(excerpt(&e.to_string(), 200)))?;
+        let mut feeds = std::mem::take(&mut s.feeds);
+        for f in feeds.iter_mut().filter(|f| !f.removed) {
+            for t in [&mut f.video, &mut f.audio].into_iter().flatten() {
+                if t.2.is_none() {
+                    t.2 = negotiated_track(&mut s.rtc, t.0, t.1);
+                }
+            }
+        }
+        s.feeds = feeds;
+        drain(id, s, &mut self.counters, out);
+        self.remove_if_dead(id, out);
+        Ok(())
+    }
+
+    /// Writes one frame on a feed's track (as [`Endpoint::write`] does for a session's single
+    /// track).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_feed(
+        &mut self,
+        id: SessionId,
+        feed: FeedId,
+        track: Track,
+        wallclock: Instant,
+        rtp_time: u64,
+        data: &[u8],
+        out: &mut Outputs,
+    ) -> Result<(), WriteError> {
+        let s = self.sessions.get_mut(&id).ok_or(WriteError::NoSession)?;
+        let f = s
+            .feeds
+            .iter()
+            .find(|f| f.id == feed && !f.removed)
+            .ok_or(WriteError::NotSending(track))?;
+        let t = match track {
+            Track::Video => f.video.as_ref(),
+            Track::Audio => f.audio.as_ref(),
+        }
+        .and_then(|t| t.2)
+        .ok_or(WriteError::NotSending(track))?;
+        if !s.connected {
+            return Err(WriteError::NotConnected);
+        }
+        let r = match s.rtc.writer(t.mid) {
+            Some(w) => w
+                .write(t.pt, wallclock, MediaTime::new(rtp_time, t.clock), data.to_vec())
+                .map_err(|e| WriteError::Rtc(e.to_string())),
+            None => Err(WriteError::NotSending(track)),
+        };
+        drain(id, s, &mut self.counters, out);
+        self.remove_if_dead(id, out);
+        r
+    }
+
     /// Removes every session marked dead (timers may mark any of them).
     fn reap(&mut self, out: &mut Outputs) {
         let dead: Vec<SessionId> = self.sessions.iter().filter(|(_, s)| s.dead.is_some()).map(|(id, _)| *id).collect();
@@ -724,6 +944,69 @@ const RTX_CACHE_PACKETS: usize = 512;
 const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
 /// Resends stop while they are more than this share of a stream's bytes (the last second).
 const RTX_RATIO_CAP: f32 = 0.4;
+
+/// H.264 profiles offered and answered (packetization-mode 1, each with an RTX payload type).
+const H264_PROFILES: [(u8, u8, u32); 5] = [
+    (108, 109, 0x42e01f),
+    (127, 121, 0x42001f),
+    (123, 119, 0x4d001f),
+    (114, 115, 0x64001f),
+    (116, 117, 0x640c1f),
+];
+
+/// Adds feeds' m-lines to one offer of the session (str0m keeps changes in the `SdpApi` that
+/// made them until `apply`); returns their ids and the offer.
+fn offer_feeds(s: &mut Session, specs: &[FeedSpec]) -> Option<(Vec<FeedId>, String)> {
+    let mut api = s.rtc.sdp_api();
+    let mut ids = Vec::with_capacity(specs.len());
+    for feed in specs {
+        let id = s.next_feed;
+        s.next_feed += 1;
+        // An msid is a token ("/" is not a token character): a stream key's "/" becomes ".".
+        let stream: String = feed
+            .stream
+            .chars()
+            .take(64)
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '.' })
+            .collect();
+        let mut line = |kind: MediaKind, codec: Codec, name: &str| {
+            let mid = api.add_media(
+                kind,
+                Direction::SendOnly,
+                Some(stream.clone()),
+                Some(format!("{stream}-{name}")),
+                None,
+            );
+            (mid, codec, None)
+        };
+        let video = feed.video.map(|c| line(MediaKind::Video, c, "video"));
+        let audio = feed.audio.map(|c| line(MediaKind::Audio, c, "audio"));
+        s.feeds.push(Feed {
+            id,
+            video,
+            audio,
+            removed: false,
+        });
+        ids.push(id);
+    }
+    let (offer, pending) = api.apply()?;
+    s.pending = Some(pending);
+    Some((ids, offer.to_sdp_string()))
+}
+
+/// The payload type the answer gave `codec` on `mid`.
+fn negotiated_track(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<SendTrack> {
+    let w = rtc.writer(mid)?;
+    let t = w.payload_params().find(|p| p.spec().codec == codec).map(|p| SendTrack {
+        mid,
+        pt: p.pt(),
+        clock: p.spec().clock_rate,
+    })?;
+    if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+        tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+    }
+    Some(t)
+}
 
 /// The stream id of what a session sends.
 const SENT_STREAM: &str = "streamgate";

@@ -13,7 +13,9 @@ use str0m::net::Transmit;
 use str0m::rtp::ExtensionMap;
 
 use crate::client::{ClientError, WhepClient, WhipClient};
-use crate::endpoint::{Endpoint, EndpointConfig, EndpointEvent, OfferError, Outputs, SessionId, SessionSpec, WriteError};
+use crate::endpoint::{
+    Endpoint, EndpointConfig, EndpointEvent, FeedError, FeedId, FeedSpec, OfferError, Outputs, SessionId, SessionSpec, WriteError,
+};
 use crate::{RtpFrame, Track};
 
 /// The clear part of an SRTP packet (the RTP header is not encrypted).
@@ -55,6 +57,9 @@ pub enum LoopbackError {
     /// The endpoint refused to write.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The endpoint refused a feed operation.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
     /// Datagrams kept flowing without end.
     #[error("datagram exchange did not quiesce")]
     NoQuiescence,
@@ -285,6 +290,34 @@ impl Link<WhepClient> {
         Self::establish(ep, client, accepted.id, now, out)
     }
 
+    /// Connects a viewer to a session the endpoint offers with `feeds` (a room's subscribing
+    /// peer connection); returns the link and the feeds' ids.
+    pub fn offered(feeds: &[FeedSpec]) -> Result<(Self, Vec<FeedId>), LoopbackError> {
+        let now = Instant::now();
+        let mut ep = endpoint();
+        let mut out = Outputs::default();
+        let (id, ids, offer) = ep.offer_session(now, feeds, &mut out)?;
+        let (client, answer) = WhepClient::answer(now, SocketAddr::from((Ipv4Addr::LOCALHOST, 50002)), &offer)?;
+        ep.accept_answer(id, &answer, &mut out)?;
+        Ok((Self::establish(ep, client, id, now, out)?, ids))
+    }
+
+    /// The endpoint renegotiates with `offer` (a feed added or removed); the viewer answers.
+    pub fn renegotiate(&mut self, offer: &str) -> Result<(), LoopbackError> {
+        let mut tx = Vec::new();
+        let answer = self.client.accept_offer(offer, &mut tx)?;
+        let mut out = Outputs::default();
+        self.ep.accept_answer(self.id, &answer, &mut out)?;
+        self.deliver(tx, out)
+    }
+
+    /// The endpoint writes one frame of a feed to the viewer, and it is delivered.
+    pub fn write_feed(&mut self, feed: FeedId, track: Track, rtp_time: u64, data: &[u8]) -> Result<(), LoopbackError> {
+        let mut out = Outputs::default();
+        self.ep.write_feed(self.id, feed, track, self.now, rtp_time, data, &mut out)?;
+        self.deliver(Vec::new(), out)
+    }
+
     /// The endpoint writes one frame to the viewer, and it is delivered.
     pub fn write(&mut self, track: Track, rtp_time: u64, data: &[u8]) -> Result<(), LoopbackError> {
         let mut out = Outputs::default();
@@ -414,6 +447,69 @@ mod tests {
         assert_eq!(times, (0..50).collect::<Vec<u64>>(), "frames whole after retransmission");
         assert!(video.iter().all(|f| f.contiguous));
         assert_eq!(nal_units(&video[1].data), vec![p_frame.clone()]);
+    }
+
+    /// A session the endpoint offers (a room subscriber) carries feeds that come and go by
+    /// renegotiation: frames of each reach the viewer, a removed feed takes no more writes.
+    #[test]
+    fn feeds_come_and_go_by_renegotiation() {
+        let feed = |stream: &str, video| FeedSpec {
+            stream: stream.into(),
+            video: Some(video),
+            audio: Some(Codec::Opus),
+        };
+        let (mut link, ids) = ViewerLink::offered(&[feed("room/ann", Codec::H264)]).unwrap();
+        let ann = ids[0];
+        let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0];
+        let pps: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+        let idr: Vec<u8> = [&[0x65u8, 0x88][..], &[3u8; 2000][..]].concat();
+        let vp8: Vec<u8> = [
+            &[0x50u8, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00][..],
+            &[0x33; 900][..],
+        ]
+        .concat();
+        for n in 0..3u64 {
+            link.write_feed(ann, Track::Video, 3000 * n, &annex_b(&[sps, pps, &idr])).unwrap();
+            link.write_feed(ann, Track::Audio, 960 * n, &[1, 2, 3]).unwrap();
+            link.advance(Duration::from_millis(33)).unwrap();
+        }
+        // A second participant joins: its feed comes with a new offer.
+        let mut out = Outputs::default();
+        let (bob, offer) = link.ep.add_feed(link.id, &feed("room/bob", Codec::Vp8), &mut out).unwrap();
+        assert_eq!(offer.matches("m=video").count(), 2, "{offer}");
+        let msids: Vec<&str> = offer.lines().filter(|l| l.starts_with("a=msid:")).collect();
+        assert!(
+            msids.iter().any(|l| l.starts_with("a=msid:room.bob room.bob-video")),
+            "the peer sees the feed's stream id: {msids:?}"
+        );
+        assert_eq!(
+            link.ep.add_feed(link.id, &feed("room/eve", Codec::Vp8), &mut out).unwrap_err(),
+            FeedError::OfferPending
+        );
+        link.renegotiate(&offer).unwrap();
+        for n in 3..6u64 {
+            link.write_feed(ann, Track::Video, 3000 * n, &annex_b(&[sps, pps, &idr])).unwrap();
+            link.write_feed(bob, Track::Video, 3000 * n, &vp8).unwrap();
+            link.advance(Duration::from_millis(33)).unwrap();
+        }
+        link.advance(Duration::from_millis(200)).unwrap();
+        let count = |c: Codec| link.client.frames.iter().filter(|f| f.codec == c).count();
+        assert!(count(Codec::H264) >= 5, "{} H.264 frames", count(Codec::H264));
+        assert!(count(Codec::Vp8) >= 2, "{} VP8 frames", count(Codec::Vp8));
+        assert!(count(Codec::Opus) >= 2);
+        // The first one leaves: its m-lines go inactive, its writes are refused.
+        let offer = link.ep.remove_feed(link.id, ann, &mut out).unwrap();
+        link.renegotiate(&offer).unwrap();
+        assert!(matches!(
+            link.write_feed(ann, Track::Video, 3000 * 7, &annex_b(&[sps, pps, &idr])),
+            Err(LoopbackError::Write(WriteError::NotSending(Track::Video)))
+        ));
+        link.write_feed(bob, Track::Video, 3000 * 7, &vp8).unwrap();
+        assert_eq!(link.ep.remove_feed(link.id, ann, &mut out).unwrap_err(), FeedError::NoFeed);
+        assert_eq!(
+            link.ep.accept_answer(link.id, "v=0", &mut out).unwrap_err(),
+            FeedError::NoOfferPending
+        );
     }
 
     #[test]
