@@ -321,6 +321,32 @@ pub enum FeedError {
 /// Most feeds one session sends (m-lines are never removed, so removed feeds count too).
 pub const MAX_FEEDS: usize = 32;
 
+impl Session {
+    /// A session nothing has happened to yet.
+    fn new(rtc: Rtc, ufrag: String, now: Instant, spec: SessionSpec) -> Self {
+        Self {
+            rtc,
+            ufrag,
+            addrs: Vec::new(),
+            created: now,
+            last_rx: now,
+            deadline: now,
+            connected: false,
+            video_mid: None,
+            audio_mid: None,
+            send_video: None,
+            send_audio: None,
+            stats: [SessionStats::default(); 2],
+            egress: [EgressSeen::default(); 2],
+            spec,
+            dead: None,
+            feeds: Vec::new(),
+            pending: None,
+            next_feed: 1,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct EgressSeen {
     packets: u64,
@@ -369,14 +395,32 @@ impl Endpoint {
         self.sessions.is_empty()
     }
 
-    /// Accepts an offer: a new session doing what `spec` says, and its SDP answer.
-    pub fn accept_offer(&mut self, now: Instant, offer: &str, spec: &SessionSpec, out: &mut Outputs) -> Result<Accepted, OfferError> {
+    /// Refuses a new session when the endpoint is full or has no address to offer.
+    fn check_room(&self) -> Result<(), OfferError> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(OfferError::Full(self.config.max_sessions));
         }
         if self.config.candidates.is_empty() {
             return Err(OfferError::NoCandidate);
         }
+        Ok(())
+    }
+
+    /// The endpoint's addresses as a new session's host candidates.
+    fn add_candidates(&self, rtc: &mut Rtc) {
+        for addr in &self.config.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "ICE candidate refused"),
+            }
+        }
+    }
+
+    /// Accepts an offer: a new session doing what `spec` says, and its SDP answer.
+    pub fn accept_offer(&mut self, now: Instant, offer: &str, spec: &SessionSpec, out: &mut Outputs) -> Result<Accepted, OfferError> {
+        self.check_room()?;
         let mids: Vec<Mid> = offer
             .lines()
             .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
@@ -428,35 +472,9 @@ impl Endpoint {
         }
         cfg = cfg.enable_vp8(vp8).enable_vp9(vp9);
         let mut rtc = cfg.build(now);
-        for addr in &self.config.candidates {
-            match Candidate::host(*addr, "udp") {
-                Ok(c) => {
-                    rtc.add_local_candidate(c);
-                }
-                Err(e) => tracing::warn!(%addr, error = %e, "ICE candidate refused"),
-            }
-        }
+        self.add_candidates(&mut rtc);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| OfferError::Rejected(e.to_string()))?;
-        let mut session = Session {
-            rtc,
-            ufrag: ufrag.clone(),
-            addrs: Vec::new(),
-            created: now,
-            last_rx: now,
-            deadline: now,
-            connected: false,
-            video_mid: None,
-            audio_mid: None,
-            send_video: None,
-            send_audio: None,
-            stats: [SessionStats::default(); 2],
-            egress: [EgressSeen::default(); 2],
-            spec: spec.clone(),
-            dead: None,
-            feeds: Vec::new(),
-            pending: None,
-            next_feed: 1,
-        };
+        let mut session = Session::new(rtc, ufrag.clone(), now, spec.clone());
         let id = self.next_id;
         self.next_id += 1;
         for mid in mids {
@@ -532,18 +550,7 @@ impl Endpoint {
             Track::Audio => s.send_audio,
         }
         .ok_or(WriteError::NotSending(track))?;
-        if !s.connected {
-            return Err(WriteError::NotConnected);
-        }
-        let r = match s.rtc.writer(t.mid) {
-            Some(w) => w
-                .write(t.pt, wallclock, MediaTime::new(rtp_time, t.clock), data.to_vec())
-                .map_err(|e| WriteError::Rtc(e.to_string())),
-            None => Err(WriteError::NotSending(track)),
-        };
-        drain(id, s, &mut self.counters, out);
-        self.remove_if_dead(id, out);
-        r
+        self.write_on(id, t, track, wallclock, rtp_time, data, out)
     }
 
     fn destination_for(&self, source: SocketAddr) -> SocketAddr {
@@ -675,12 +682,7 @@ impl Endpoint {
         feeds: &[FeedSpec],
         out: &mut Outputs,
     ) -> Result<(SessionId, Vec<FeedId>, String), OfferError> {
-        if self.sessions.len() >= self.config.max_sessions {
-            return Err(OfferError::Full(self.config.max_sessions));
-        }
-        if self.config.candidates.is_empty() {
-            return Err(OfferError::NoCandidate);
-        }
+        self.check_room()?;
         if feeds.is_empty() || feeds.len() > MAX_FEEDS {
             return Err(OfferError::NoCodec(format!("a session offers 1 to {MAX_FEEDS} feeds")));
         }
@@ -699,31 +701,8 @@ impl Endpoint {
             cc.add_h264(pt.into(), Some(rtx.into()), true, profile);
         }
         let mut rtc = cfg.build(now);
-        for addr in &self.config.candidates {
-            if let Ok(c) = Candidate::host(*addr, "udp") {
-                rtc.add_local_candidate(c);
-            }
-        }
-        let mut session = Session {
-            rtc,
-            ufrag: ufrag.clone(),
-            addrs: Vec::new(),
-            created: now,
-            last_rx: now,
-            deadline: now,
-            connected: false,
-            video_mid: None,
-            audio_mid: None,
-            send_video: None,
-            send_audio: None,
-            stats: [SessionStats::default(); 2],
-            egress: [EgressSeen::default(); 2],
-            spec: SessionSpec::default(),
-            dead: None,
-            feeds: Vec::new(),
-            pending: None,
-            next_feed: 1,
-        };
+        self.add_candidates(&mut rtc);
+        let mut session = Session::new(rtc, ufrag.clone(), now, SessionSpec::default());
         let (ids, offer) = offer_feeds(&mut session, feeds).ok_or_else(|| OfferError::Rejected("nothing to offer".into()))?;
         let id = self.next_id;
         self.next_id += 1;
@@ -817,6 +796,22 @@ impl Endpoint {
         }
         .and_then(|t| t.2)
         .ok_or(WriteError::NotSending(track))?;
+        self.write_on(id, t, track, wallclock, rtp_time, data, out)
+    }
+
+    /// Writes a frame on a negotiated send track of session `id` (`write`, `write_feed`).
+    #[allow(clippy::too_many_arguments)]
+    fn write_on(
+        &mut self,
+        id: SessionId,
+        t: SendTrack,
+        track: Track,
+        wallclock: Instant,
+        rtp_time: u64,
+        data: &[u8],
+        out: &mut Outputs,
+    ) -> Result<(), WriteError> {
+        let s = self.sessions.get_mut(&id).ok_or(WriteError::NoSession)?;
         if !s.connected {
             return Err(WriteError::NotConnected);
         }
