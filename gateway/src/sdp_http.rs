@@ -2,17 +2,20 @@
 //! offer's checks, opening a session on the WebRTC task, the `201 Created` answer with its
 //! `Location` and ICE servers, `DELETE`, `OPTIONS`, and the admission refusals.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use media::StreamKey;
 use tokio::sync::oneshot;
+use tracing::{debug, warn};
 use webrtc::endpoint::{OfferError, SessionSpec};
 
-use crate::admission::{Pending, Refusal};
+use crate::admission::{Admission, Pending, Refusal};
 use crate::config::WebRtcSection;
-use crate::respond::{plain, retry_after};
+use crate::respond::{plain, retry_after, stream_key_or_400};
 use crate::webrtc_server::{Accepted, Command, Role, WebRtcHandle};
 
 /// Largest SDP offer accepted (browsers send 5-15 KiB).
@@ -21,7 +24,7 @@ pub const MAX_OFFER: usize = 64 * 1024;
 pub const ALLOW_SESSION: &str = "OPTIONS, DELETE, PATCH";
 
 /// `Link: <url>; rel="ice-server"` for each configured ICE server.
-pub fn link_headers(config: &WebRtcSection, h: &mut HeaderMap) {
+fn link_headers(config: &WebRtcSection, h: &mut HeaderMap) {
     for url in &config.ice_servers {
         if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
             h.append(header::LINK, v);
@@ -53,7 +56,7 @@ pub fn retry_secs(config: &WebRtcSection) -> u64 {
 
 /// The answer to an offer refused by the admission limits: 429 for what one client did, 503
 /// when the server as a whole is at its limit; both say when to try again.
-pub fn refused(config: &WebRtcSection, refusal: Refusal) -> Response {
+fn refused(config: &WebRtcSection, refusal: Refusal) -> Response {
     let (status, secs) = match refusal {
         Refusal::PerAddress(_) => (StatusCode::TOO_MANY_REQUESTS, retry_secs(config)),
         Refusal::Rate => (StatusCode::TOO_MANY_REQUESTS, 1),
@@ -64,8 +67,33 @@ pub fn refused(config: &WebRtcSection, refusal: Refusal) -> Response {
     r
 }
 
+/// Who an offer came from, for the answers and the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Offerer<'a> {
+    /// "WHIP" or "WHEP".
+    pub protocol: &'static str,
+    pub key: &'a StreamKey,
+    pub peer: SocketAddr,
+}
+
+/// The stream key of an offer's URL, with its content type checked (400, 415).
+pub fn offer_key(app: &str, stream: &str, headers: &HeaderMap, protocol: &str) -> Result<StreamKey, Box<Response>> {
+    let key = stream_key_or_400(app, stream)?;
+    check_content_type(headers, protocol)?;
+    Ok(key)
+}
+
+/// The admission limits, checked before the body is read (a flood costs a header parse per
+/// request): a pending-session guard, or the 429/503 answer.
+pub fn admit(admission: &Admission, config: &WebRtcSection, from: Offerer<'_>) -> Result<Pending, Box<Response>> {
+    admission.admit(from.peer.ip(), Instant::now()).map_err(|refusal| {
+        debug!(key = %from.key, peer = %from.peer, "{} offer refused: {refusal}", from.protocol);
+        Box::new(refused(config, refusal))
+    })
+}
+
 /// The offer's content type is SDP, or the 415 answer.
-pub fn check_content_type(headers: &HeaderMap, protocol: &str) -> Result<(), Box<Response>> {
+fn check_content_type(headers: &HeaderMap, protocol: &str) -> Result<(), Box<Response>> {
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ctype.trim().to_ascii_lowercase().starts_with("application/sdp") {
         Ok(())
@@ -86,15 +114,17 @@ pub async fn read_offer(body: Body) -> Result<String, Response> {
 }
 
 /// Opens a session on the WebRTC task; a refused offer is answered with its reason (400 for a
-/// bad offer, 406 when no codec fits, 503 when the server is full).
+/// bad offer, 406 when no codec fits, 503 when the server is full) and logged.
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
     webrtc: &WebRtcHandle,
     config: &WebRtcSection,
+    from: Offerer<'_>,
     sdp: String,
     spec: SessionSpec,
     role: Role,
     pending: Pending,
-) -> Result<Accepted, (Response, Option<OfferError>)> {
+) -> Result<Accepted, Box<Response>> {
     let (reply, rx) = oneshot::channel();
     let cmd = Command::Open {
         sdp,
@@ -104,7 +134,7 @@ pub async fn open(
         reply,
     };
     if webrtc.tx.send(cmd).await.is_err() {
-        return Err((plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down"), None));
+        return Err(Box::new(plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down")));
     }
     match tokio::time::timeout(Duration::from_secs(5), rx).await {
         Ok(Ok(Ok(a))) => Ok(a),
@@ -119,9 +149,10 @@ pub async fn open(
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 retry_after(&mut r, retry_secs(config));
             }
-            Err((r, Some(e)))
+            warn!(key = %from.key, peer = %from.peer, "{} offer refused: {e}", from.protocol);
+            Err(Box::new(r))
         }
-        _ => Err((plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC task did not answer"), None)),
+        _ => Err(Box::new(plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC task did not answer"))),
     }
 }
 

@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -22,12 +21,12 @@ use axum::Router;
 use egress::webrtc::Unsendable;
 use media::{Codec, CodecSet, Hub};
 use str0m::format::Codec as RtcCodec;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use webrtc::endpoint::SessionSpec;
 
 use crate::admission::Admission;
 use crate::config::WebRtcSection;
-use crate::respond::{plain, stream_key_or_400};
+use crate::respond::plain;
 use crate::sdp_http;
 use crate::webrtc_server::{Role, WebRtcHandle};
 
@@ -119,13 +118,15 @@ async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key = match stream_key_or_400(&app, &stream) {
+    let key = match sdp_http::offer_key(&app, &stream, &headers, "WHEP") {
         Ok(k) => k,
         Err(r) => return *r,
     };
-    if let Err(r) = sdp_http::check_content_type(&headers, "WHEP") {
-        return *r;
-    }
+    let from = sdp_http::Offerer {
+        protocol: "WHEP",
+        key: &key,
+        peer,
+    };
     let Some(stats) = st.hub.stream(&key) else {
         return plain(StatusCode::NOT_FOUND, format!("stream {key} is not live"));
     };
@@ -133,13 +134,9 @@ async fn post(
         debug!(%key, %peer, "WHEP refused: B-frames");
         return plain(StatusCode::NOT_ACCEPTABLE, format!("stream {key}: {}", Unsendable::BFrames));
     }
-    // Limits before the body is read: a flood costs a header parse per request.
-    let pending = match st.admission.admit(peer.ip(), Instant::now()) {
+    let pending = match sdp_http::admit(&st.admission, &st.config, from) {
         Ok(p) => p,
-        Err(refusal) => {
-            debug!(%key, %peer, "WHEP offer refused: {refusal}");
-            return sdp_http::refused(&st.config, refusal);
-        }
+        Err(r) => return *r,
     };
     let sdp = match sdp_http::read_offer(body).await {
         Ok(s) => s,
@@ -154,14 +151,9 @@ async fn post(
     };
     let spec = SessionSpec::sender(plan.video.and_then(rtc_codec), plan.audio.and_then(rtc_codec));
     let role = Role::Play { sub };
-    let accepted = match sdp_http::open(&st.webrtc, &st.config, sdp, spec, role, pending).await {
+    let accepted = match sdp_http::open(&st.webrtc, &st.config, from, sdp, spec, role, pending).await {
         Ok(a) => a,
-        Err((r, e)) => {
-            if let Some(e) = e {
-                warn!(%key, %peer, "WHEP offer refused: {e}");
-            }
-            return r;
-        }
+        Err(r) => return *r,
     };
     info!(%key, %peer, video = ?plan.video, audio = ?plan.audio, "WHEP session created, connecting");
     sdp_http::created(&st.config, &format!("/whep/{app}/{stream}"), accepted)

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -13,13 +12,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing;
 use axum::Router;
-use tracing::{debug, info, warn};
+use tracing::info;
 use webrtc::endpoint::SessionSpec;
 
 use crate::admission::Admission;
 use crate::config::WebRtcSection;
 use crate::publish::{PublishRefusal, PublishRequest, Publishing};
-use crate::respond::{plain, stream_key_or_400};
+use crate::respond::plain;
 use crate::sdp_http;
 use crate::webrtc_server::{Role, WebRtcHandle};
 
@@ -66,13 +65,15 @@ async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let key = match stream_key_or_400(&app, &stream) {
+    let key = match sdp_http::offer_key(&app, &stream, &headers, "WHIP") {
         Ok(k) => k,
         Err(r) => return *r,
     };
-    if let Err(r) = sdp_http::check_content_type(&headers, "WHIP") {
-        return *r;
-    }
+    let from = sdp_http::Offerer {
+        protocol: "WHIP",
+        key: &key,
+        peer,
+    };
     // The HTTP peer; a proxy's X-Forwarded-For is shown beside it, not trusted instead of it.
     let remote = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(xff) => format!("{peer} (x-forwarded-for {})", xff.chars().take(64).collect::<String>()),
@@ -92,13 +93,9 @@ async fn post(
             return r;
         }
     };
-    // Limits before the body is read: a flood costs a header parse per request.
-    let pending = match st.admission.admit(peer.ip(), Instant::now()) {
+    let pending = match sdp_http::admit(&st.admission, &st.config, from) {
         Ok(p) => p,
-        Err(refusal) => {
-            debug!(%key, %peer, "WHIP offer refused: {refusal}");
-            return sdp_http::refused(&st.config, refusal);
-        }
+        Err(r) => return *r,
     };
     let sdp = match sdp_http::read_offer(body).await {
         Ok(s) => s,
@@ -114,6 +111,7 @@ async fn post(
     let opened = sdp_http::open(
         &st.webrtc,
         &st.config,
+        from,
         sdp,
         SessionSpec::receiver(),
         Role::Publish(reservation),
@@ -121,12 +119,7 @@ async fn post(
     );
     let accepted = match opened.await {
         Ok(a) => a,
-        Err((r, e)) => {
-            if let Some(e) = e {
-                warn!(%key, "WHIP offer refused: {e}");
-            }
-            return r;
-        }
+        Err(r) => return *r,
     };
     info!(%key, "WHIP session created, connecting");
     sdp_http::created(&st.config, &format!("/whip/{app}/{stream}"), accepted)
