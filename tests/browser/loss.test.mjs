@@ -119,7 +119,10 @@ async function senderStats(page) {
   });
 }
 
-test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 90% of the lossless frame rate', { timeout: 180000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+/// Runs `fn({ gw, relay, pages, browser })` with a fresh namespace, a gateway whose only way
+/// to Chromium (in the namespace) is a relay losing 5 % and delaying 30 ms ± 30 ms (towards the
+/// gateway, or towards the peer with `toPeer`, once `relay.impaired`), and stops all of it.
+async function withLossyNamespace({ toPeer, camera }, fn) {
   tearDownNamespace();
   setUpNamespace();
   let gw;
@@ -128,10 +131,22 @@ test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 
   let relay;
   try {
     gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
-    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { loss: 0.05, delayMs: 30, jitterMs: 30 });
+    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { loss: 0.05, delayMs: 30, jitterMs: 30, toPeer });
     pages = await startPageServer(hostIp);
     // Chromium runs inside the namespace: its only way to the gateway is the relay.
-    browser = await chromiumInNamespace(pages.port, true);
+    browser = await chromiumInNamespace(pages.port, camera);
+    return await fn({ gw, relay, pages, browser });
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    if (pages) pages.close();
+    if (gw) gw.stop();
+    if (relay) relay.close();
+    tearDownNamespace();
+  }
+}
+
+test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 90% of the lossless frame rate', { timeout: 180000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+  await withLossyNamespace({ toPeer: false, camera: true }, async ({ gw, relay, pages, browser }) => {
     const publisher = await whipPublish(browser, pages.port, `http://${hostIp}:${gw.http}/whip/live/loss`, { pageHost: hostIp });
     await waitLive(gw.http, 'live/loss', 10000, hostIp);
     const url = `http://${hostIp}:${gw.http}/live/loss.flv`;
@@ -176,13 +191,7 @@ test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 
       Number(r.fps) >= 0.9 * Number(base.fps) || publisherLimited,
       `frame rate ${r.fps} under loss vs ${base.fps} without, though Chromium sent ${sentFps.toFixed(1)} fps`,
     );
-  } finally {
-    if (browser) await browser.close().catch(() => {});
-    if (pages) pages.close();
-    if (gw) gw.stop();
-    if (relay) relay.close();
-    tearDownNamespace();
-  }
+  });
 });
 
 /// Chromium in the namespace, its only way to the gateway the relay; pages from `pagesPort`
@@ -203,52 +212,38 @@ async function chromiumInNamespace(pagesPort, camera) {
 // and delays the rest by 30 ms ± 30 ms. The viewer's NACKs are answered from the gateway's send
 // buffer (RTX): it still decodes >= 90% of the frames; the publisher is not slowed.
 test('WHEP viewer through 5% loss and 30 ms jitter: retransmissions keep >= 90% of the frames', { timeout: 120000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
-  tearDownNamespace();
-  setUpNamespace();
-  let gw;
-  let pages;
-  let browser;
-  let relay;
-  let ff;
-  try {
-    gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
-    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { loss: 0.05, delayMs: 30, jitterMs: 30, toPeer: true });
-    pages = await startPageServer(hostIp);
-    browser = await chromiumInNamespace(pages.port, false);
-    ff = startClockPublisher(`rtmp://${hostIp}:${gw.rtmp}/live/viewloss`, 60);
-    await waitLive(gw.http, 'live/viewloss', 10000, hostIp);
-    const page = await openPlayer(browser, pages.port, `http://${hostIp}:${gw.http}/whep/live/viewloss`, 'whep', '', hostIp);
-    await sleep(3000);
-    relay.impaired = true;
-    await sleep(2000);
-    const stream = async () => (await fetch(`http://${hostIp}:${gw.http}/api/v1/streams`).then((x) => x.json())).streams.find((s) => s.key === 'live/viewloss');
-    const p0 = await stream();
-    const s0 = await page.evaluate(() => window.probe.stats());
-    const t0 = Date.now();
-    await sleep(15000);
-    const s1 = await page.evaluate(() => window.probe.stats());
-    const p1 = await stream();
-    const secs = (Date.now() - t0) / 1000;
-    const probe = await page.evaluate(() => ({ errors: window.probe.errors, samples: window.probe.samples.length }));
-    const fps = (s1.video.framesDecoded - s0.video.framesDecoded) / secs;
-    const nacks = s1.video.nackCount - s0.video.nackCount;
-    const lost = s1.video.packetsLost - s0.video.packetsLost;
-    const rtx = (s1.video.retransmittedPacketsReceived ?? 0) - (s0.video.retransmittedPacketsReceived ?? 0);
-    const plis = s1.video.pliCount - s0.video.pliCount;
-    const publisherFps = (p1.frames_in.video - p0.frames_in.video) / secs;
-    console.log('whep-loss', JSON.stringify({ fps: fps.toFixed(1), publisherFps: publisherFps.toFixed(1), nacks, retransmissionsReceived: rtx, plis, packetsLostAfterRepair: lost, freezeSeconds: s1.video.totalFreezesDuration - s0.video.totalFreezesDuration, relayDropped: relay.dropped, relayForwarded: relay.forwarded, freezes: s1.video.freezeCount }));
-    assert.deepEqual(probe.errors, []);
-    assert.ok(relay.dropped > 50, `the relay dropped only ${relay.dropped} datagrams: the viewer does not go through it`);
-    assert.ok(nacks > 0, 'the viewer sent no NACK');
-    assert.ok(fps >= 0.9 * 30, `the viewer decoded ${fps.toFixed(1)} fps of 30 through 5% loss`);
-    assert.ok(publisherFps >= 0.95 * 30, `the publisher slowed to ${publisherFps.toFixed(1)} fps`);
-    await page.close();
-  } finally {
-    if (ff) ff.kill('SIGTERM');
-    if (browser) await browser.close().catch(() => {});
-    if (pages) pages.close();
-    if (gw) gw.stop();
-    if (relay) relay.close();
-    tearDownNamespace();
-  }
+  await withLossyNamespace({ toPeer: true, camera: false }, async ({ gw, relay, pages, browser }) => {
+    const ff = startClockPublisher(`rtmp://${hostIp}:${gw.rtmp}/live/viewloss`, 60);
+    try {
+      await waitLive(gw.http, 'live/viewloss', 10000, hostIp);
+      const page = await openPlayer(browser, pages.port, `http://${hostIp}:${gw.http}/whep/live/viewloss`, 'whep', '', hostIp);
+      await sleep(3000);
+      relay.impaired = true;
+      await sleep(2000);
+      const stream = async () => (await fetch(`http://${hostIp}:${gw.http}/api/v1/streams`).then((x) => x.json())).streams.find((s) => s.key === 'live/viewloss');
+      const p0 = await stream();
+      const s0 = await page.evaluate(() => window.probe.stats());
+      const t0 = Date.now();
+      await sleep(15000);
+      const s1 = await page.evaluate(() => window.probe.stats());
+      const p1 = await stream();
+      const secs = (Date.now() - t0) / 1000;
+      const probe = await page.evaluate(() => ({ errors: window.probe.errors, samples: window.probe.samples.length }));
+      const fps = (s1.video.framesDecoded - s0.video.framesDecoded) / secs;
+      const nacks = s1.video.nackCount - s0.video.nackCount;
+      const lost = s1.video.packetsLost - s0.video.packetsLost;
+      const rtx = (s1.video.retransmittedPacketsReceived ?? 0) - (s0.video.retransmittedPacketsReceived ?? 0);
+      const plis = s1.video.pliCount - s0.video.pliCount;
+      const publisherFps = (p1.frames_in.video - p0.frames_in.video) / secs;
+      console.log('whep-loss', JSON.stringify({ fps: fps.toFixed(1), publisherFps: publisherFps.toFixed(1), nacks, retransmissionsReceived: rtx, plis, packetsLostAfterRepair: lost, freezeSeconds: s1.video.totalFreezesDuration - s0.video.totalFreezesDuration, relayDropped: relay.dropped, relayForwarded: relay.forwarded, freezes: s1.video.freezeCount }));
+      assert.deepEqual(probe.errors, []);
+      assert.ok(relay.dropped > 50, `the relay dropped only ${relay.dropped} datagrams: the viewer does not go through it`);
+      assert.ok(nacks > 0, 'the viewer sent no NACK');
+      assert.ok(fps >= 0.9 * 30, `the viewer decoded ${fps.toFixed(1)} fps of 30 through 5% loss`);
+      assert.ok(publisherFps >= 0.95 * 30, `the publisher slowed to ${publisherFps.toFixed(1)} fps`);
+      await page.close();
+    } finally {
+      ff.kill('SIGTERM');
+    }
+  });
 });
