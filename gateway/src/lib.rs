@@ -31,7 +31,7 @@ mod whip;
 /// points (`fuzz/fuzz_targets/http_head.rs`, `hls_name.rs`).
 pub mod parse {
     pub use crate::flv_http::{classify, Head};
-    pub use crate::hls::policy::{blocking_query, classic_name, ll_name, BlockAt, ClassicName, LlName, LlObject};
+    pub use crate::hls::policy::{blocking_query, classic_name, ll_name, names_rebuild, BlockAt, ClassicName, LlName, LlObject};
 }
 
 use std::net::SocketAddr;
