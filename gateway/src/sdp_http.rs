@@ -50,7 +50,7 @@ pub async fn session_options() -> Response {
 
 /// Seconds a refused client should wait: a pending session connects or lapses within the
 /// connect time.
-pub fn retry_secs(config: &WebRtcSection) -> u64 {
+fn retry_secs(config: &WebRtcSection) -> u64 {
     config.connect_timeout_ms.div_ceil(1000).max(1)
 }
 
