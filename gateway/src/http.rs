@@ -17,7 +17,7 @@ use crate::flv_play::{self, FlvService};
 use crate::hls::{self, HlsService};
 use crate::respond::{method_not_allowed, not_found};
 use crate::state::AppState;
-use crate::{api, metrics, whep, whip};
+use crate::{api, metrics, sfu, whep, whip};
 
 pub fn router(st: &AppState) -> Router {
     let allow = st.config.http.cors_allow_origin.as_str();
@@ -66,6 +66,11 @@ pub fn router(st: &AppState) -> Router {
             webrtc: st.webrtc.clone(),
             admission: st.webrtc_admission.clone(),
             config: st.config.webrtc.clone(),
+        })))
+        .merge(sfu::routes(Arc::new(sfu::Forwarder {
+            hub: st.hub.clone(),
+            webrtc: st.webrtc.clone(),
+            admission: st.webrtc_admission.clone(),
         })))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

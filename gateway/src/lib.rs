@@ -10,6 +10,7 @@ pub mod config;
 mod counters;
 mod flv_http;
 mod flv_play;
+mod forward;
 mod hls;
 mod http;
 mod io;
@@ -19,6 +20,7 @@ mod publish;
 mod respond;
 mod rtmp_server;
 mod sdp_http;
+mod sfu;
 mod state;
 #[cfg(test)]
 mod testutil;

@@ -81,7 +81,7 @@ fn render(st: &Sources) -> String {
         &mut m,
         "streamgate_webrtc_sessions",
         "gauge",
-        "WHIP sessions alive.",
+        "WebRTC sessions alive (WHIP publishers, WHEP viewers, subscribers).",
         one(load(&w.sessions_active)),
     );
     family(

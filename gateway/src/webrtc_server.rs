@@ -30,18 +30,19 @@ use bytes::Bytes;
 use egress::webrtc::{SendFrame, WebRtcViewer};
 use ingest::webrtc::pipeline::{HubOp, Pipeline};
 use media::frame::TrackKind;
-use media::{Codec as MediaCodec, CodecSet, Publisher, Reservation, StreamKey, Subscriber};
+use media::{Codec as MediaCodec, CodecSet, Publisher, Reservation, Subscriber};
 use str0m::format::Codec;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, info, warn, Instrument};
 use webrtc::endpoint::{
-    CloseReason, Endpoint, EndpointConfig, EndpointEvent, Negotiated, OfferError, Outputs, SessionId, SessionSpec, WriteError,
+    CloseReason, Endpoint, EndpointConfig, EndpointEvent, FeedId, Negotiated, OfferError, Outputs, SessionId, SessionSpec, WriteError,
 };
 use webrtc::{RtpFrame, Track};
 
 use crate::admission::Pending;
 use crate::config::WebRtcSection;
+use crate::forward::{FeedChange, ForwardError, NewFeed, Offered, SfuEvent};
 use crate::pacing::Pacer;
 use crate::StartError;
 
@@ -74,6 +75,28 @@ pub enum Command {
     Keyframe { id: SessionId },
     /// Ends a session (its play task stopped: the stream ended or cannot be sent).
     End { id: SessionId },
+    /// A session the server offers, sending `feeds` (a room's subscribing peer connection);
+    /// its offers after the first and its feeds' ends come as `events`.
+    OpenOffered {
+        feeds: Vec<NewFeed>,
+        pending: Pending,
+        events: mpsc::Sender<SfuEvent>,
+        reply: oneshot::Sender<Result<Accepted, OfferError>>,
+    },
+    /// Adds or removes a feed of an offered session (the offer comes as an event).
+    Change {
+        token: String,
+        change: FeedChange,
+        reply: oneshot::Sender<Result<(), ForwardError>>,
+    },
+    /// The peer's answer to an offered session's latest offer; a bad one ends the session.
+    Answer {
+        token: String,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), ForwardError>>,
+    },
+    /// A feed's play task stopped (its stream ended or cannot be sent).
+    FeedEnded { id: SessionId, feed: FeedId, reason: String },
 }
 
 /// What a session becomes once connected.
@@ -84,13 +107,17 @@ pub enum Role {
     /// Plays a live key (WHEP): subscribed when the offer came, so that what the viewer needs
     /// (a keyframe, the Opus rendition) is on its way while ICE and DTLS connect.
     Play { sub: Subscriber },
+    /// Sends feeds (`Command::OpenOffered`).
+    Forward,
 }
 
 impl Role {
-    fn key(&self) -> &StreamKey {
+    /// What the session is about, for the log.
+    fn label(&self) -> String {
         match self {
-            Role::Publish(r) => r.key(),
-            Role::Play { sub } => sub.key(),
+            Role::Publish(r) => r.key().to_string(),
+            Role::Play { sub } => sub.key().to_string(),
+            Role::Forward => "(subscriber)".into(),
         }
     }
 }
@@ -98,13 +125,15 @@ impl Role {
 /// One frame for a session, from its play task.
 pub struct Outgoing {
     id: SessionId,
+    /// A feed of an offered session, or the session's own tracks.
+    feed: Option<FeedId>,
     track: Track,
     wallclock: Instant,
     rtp_time: u64,
     data: Bytes,
 }
 
-/// A WHIP session that was created.
+/// A session that was created: its token and the answer (or, offered, the offer).
 pub struct Accepted {
     pub token: String,
     pub answer: String,
@@ -239,7 +268,8 @@ pub fn channel() -> (WebRtcHandle, Inputs) {
 
 struct Live {
     token: String,
-    key: StreamKey,
+    /// The key it publishes or plays, for the log.
+    key: String,
     negotiated: Negotiated,
     /// Until the session connects: its role and its admission guard.
     connecting: Option<(Role, Pending)>,
@@ -247,11 +277,28 @@ struct Live {
     media: Option<mpsc::Sender<RtpFrame>>,
     /// Once connected as a viewer: its play task.
     play: Option<PlayTask>,
+    /// A session the server offers: its feeds.
+    offered: Option<Offered>,
 }
 
-struct PlayTask {
+impl Live {
+    fn new(token: String, role: Role, pending: Pending, negotiated: Negotiated, offered: Option<Offered>) -> Self {
+        Self {
+            token,
+            key: role.label(),
+            negotiated,
+            connecting: Some((role, pending)),
+            media: None,
+            play: None,
+            offered,
+        }
+    }
+}
+
+/// A play task and how to reach it.
+pub struct PlayTask {
     /// The viewer asked for a keyframe.
-    keyframe: Arc<Notify>,
+    pub keyframe: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -315,12 +362,68 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                         let r = ep.accept_offer(Instant::now(), &sdp, &spec, &mut out);
                         let r = r.map(|a| {
                             let token = random_token();
-                            let key = role.key().clone();
-                            live.insert(a.id, Live { token: token.clone(), key, negotiated: a.negotiated, connecting: Some((role, pending)), media: None, play: None });
+                            live.insert(a.id, Live::new(token.clone(), role, pending, a.negotiated, None));
                             counters.sessions.fetch_add(1, Ordering::Relaxed);
                             Accepted { token, answer: a.answer }
                         });
                         let _ = reply.send(r);
+                    }
+                    Command::OpenOffered { feeds, pending, events, reply } => {
+                        let specs: Vec<_> = feeds.iter().map(|f| f.spec.clone()).collect();
+                        let r = ep.offer_session(Instant::now(), &specs, &mut out).map(|(id, ids, offer)| {
+                            let token = random_token();
+                            let offered = Offered::new(events, ids, feeds);
+                            live.insert(id, Live::new(token.clone(), Role::Forward, pending, Negotiated::default(), Some(offered)));
+                            counters.sessions.fetch_add(1, Ordering::Relaxed);
+                            Accepted { token, answer: offer }
+                        });
+                        let _ = reply.send(r);
+                    }
+                    Command::Change { token, change, reply } => {
+                        let r = match offered_by_token(&mut live, &token) {
+                            Some((id, o)) => match change {
+                                FeedChange::Subscribe(feed) => o.subscribe(feed),
+                                FeedChange::Unsubscribe(key) => o.unsubscribe(&key),
+                            }
+                            .map(|()| {
+                                if !o.renegotiate(&mut ep, id, &mut out) {
+                                    ep.close(id, &mut out);
+                                }
+                            }),
+                            None => Err(ForwardError::NoSession),
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Command::Answer { token, sdp, reply } => {
+                        let r = match offered_by_token(&mut live, &token) {
+                            Some((id, o)) => match ep.accept_answer(id, &sdp, &mut out) {
+                                Ok(()) => {
+                                    o.answered();
+                                    o.start(id, &st);
+                                    if !o.renegotiate(&mut ep, id, &mut out) {
+                                        ep.close(id, &mut out);
+                                    }
+                                    Ok(())
+                                }
+                                Err(e) => {
+                                    if o.awaiting() {
+                                        // The offer is spent: the session cannot go on.
+                                        warn!(session = id, "bad answer, closing the session: {e}");
+                                        ep.close(id, &mut out);
+                                    }
+                                    Err(e.into())
+                                }
+                            },
+                            None => Err(ForwardError::NoSession),
+                        };
+                        let _ = reply.send(r);
+                    }
+                    Command::FeedEnded { id, feed, reason } => {
+                        if let Some(o) = live.get_mut(&id).and_then(|l| l.offered.as_mut()) {
+                            if !(o.ended(feed, reason) && o.renegotiate(&mut ep, id, &mut out)) {
+                                ep.close(id, &mut out);
+                            }
+                        }
                     }
                     Command::Close { token, reply } => {
                         // DELETE is rare: a scan of the live sessions beats a second map to keep in step.
@@ -342,12 +445,17 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                 let mut next = f;
                 let mut taken = 0;
                 while let Some(f) = next {
-                    match ep.write(f.id, f.track, f.wallclock, f.rtp_time, &f.data, &mut out) {
+                    let r = match f.feed {
+                        None => ep.write(f.id, f.track, f.wallclock, f.rtp_time, &f.data, &mut out),
+                        Some(feed) => ep.write_feed(f.id, feed, f.track, f.wallclock, f.rtp_time, &f.data, &mut out),
+                    };
+                    match r {
                         Ok(()) => {
                             counters.frames_out.fetch_add(1, Ordering::Relaxed);
                         }
-                        // The session ended; its play task is being stopped.
+                        // The session ended, or the feed: its play task is being stopped.
                         Err(WriteError::NoSession) => {}
+                        Err(WriteError::NotSending(_)) if f.feed.is_some() => {}
                         Err(e) => debug!(session = f.id, "WebRTC write: {e}"),
                     }
                     taken += 1;
@@ -509,21 +617,40 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
                     Role::Play { sub } => {
                         info!(key = %l.key, session = id, "WebRTC viewer connected");
                         counters.play_sessions.fetch_add(1, Ordering::Relaxed);
-                        let keyframe = Arc::new(Notify::new());
-                        let span = tracing::info_span!("whep", key = %l.key, session = id);
-                        let task = tokio::spawn(play_task(id, sub, l.negotiated, keyframe.clone(), st.clone()).instrument(span));
-                        l.play = Some(PlayTask { keyframe, task });
+                        let target = PlayTarget { id, feed: None };
+                        let (video, audio) = (l.negotiated.send_video.is_some(), l.negotiated.send_audio.is_some());
+                        l.play = Some(spawn_play(target, sub, video, audio, st, &l.key));
+                    }
+                    Role::Forward => {
+                        info!(session = id, "WebRTC subscriber connected");
+                        counters.play_sessions.fetch_add(1, Ordering::Relaxed);
+                        if let Some(o) = l.offered.as_mut() {
+                            o.connected();
+                            o.start(id, st);
+                        }
                     }
                 }
             }
-            EndpointEvent::KeyframeRequest(id) => {
-                if let Some(p) = live.get(&id).and_then(|l| l.play.as_ref()) {
-                    p.keyframe.notify_one();
+            EndpointEvent::KeyframeRequest(id, feed) => {
+                let l = live.get(&id);
+                let notify = match feed {
+                    None => l.and_then(|l| l.play.as_ref()).map(|p| &p.keyframe),
+                    Some(feed) => l.and_then(|l| l.offered.as_ref()).and_then(|o| o.keyframe(feed)),
+                };
+                if let Some(n) = notify {
+                    n.notify_one();
                 }
             }
             EndpointEvent::Closed(id, reason) => {
                 if let Some(l) = live.remove(&id) {
-                    let who = if l.play.is_some() { "viewer" } else { "publisher" };
+                    if let Some(o) = &l.offered {
+                        o.tell(SfuEvent::Closed(reason.to_string()));
+                    }
+                    let who = if l.play.is_some() || l.offered.is_some() {
+                        "viewer"
+                    } else {
+                        "publisher"
+                    };
                     match reason {
                         CloseReason::Requested | CloseReason::Disconnected => {
                             info!(key = %l.key, session = id, "WebRTC {who} left: {reason}")
@@ -655,12 +782,40 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     );
 }
 
-/// A viewer session's play task: the hub's frames of its stream, as the session sends them,
-/// onto the outgoing queue; ends the session when the stream ends or cannot be sent.
-async fn play_task(id: SessionId, mut sub: Subscriber, neg: Negotiated, keyframe: Arc<Notify>, st: Arc<Shell>) {
+/// Where a play task's frames go: a session's own tracks (WHEP) or one of its feeds.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayTarget {
+    pub id: SessionId,
+    pub feed: Option<FeedId>,
+}
+
+/// Starts the play task of a WHEP session or of a feed, sending `video` and/or `audio`.
+pub fn spawn_play(target: PlayTarget, sub: Subscriber, video: bool, audio: bool, st: &Arc<Shell>, key: &str) -> PlayTask {
+    let keyframe = Arc::new(Notify::new());
+    let span = match target.feed {
+        None => tracing::info_span!("whep", %key, session = target.id),
+        Some(feed) => tracing::info_span!("feed", %key, session = target.id, feed),
+    };
+    let task = tokio::spawn(play_task(target, sub, video, audio, keyframe.clone(), st.clone()).instrument(span));
+    PlayTask { keyframe, task }
+}
+
+/// The offered session with this token. Signalling is rare: a scan of the live sessions beats
+/// a second map to keep in step.
+fn offered_by_token<'a>(live: &'a mut HashMap<SessionId, Live>, token: &str) -> Option<(SessionId, &'a mut Offered)> {
+    live.iter_mut()
+        .find(|(_, l)| l.token == token)
+        .and_then(|(id, l)| Some((*id, l.offered.as_mut()?)))
+}
+
+/// A play task: the hub's frames of its stream, as the session sends them, onto the outgoing
+/// queue; when the stream ends or cannot be sent, ends the session (WHEP) or tells the WebRTC
+/// task that the feed ended.
+async fn play_task(target: PlayTarget, mut sub: Subscriber, video: bool, audio: bool, keyframe: Arc<Notify>, st: Arc<Shell>) {
+    let PlayTarget { id, feed } = target;
     let out = st.handle.out.clone();
     let counters = &st.counters;
-    let mut viewer = WebRtcViewer::new(neg.send_video.is_some());
+    let mut viewer = WebRtcViewer::new(video);
     let mut frames = Vec::new();
     // What queued up while connecting: the configurations, the cached GOP, live frames since.
     let mut replay = Vec::new();
@@ -687,12 +842,13 @@ async fn play_task(id: SessionId, mut sub: Subscriber, neg: Negotiated, keyframe
             let wallclock = wallclock(t0, us0, &f);
             let track = if f.track == TrackKind::Video { Track::Video } else { Track::Audio };
             let is_video = track == Track::Video;
-            if !is_video && neg.send_audio.is_none() {
+            if !is_video && !audio {
                 // The offer took no audio.
                 continue;
             }
             let msg = Outgoing {
                 id,
+                feed,
                 track,
                 wallclock,
                 rtp_time: f.rtp_time,
@@ -725,11 +881,21 @@ async fn play_task(id: SessionId, mut sub: Subscriber, neg: Negotiated, keyframe
             _ = keyframe.notified() => sub.request_keyframe(),
         }
     }
-    match result {
-        Err(e) => warn!("WebRTC viewer ended: {e}"),
-        Ok(()) => info!("stream ended, closing the WebRTC viewer"),
-    }
-    let _ = st.handle.tx.send(Command::End { id }).await;
+    let reason = match result {
+        Err(e) => {
+            warn!("WebRTC viewer ended: {e}");
+            e.to_string()
+        }
+        Ok(()) => {
+            info!("stream ended, closing the WebRTC viewer");
+            "the stream ended".to_string()
+        }
+    };
+    let cmd = match feed {
+        None => Command::End { id },
+        Some(feed) => Command::FeedEnded { id, feed, reason },
+    };
+    let _ = st.handle.tx.send(cmd).await;
 }
 
 /// The capture time of a frame for RTCP sender reports: its place on the hub's timeline

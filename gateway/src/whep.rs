@@ -74,20 +74,31 @@ impl Plan {
 }
 
 /// Chooses the codecs for a viewer: video in the publisher's own VP8/VP9 when it has it and
-/// the offer can receive it, else H.264 (when the stream has video); Opus audio when the
+/// the viewer `takes` it, else H.264 (when the stream has video); Opus audio when the
 /// publisher can supply it.
-pub fn plan(has_video: bool, has_audio: bool, supply: CodecSet, offer: &str) -> Plan {
+pub fn plan(has_video: bool, has_audio: bool, supply: CodecSet, takes: impl Fn(Codec) -> bool) -> Plan {
     let video = if !has_video {
         None
-    } else if supply.contains(Codec::Vp8) && offer_has_codec(offer, "VP8") {
+    } else if supply.contains(Codec::Vp8) && takes(Codec::Vp8) {
         Some(Codec::Vp8)
-    } else if supply.contains(Codec::Vp9) && offer_has_codec(offer, "VP9") {
+    } else if supply.contains(Codec::Vp9) && takes(Codec::Vp9) {
         Some(Codec::Vp9)
     } else {
         Some(Codec::H264)
     };
     let audio = (has_audio && supply.contains(Codec::Opus)).then_some(Codec::Opus);
     Plan { video, audio }
+}
+
+/// What a viewer whose offer is `offer` takes: the codecs its `a=rtpmap:` lines name.
+pub fn offer_takes(offer: &str) -> impl Fn(Codec) -> bool + '_ {
+    move |c| match c {
+        Codec::Vp8 => offer_has_codec(offer, "VP8"),
+        Codec::Vp9 => offer_has_codec(offer, "VP9"),
+        Codec::H264 => offer_has_codec(offer, "H264"),
+        Codec::Opus => offer_has_codec(offer, "opus"),
+        _ => false,
+    }
 }
 
 /// True when an `a=rtpmap:` line of the offer names `codec` (case-insensitive).
@@ -100,7 +111,7 @@ fn offer_has_codec(offer: &str, codec: &str) -> bool {
     })
 }
 
-fn rtc_codec(c: Codec) -> Option<RtcCodec> {
+pub fn rtc_codec(c: Codec) -> Option<RtcCodec> {
     match c {
         Codec::H264 => Some(RtcCodec::H264),
         Codec::Vp8 => Some(RtcCodec::Vp8),
@@ -142,7 +153,7 @@ async fn post(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let plan = plan(stats.video.is_some(), stats.audio.is_some(), stats.supply, &sdp);
+    let plan = plan(stats.video.is_some(), stats.audio.is_some(), stats.supply, offer_takes(&sdp));
     // Subscribed now, so that what the viewer needs (the publisher's own codec, the Opus
     // rendition, a keyframe) is on its way while ICE and DTLS connect.
     let sub = match st.hub.subscribe_to(&key, "webrtc", plan.codecs()) {
@@ -174,32 +185,35 @@ mod tests {
     fn the_publishers_own_codec_when_the_offer_takes_it() {
         let vp8 = CodecSet::of(&[Codec::H264, Codec::Aac, Codec::Vp8, Codec::Opus]);
         assert_eq!(
-            plan(true, true, vp8, OFFER),
+            plan(true, true, vp8, offer_takes(OFFER)),
             Plan {
                 video: Some(Codec::Vp8),
                 audio: Some(Codec::Opus)
             }
         );
         let h264_only = OFFER.replace("a=rtpmap:96 VP8/90000\r\n", "");
-        assert_eq!(plan(true, true, vp8, &h264_only).video, Some(Codec::H264));
+        assert_eq!(plan(true, true, vp8, offer_takes(&h264_only)).video, Some(Codec::H264));
         // RTMP: H.264, and Opus only once the publisher says it can make it.
         assert_eq!(
-            plan(true, true, CodecSet::FLV, OFFER),
+            plan(true, true, CodecSet::FLV, offer_takes(OFFER)),
             Plan {
                 video: Some(Codec::H264),
                 audio: None
             }
         );
         let rtmp = CodecSet::FLV.union(CodecSet::of(&[Codec::Opus]));
-        assert_eq!(plan(true, true, rtmp, OFFER).audio, Some(Codec::Opus));
+        assert_eq!(plan(true, true, rtmp, offer_takes(OFFER)).audio, Some(Codec::Opus));
         assert_eq!(
-            plan(false, true, rtmp, OFFER),
+            plan(false, true, rtmp, offer_takes(OFFER)),
             Plan {
                 video: None,
                 audio: Some(Codec::Opus)
             }
         );
-        assert_eq!(plan(true, true, rtmp, OFFER).codecs(), CodecSet::of(&[Codec::H264, Codec::Opus]));
+        assert_eq!(
+            plan(true, true, rtmp, offer_takes(OFFER)).codecs(),
+            CodecSet::of(&[Codec::H264, Codec::Opus])
+        );
     }
 
     #[test]

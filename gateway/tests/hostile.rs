@@ -972,3 +972,110 @@ fn whep_refusals_and_floods_touch_nothing_else() {
     bystander.assert_unharmed(&gw, "the WHEP refusals and flood");
     assert!(!gw.log().contains("panicked"));
 }
+
+/// A client of the forwarding API (`/sfu` WebSocket), blocking.
+struct SfuClient {
+    ws: tokio_tungstenite::tungstenite::WebSocket<TcpStream>,
+}
+
+impl SfuClient {
+    fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (ws, _) = tokio_tungstenite::tungstenite::client(format!("ws://127.0.0.1:{port}/sfu"), stream).unwrap();
+        Self { ws }
+    }
+
+    fn send(&mut self, msg: tokio_tungstenite::tungstenite::Message) {
+        self.ws.send(msg).unwrap();
+    }
+
+    /// The next message from the gateway, as JSON; `None` when the connection closed.
+    fn next(&mut self) -> Option<serde_json::Value> {
+        loop {
+            match self.ws.read() {
+                Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Sends `msg` and returns the gateway's answer.
+    fn ask(&mut self, msg: &str) -> serde_json::Value {
+        self.send(tokio_tungstenite::tungstenite::Message::text(msg));
+        self.next().unwrap_or_else(|| panic!("connection closed after {msg}"))
+    }
+
+    /// Sends `msg`; the answer is an error whose message contains `says`.
+    fn refused(&mut self, msg: &str, says: &str) {
+        let r = self.ask(msg);
+        assert_eq!(r["type"], "error", "{msg}: {r}");
+        let m = r["message"].as_str().unwrap();
+        assert!(m.contains(says), "{msg}: {m}");
+        assert_for_people(msg, m);
+    }
+}
+
+#[test]
+fn sfu_refusals_and_floods_touch_nothing_else() {
+    let gw = Gateway::start("sfu", "");
+    let bystander = Bystander::start(&gw, "live/real");
+
+    let mut c = SfuClient::connect(gw.http);
+    c.send(tokio_tungstenite::tungstenite::Message::binary(vec![1, 2, 3]));
+    assert_eq!(c.next().unwrap()["type"], "error");
+    c.refused("not json", "bad message");
+    c.refused(r#"{"type":"publish","key":"live/real"}"#, "bad message");
+    c.refused(r#"{"type":"subscribe","keys":[]}"#, "at least one");
+    c.refused(r#"{"type":"subscribe","keys":["live/nobody"]}"#, "not live");
+    c.refused(r#"{"type":"subscribe","keys":["live/.."]}"#, "stream key");
+    c.refused(r#"{"type":"unsubscribe","key":"live/real"}"#, "nothing is subscribed");
+    c.refused(r#"{"type":"answer","sdp":"v=0"}"#, "no offer");
+
+    // A session: the server offers, a second subscribe to the same key is refused, a bad
+    // answer ends the session and says so.
+    let offer = c.ask(r#"{"type":"subscribe","keys":["live/real"]}"#);
+    assert_eq!(offer["type"], "offer", "{offer}");
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert!(
+        sdp.starts_with("v=0") && sdp.contains("m=video") && sdp.contains("a=msid:live.real"),
+        "{sdp}"
+    );
+    assert_eq!(gw.stream("live/real").unwrap()["viewers"]["webrtc"], 1);
+    c.refused(r#"{"type":"subscribe","keys":["live/real"]}"#, "already subscribed");
+    c.refused(r#"{"type":"unsubscribe","key":"live/other"}"#, "not subscribed");
+    c.refused(r#"{"type":"answer","sdp":"v=0 garbage"}"#, "bad SDP answer");
+    let closed = c.next().unwrap();
+    assert_eq!(closed["type"], "closed", "{closed}");
+    assert!(c.next().is_none(), "the socket closes with the session");
+
+    // A flood of requests: refused beyond the rate, the connection stays.
+    let mut f = SfuClient::connect(gw.http);
+    let mut limited = 0;
+    for _ in 0..40 {
+        let r = f.ask(r#"{"type":"subscribe","keys":["live/nobody"]}"#);
+        assert_eq!(r["type"], "error", "{r}");
+        limited += r["message"].as_str().unwrap().contains("requests per second") as u32;
+    }
+    assert!(limited >= 15, "{limited} of 40 rate-limited");
+
+    // An oversized message closes that connection only.
+    let mut big = SfuClient::connect(gw.http);
+    let huge = format!(r#"{{"type":"answer","sdp":"{}"}}"#, "a".repeat(100_000));
+    let _ = big.ws.send(tokio_tungstenite::tungstenite::Message::text(huge));
+    assert!(big.next().is_none(), "an oversized message closes the connection");
+
+    // Sessions whose clients go away (answered or not) end with them.
+    for _ in 0..5 {
+        let mut s = SfuClient::connect(gw.http);
+        assert_eq!(s.ask(r#"{"type":"subscribe","keys":["live/real"]}"#)["type"], "offer");
+    }
+    let t = Instant::now();
+    while gw.metric("streamgate_webrtc_sessions") > 0 || !gw.stream("live/real").unwrap()["viewers"]["webrtc"].is_null() {
+        assert!(t.elapsed() < Duration::from_secs(5), "sessions outlived their clients");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bystander.assert_unharmed(&gw, "the SFU refusals and floods");
+    assert!(!gw.log().contains("panicked"));
+}

@@ -67,8 +67,14 @@ impl CodecSet {
     pub const FLV: Self = Self(1 << Codec::H264 as u8 | 1 << Codec::Aac as u8);
 
     /// The set of these codecs.
-    pub fn of(codecs: &[Codec]) -> Self {
-        Self(codecs.iter().fold(0, |acc, c| acc | 1 << *c as u8))
+    pub const fn of(codecs: &[Codec]) -> Self {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < codecs.len() {
+            bits |= 1 << codecs[i] as u8;
+            i += 1;
+        }
+        Self(bits)
     }
 
     /// Whether `c` is in it.

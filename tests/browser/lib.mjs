@@ -81,24 +81,20 @@ export async function waitLive(httpPort, key, ms = 10000, host = '127.0.0.1') {
 /// Serves the probe page and mpegts.js from this folder (a separate origin from the gateway, as
 /// a user's site would be: CORS is part of what is tested).
 export async function startPageServer(host = '127.0.0.1') {
-  const page = readFileSync(join(here, 'latency.html'));
-  const whip = readFileSync(join(here, 'whip.html'));
-  const lib = readFileSync(join(here, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
-  const hlsLib = readFileSync(join(here, 'node_modules', 'hls.js', 'dist', 'hls.min.js'));
+  const file = (type, ...path) => ({ type, body: readFileSync(join(here, ...path)) });
+  const html = 'text/html', js = 'text/javascript';
+  const files = {
+    '/whip.html': file(html, 'whip.html'),
+    '/sfu.html': file(html, 'sfu.html'),
+    '/clock.js': file(js, 'clock.js'),
+    '/hls.js': file(js, 'node_modules', 'hls.js', 'dist', 'hls.min.js'),
+    '/mpegts.js': file(js, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'),
+  };
+  const probe = file(html, 'latency.html');
   const server = createServer((req, res) => {
-    if (req.url.startsWith('/whip.html')) {
-      res.writeHead(200, { 'content-type': 'text/html' });
-      res.end(whip);
-    } else if (req.url.startsWith('/hls.js')) {
-      res.writeHead(200, { 'content-type': 'text/javascript' });
-      res.end(hlsLib);
-    } else if (req.url.startsWith('/mpegts.js')) {
-      res.writeHead(200, { 'content-type': 'text/javascript' });
-      res.end(lib);
-    } else {
-      res.writeHead(200, { 'content-type': 'text/html' });
-      res.end(page);
-    }
+    const f = files[new URL(req.url, 'http://x').pathname] || probe;
+    res.writeHead(200, { 'content-type': f.type });
+    res.end(f.body);
   });
   const port = await new Promise((resolve) => server.listen(0, host, () => resolve(server.address().port)));
   return { port, close: () => server.close() };

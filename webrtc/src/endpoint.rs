@@ -163,8 +163,9 @@ pub enum EndpointEvent {
     Connected(SessionId),
     /// A depacketized frame.
     Media(SessionId, RtpFrame),
-    /// The peer asks for a keyframe on the video the session sends (RTCP PLI or FIR).
-    KeyframeRequest(SessionId),
+    /// The peer asks for a keyframe on the video the session sends (RTCP PLI or FIR): on its
+    /// single video track (`None`) or on a feed's.
+    KeyframeRequest(SessionId, Option<FeedId>),
     /// The session is gone.
     Closed(SessionId, CloseReason),
 }
@@ -703,7 +704,7 @@ impl Endpoint {
         let mut rtc = cfg.build(now);
         self.add_candidates(&mut rtc);
         let mut session = Session::new(rtc, ufrag.clone(), now, SessionSpec::default());
-        let (ids, offer) = offer_feeds(&mut session, feeds).ok_or_else(|| OfferError::Rejected("nothing to offer".into()))?;
+        let (ids, offer) = offer_feeds(&mut session, feeds, &[]).ok_or_else(|| OfferError::Rejected("nothing to offer".into()))?;
         let id = self.next_id;
         self.next_id += 1;
         drain(id, &mut session, &mut self.counters, out);
@@ -714,45 +715,53 @@ impl Endpoint {
 
     /// Adds a feed to a session the server offered; returns its id and the new offer.
     pub fn add_feed(&mut self, id: SessionId, feed: &FeedSpec, out: &mut Outputs) -> Result<(FeedId, String), FeedError> {
-        let s = self.sessions.get_mut(&id).ok_or(FeedError::NoSession)?;
-        if s.pending.is_some() {
-            return Err(FeedError::OfferPending);
-        }
-        if s.feeds.len() >= MAX_FEEDS {
-            return Err(FeedError::TooMany(MAX_FEEDS));
-        }
-        let (ids, offer) = offer_feeds(s, std::slice::from_ref(feed)).ok_or(FeedError::NoFeed)?;
-        drain(id, s, &mut self.counters, out);
+        let (ids, offer) = self.change_feeds(id, std::slice::from_ref(feed), &[], out)?;
         Ok((ids[0], offer))
     }
 
     /// Stops a feed (its m-lines become inactive: the peer's tracks end); returns the new offer.
     pub fn remove_feed(&mut self, id: SessionId, feed: FeedId, out: &mut Outputs) -> Result<String, FeedError> {
+        Ok(self.change_feeds(id, &[], &[feed], out)?.1)
+    }
+
+    /// Adds feeds and stops others (their m-lines become inactive: the peer's tracks end) in one
+    /// offer; returns the new feeds' ids and the offer. Nothing changes when an id is unknown
+    /// or the feed limit would be passed.
+    pub fn change_feeds(
+        &mut self,
+        id: SessionId,
+        add: &[FeedSpec],
+        remove: &[FeedId],
+        out: &mut Outputs,
+    ) -> Result<(Vec<FeedId>, String), FeedError> {
         let s = self.sessions.get_mut(&id).ok_or(FeedError::NoSession)?;
         if s.pending.is_some() {
             return Err(FeedError::OfferPending);
         }
-        let f = s.feeds.iter_mut().find(|f| f.id == feed && !f.removed).ok_or(FeedError::NoFeed)?;
-        f.removed = true;
-        let mids: Vec<Mid> = [f.video.as_ref().map(|v| v.0), f.audio.as_ref().map(|a| a.0)]
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut api = s.rtc.sdp_api();
-        for mid in mids {
-            api.set_direction(mid, Direction::Inactive);
+        if s.feeds.len() + add.len() > MAX_FEEDS {
+            return Err(FeedError::TooMany(MAX_FEEDS));
         }
-        let (offer, pending) = api.apply().ok_or(FeedError::NoFeed)?;
-        s.pending = Some(pending);
+        if add.is_empty() && remove.is_empty() {
+            return Err(FeedError::NoFeed);
+        }
+        if !remove.iter().all(|r| s.feeds.iter().any(|f| f.id == *r && !f.removed)) {
+            return Err(FeedError::NoFeed);
+        }
+        let mut mids = Vec::new();
+        for f in s.feeds.iter_mut().filter(|f| remove.contains(&f.id)) {
+            f.removed = true;
+            mids.extend([f.video.as_ref().map(|v| v.0), f.audio.as_ref().map(|a| a.0)].into_iter().flatten());
+        }
+        let r = offer_feeds(s, add, &mids).ok_or(FeedError::NoFeed);
         drain(id, s, &mut self.counters, out);
-        Ok(offer.to_sdp_string())
+        r
     }
 
     /// The peer's answer to the server's latest offer: the feeds it took can be written.
     pub fn accept_answer(&mut self, id: SessionId, answer: &str, out: &mut Outputs) -> Result<(), FeedError> {
         let s = self.sessions.get_mut(&id).ok_or(FeedError::NoSession)?;
         let pending = s.pending.take().ok_or(FeedError::NoOfferPending)?;
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| FeedError::BadAnswer(excerpt(&e.to_string(), 200)))?;
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| FeedError::BadAnswer(describe_parse_error(answer, &e.to_string())))?;
         s.rtc
             .sdp_api()
             .accept_answer(pending, answer)
@@ -949,10 +958,14 @@ const H264_PROFILES: [(u8, u8, u32); 5] = [
     (116, 117, 0x640c1f),
 ];
 
-/// Adds feeds' m-lines to one offer of the session (str0m keeps changes in the `SdpApi` that
-/// made them until `apply`); returns their ids and the offer.
-fn offer_feeds(s: &mut Session, specs: &[FeedSpec]) -> Option<(Vec<FeedId>, String)> {
+/// Adds feeds' m-lines to one offer of the session and makes the `inactive` ones inactive
+/// (str0m keeps changes in the `SdpApi` that made them until `apply`); returns the new feeds'
+/// ids and the offer.
+fn offer_feeds(s: &mut Session, specs: &[FeedSpec], inactive: &[Mid]) -> Option<(Vec<FeedId>, String)> {
     let mut api = s.rtc.sdp_api();
+    for mid in inactive {
+        api.set_direction(*mid, Direction::Inactive);
+    }
     let mut ids = Vec::with_capacity(specs.len());
     for feed in specs {
         let id = s.next_feed;
@@ -1168,7 +1181,16 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
             pick_tracks(s, m.mid, &spec);
         }
         Event::KeyframeRequest(r) if s.send_video.is_some_and(|t| t.mid == r.mid) => {
-            out.events.push(EndpointEvent::KeyframeRequest(id));
+            out.events.push(EndpointEvent::KeyframeRequest(id, None));
+        }
+        Event::KeyframeRequest(r) => {
+            let feed = s
+                .feeds
+                .iter()
+                .find(|f| !f.removed && f.video.as_ref().is_some_and(|v| v.0 == r.mid));
+            if let Some(f) = feed {
+                out.events.push(EndpointEvent::KeyframeRequest(id, Some(f.id)));
+            }
         }
         Event::MediaData(d) => {
             let codec = d.params.spec().codec;

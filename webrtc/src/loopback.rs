@@ -218,7 +218,7 @@ impl<P: Peer> Link<P> {
         for e in events {
             match e {
                 EndpointEvent::Media(id, f) if id == self.id && f.track == Track::Video => self.frames.push(f),
-                EndpointEvent::KeyframeRequest(id) if id == self.id => self.keyframe_requests += 1,
+                EndpointEvent::KeyframeRequest(id, _) if id == self.id => self.keyframe_requests += 1,
                 EndpointEvent::Closed(id, _) if id == self.id => self.closed = true,
                 _ => {}
             }
