@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use egress::webrtc::{SendFrame, WebRtcViewer};
 use ingest::webrtc::pipeline::{HubOp, Pipeline};
+use ingest::webrtc::simulcast::Layers;
 use media::frame::TrackKind;
 use media::{Codec as MediaCodec, CodecSet, Publisher, Reservation, Subscriber};
 use str0m::format::Codec;
@@ -38,7 +39,7 @@ use tracing::{debug, info, warn, Instrument};
 use webrtc::endpoint::{
     CloseReason, Endpoint, EndpointConfig, EndpointEvent, FeedId, Negotiated, OfferError, Outputs, SessionId, SessionSpec, WriteError,
 };
-use webrtc::{RtpFrame, Track};
+use webrtc::{Rid, RtpFrame, Track};
 
 use crate::admission::Pending;
 use crate::config::WebRtcSection;
@@ -71,8 +72,9 @@ pub enum Command {
     },
     /// Ends the session with this token (WHIP DELETE).
     Close { token: String, reply: oneshot::Sender<bool> },
-    /// Ask a session's peer for a keyframe (from a publisher's media task).
-    Keyframe { id: SessionId },
+    /// Ask a session's peer for a keyframe (from a publisher's media task): of one simulcast
+    /// layer, or of its video.
+    Keyframe { id: SessionId, layer: Option<Rid> },
     /// Ends a session (its play task stopped: the stream ended or cannot be sent).
     End { id: SessionId },
     /// A session the server offers, sending `feeds` (a room's subscribing peer connection);
@@ -433,8 +435,8 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                         }
                         let _ = reply.send(found.is_some());
                     }
-                    Command::Keyframe { id } => {
-                        if ep.request_keyframe(id, &mut out) {
+                    Command::Keyframe { id, layer } => {
+                        if ep.request_keyframe(id, layer, &mut out) {
                             counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -673,6 +675,10 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     let min_gap = Duration::from_millis(w.keyframe_request_min_ms);
     let periodic = (w.pli_interval_ms > 0).then(|| Duration::from_millis(w.pli_interval_ms));
     let mut pipeline = Pipeline::new(neg.video, neg.audio);
+    // A simulcast publisher's layers become one video track.
+    let mut layers = Layers::new();
+    let mut layer_wanted: Option<Rid> = None;
+    let mut layer_used: Option<Rid> = None;
     pipeline.set_aac_encoder(w.aac_encoder.into());
     let mut keyframes = Pacer::new(min_gap);
     let mut ops = Vec::new();
@@ -691,6 +697,24 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
         tokio::select! {
             f = rx.recv() => {
                 let Some(f) = f else { break };
+                let simulcast = f.layer.is_some();
+                let Some(f) = layers.push(f) else {
+                    if let Some(rid) = layers.wanted_keyframe(Instant::now()) {
+                        layer_wanted = Some(rid);
+                        keyframes.ask();
+                    }
+                    continue;
+                };
+                if simulcast {
+                    if layers.current() != layer_used {
+                        layer_used = layers.current();
+                        info!(layer = ?layer_used, "simulcast: the stream now carries this layer");
+                    }
+                    if let Some(rid) = layers.wanted_keyframe(Instant::now()) {
+                        layer_wanted = Some(rid);
+                        keyframes.ask();
+                    }
+                }
                 // VP8/VP9 -> H.264 takes milliseconds per frame: off the async workers' hands.
                 let heavy = f.track == Track::Video && f.codec != Codec::H264 && multi_thread;
                 let own = match f.codec {
@@ -755,8 +779,12 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
             _ = publisher.keyframe_requested() => keyframes.ask(),
             _ = tick.tick(), if periodic.is_some() => keyframes.ask(),
         }
-        if keyframes.due(Instant::now()) && st.handle.tx.try_send(Command::Keyframe { id }).is_err() {
-            keyframes.retry();
+        if keyframes.due(Instant::now()) {
+            // A layer a switch waits for, else the one in use (else the video).
+            let layer = layer_wanted.take().or(layers.current());
+            if st.handle.tx.try_send(Command::Keyframe { id, layer }).is_err() {
+                keyframes.retry();
+            }
         }
     }
     let c = pipeline.video().counters();
@@ -778,6 +806,8 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
         concealed_samples = a.concealed_samples,
         realign_inserted = a.realign_inserted,
         realign_dropped = a.realign_dropped,
+        simulcast_switches = layers.counters().switches,
+        simulcast_unused = layers.counters().unused,
         "WebRTC stream ended"
     );
 }

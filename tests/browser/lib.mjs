@@ -167,9 +167,10 @@ export function summarize(probe, seconds) {
 
 /// Opens a page that publishes the fake camera and microphone to `whipUrl`; resolves once the
 /// peer connection is connected. Returns the page (call `page.evaluate(() => window.unpublish())`).
-export async function whipPublish(browser, pagePort, whipUrl, { codec = 'h264', token = '', timeoutMs = 15000, pageHost = '127.0.0.1', source = 'camera', width = 640, height = 480 } = {}) {
+/// `extra` adds whip.html query parameters (e.g. `{ simulcast: '1', clock: '640x480' }`).
+export async function whipPublish(browser, pagePort, whipUrl, { codec = 'h264', token = '', timeoutMs = 15000, pageHost = '127.0.0.1', source = 'camera', width = 640, height = 480, extra = {} } = {}) {
   const page = await browser.newPage();
-  const q = new URLSearchParams({ url: whipUrl, codec, token, source, width, height });
+  const q = new URLSearchParams({ url: whipUrl, codec, token, source, width, height, ...extra });
   await page.goto(`http://${pageHost}:${pagePort}/whip.html?${q}`);
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid, Rids};
 use str0m::net::{DatagramRecv, Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 
@@ -645,17 +645,28 @@ impl Endpoint {
         self.reap(out);
     }
 
-    /// Asks a publisher for a keyframe (RTCP PLI). False if the session or its video is gone.
-    pub fn request_keyframe(&mut self, id: SessionId, out: &mut Outputs) -> bool {
+    /// Asks a publisher for a keyframe (RTCP PLI): of one simulcast layer, or (`None`) of its
+    /// video (every layer of a simulcast publisher). False if the session or its video is gone.
+    pub fn request_keyframe(&mut self, id: SessionId, layer: Option<Rid>, out: &mut Outputs) -> bool {
         let Some(s) = self.sessions.get_mut(&id) else {
             return false;
         };
         let Some(mid) = s.video_mid else {
             return false;
         };
+        let rids: Vec<Option<Rid>> = match (layer, s.rtc.media(mid).map(|m| m.rids_rx())) {
+            (Some(r), _) => vec![Some(r)],
+            (None, Some(Rids::Specific(v))) => v.iter().copied().map(Some).collect(),
+            (None, _) => vec![None],
+        };
         let sent = match s.rtc.writer(mid) {
             Some(mut w) if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) => {
-                w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+                // Every layer is asked (no short circuit).
+                let asked: Vec<bool> = rids
+                    .into_iter()
+                    .map(|rid| w.request_keyframe(rid, KeyframeRequestKind::Pli).is_ok())
+                    .collect();
+                asked.contains(&true)
             }
             _ => false,
         };
@@ -1211,6 +1222,7 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
                     contiguous: d.contiguous,
                     data: d.data,
                     sender_report: d.last_sender_info.map(|si| (si.ntp_time, si.rtp_time.numer() as u32)),
+                    layer: d.rid,
                 },
             ));
         }
@@ -1450,6 +1462,6 @@ mod tests {
             .events
             .iter()
             .any(|e| matches!(e, EndpointEvent::Closed(i, CloseReason::Requested) if *i == id)));
-        assert!(!ep.request_keyframe(id, &mut out));
+        assert!(!ep.request_keyframe(id, None, &mut out));
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 pub use str0m::format::Codec;
+pub use str0m::media::Rid;
 
 pub mod client;
 pub mod endpoint;
@@ -47,4 +48,6 @@ pub struct RtpFrame {
     pub data: Arc<[u8]>,
     /// Latest RTCP sender report of this track: NTP time and RTP timestamp.
     pub sender_report: Option<(SystemTime, u32)>,
+    /// The simulcast layer (RTP stream id) it belongs to, when the publisher sends several.
+    pub layer: Option<Rid>,
 }

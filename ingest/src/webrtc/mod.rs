@@ -11,5 +11,6 @@
 pub mod audio;
 pub mod h264;
 pub mod pipeline;
+pub mod simulcast;
 pub mod timing;
 pub mod transcode;

@@ -355,6 +355,7 @@ mod tests {
             contiguous: true,
             data,
             sender_report: None,
+            layer: None,
         }
     }
 
@@ -481,6 +482,7 @@ mod on_demand {
                 contiguous: true,
                 data: vp8[i].0.clone().into(),
                 sender_report: None,
+                layer: None,
             };
             p.push(f, ops)
         };
@@ -543,6 +545,7 @@ mod on_demand_audio {
                 contiguous: true,
                 data: opus.clone(),
                 sender_report: None,
+                layer: None,
             };
             p.push(f, &mut ops);
             stops += ops.drain(..).filter(|o| matches!(o, HubOp::Stopped(media::Codec::Aac))).count();

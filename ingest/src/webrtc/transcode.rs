@@ -162,9 +162,15 @@ impl VpxToH264 {
     }
 
     fn encode(&mut self, key: bool, out: &mut Vec<H264Out>) -> Result<(), VideoError> {
-        let (w, h) = (self.decoded.width(), self.decoded.height());
+        // 4:2:0 H.264 has even sizes: an odd last row or column (a simulcast layer of 960x540
+        // at a quarter is 240x135) is cropped, in place (the planes stay as decoded).
+        let (w, h) = (self.decoded.width() & !1, self.decoded.height() & !1);
         if w == 0 || h == 0 {
             return Ok(());
+        }
+        if (w, h) != (self.decoded.width(), self.decoded.height()) {
+            self.decoded.set_width(w);
+            self.decoded.set_height(h);
         }
         let reopen = self.encoder.as_ref().is_none_or(|(_, ew, eh)| (*ew, *eh) != (w, h));
         if reopen {
@@ -330,7 +336,9 @@ pub(crate) mod tests {
     fn vp8_becomes_h264_frame_for_frame_with_idr_at_source_keyframes() {
         let mut frames = vp8_frames(320, 240, 12, 5);
         frames.extend(vp8_frames(640, 480, 6, 100));
-        assert_eq!(frames.len(), 18);
+        // Odd sizes (a quarter of 960x540) are cropped to even ones.
+        frames.extend(vp8_frames(241, 135, 3, 100));
+        assert_eq!(frames.len(), 21);
         let mut t = VpxToH264::new(SourceCodec::Vp8).unwrap();
         let mut track = H264Track::new();
         let mut out = Vec::new();
@@ -353,13 +361,13 @@ pub(crate) mod tests {
         }
         assert_eq!(
             sizes,
-            [(320, 240), (640, 480)],
+            [(320, 240), (640, 480), (240, 134)],
             "a new sequence header at the resolution change only"
         );
         let source_keys: Vec<bool> = frames.iter().map(|f| f.1).collect();
         assert_eq!(keys, source_keys, "IDR exactly where the source has keyframes");
         let c = t.counters();
-        assert_eq!((c.decoded, c.encoded, c.encoder_opens, c.decode_errors), (18, 18, 2, 0));
+        assert_eq!((c.decoded, c.encoded, c.encoder_opens, c.decode_errors), (21, 21, 3, 0));
     }
 
     /// `n` VP8 frames of big random blocks that change every frame (a picture that costs the

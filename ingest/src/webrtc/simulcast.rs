@@ -1,0 +1,267 @@
+//! A simulcast publisher's layers (RTP streams with their own `rid`, SSRC and RTP timestamp
+//! base) to the one video track of its stream: the largest layer that is being sent, switched
+//! only at that layer's keyframe, its RTP timestamps (and sender reports) moved onto one
+//! timeline so that the switch is seamless for everything downstream (the pipeline's timing,
+//! its transcoder, the hub).
+//!
+//! * Layer size: the picture size of its last keyframe (H.264 SPS, VP8 frame header); VP9
+//!   keyframes are compared by their byte size (a larger picture makes a larger keyframe).
+//! * A layer is sent while frames of it arrived within [`LAYER_IDLE`]; a publisher short of
+//!   bandwidth stops its top layer first, and the track then goes on with the next one.
+//! * The target layer's keyframe is asked for ([`Layers::wanted_keyframe`]) when a switch waits
+//!   for one.
+//! * Frames of the other layers are not used here (counted).
+
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use webrtc::{Rid, RtpFrame, Track};
+
+use super::transcode::{is_keyframe, SourceCodec};
+
+/// A layer with no frame for this long is no longer sent.
+pub const LAYER_IDLE: Duration = Duration::from_millis(500);
+
+const VIDEO_HZ: f64 = 90_000.0;
+
+#[derive(Debug)]
+struct Layer {
+    rid: Rid,
+    /// Picture area of its last keyframe (VP9: the keyframe's bytes).
+    size: u64,
+    last_arrival: Instant,
+    /// Added to its RTP timestamps to put them on the track's timeline.
+    offset: i64,
+}
+
+/// What was done with the layers' frames.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LayerCounters {
+    /// Frames of the layer in use, passed on.
+    pub passed: u64,
+    /// Frames of the other layers.
+    pub unused: u64,
+    /// Switches from one layer to another.
+    pub switches: u64,
+}
+
+/// The layers of one simulcast video track.
+#[derive(Debug, Default)]
+pub struct Layers {
+    layers: Vec<Layer>,
+    /// The layer in use.
+    current: Option<usize>,
+    /// The last frame passed on: its timestamp on the track's timeline, and arrival.
+    last_out: Option<(u64, Instant)>,
+    counters: LayerCounters,
+}
+
+impl Layers {
+    /// No layer seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What was done so far.
+    pub fn counters(&self) -> LayerCounters {
+        self.counters
+    }
+
+    /// The layer in use and the layers seen, for the log and the API.
+    pub fn current(&self) -> Option<Rid> {
+        self.current.map(|i| self.layers[i].rid)
+    }
+
+    /// Takes a frame; returns it (on the track's timeline) when it belongs to the layer in use.
+    /// Frames without a layer, and audio, pass unchanged.
+    pub fn push(&mut self, mut f: RtpFrame) -> Option<RtpFrame> {
+        let (Track::Video, Some(rid)) = (f.track, f.layer) else {
+            return Some(f);
+        };
+        let i = match self.layers.iter().position(|l| l.rid == rid) {
+            Some(i) => i,
+            None => {
+                self.layers.push(Layer {
+                    rid,
+                    size: 0,
+                    last_arrival: f.arrival,
+                    offset: 0,
+                });
+                self.layers.len() - 1
+            }
+        };
+        let key = keyframe_size(f.codec, &f.data);
+        let layer = &mut self.layers[i];
+        layer.last_arrival = f.arrival;
+        if let Some(size) = key {
+            layer.size = size;
+        }
+        if key.is_some() && self.current != Some(i) && self.best(f.arrival) == Some(i) {
+            // Switch here: this frame follows the last one passed on by its arrival time.
+            let on_timeline = match self.last_out {
+                Some((ts, at)) => ts as i64 + (f.arrival.saturating_duration_since(at).as_secs_f64() * VIDEO_HZ) as i64,
+                None => f.rtp_time as i64,
+            };
+            self.layers[i].offset = on_timeline - f.rtp_time as i64;
+            if self.current.is_some() {
+                self.counters.switches += 1;
+            }
+            self.current = Some(i);
+        }
+        if self.current != Some(i) {
+            self.counters.unused += 1;
+            return None;
+        }
+        let offset = self.layers[i].offset;
+        f.rtp_time = (f.rtp_time as i64 + offset).max(0) as u64;
+        f.sender_report = f.sender_report.map(|(ntp, rtp)| (ntp, (rtp as i64 + offset) as u32));
+        self.last_out = Some((f.rtp_time, f.arrival));
+        self.counters.passed += 1;
+        Some(f)
+    }
+
+    /// The largest layer being sent (its size known from a keyframe).
+    fn best(&self, now: Instant) -> Option<usize> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.size > 0 && now.saturating_duration_since(l.last_arrival) < LAYER_IDLE)
+            .max_by_key(|(_, l)| l.size)
+            .map(|(i, _)| i)
+    }
+
+    /// The layer whose keyframe a switch waits for: a larger one than the layer in use, or any
+    /// when the layer in use stopped.
+    pub fn wanted_keyframe(&self, now: Instant) -> Option<Rid> {
+        let current_sent = self
+            .current
+            .is_some_and(|c| now.saturating_duration_since(self.layers[c].last_arrival) < LAYER_IDLE);
+        // A layer of unknown size may be the larger one: its keyframe tells.
+        let unknown = self
+            .layers
+            .iter()
+            .find(|l| l.size == 0 && now.saturating_duration_since(l.last_arrival) < LAYER_IDLE);
+        match (self.best(now), current_sent) {
+            (Some(b), _) if Some(b) != self.current => Some(self.layers[b].rid),
+            (_, false) => self
+                .layers
+                .iter()
+                .find(|l| now.saturating_duration_since(l.last_arrival) < LAYER_IDLE)
+                .map(|l| l.rid),
+            _ => unknown.map(|l| l.rid),
+        }
+    }
+}
+
+/// The size of a keyframe's picture (area in pixels; VP9: its byte size), or `None` when the
+/// frame is not a keyframe.
+fn keyframe_size(codec: Codec, data: &[u8]) -> Option<u64> {
+    match codec {
+        Codec::H264 => {
+            let nals = media::avc::annexb_nal_units(data);
+            if !nals.iter().any(|n| n.first().is_some_and(|b| b & 0x1f == 5)) {
+                return None;
+            }
+            let sps = nals.iter().find(|n| n.first().is_some_and(|b| b & 0x1f == 7));
+            // An IDR without its SPS: its size is unknown but it is a keyframe.
+            Some(
+                sps.and_then(|s| media::avc::parse_sps(s).ok())
+                    .map_or(1, |i| u64::from(i.width) * u64::from(i.height)),
+            )
+        }
+        Codec::Vp8 => {
+            if !is_keyframe(SourceCodec::Vp8, data) || data.len() < 10 || data[3..6] != [0x9d, 0x01, 0x2a] {
+                return None;
+            }
+            let w = u16::from_le_bytes([data[6], data[7]]) & 0x3fff;
+            let h = u16::from_le_bytes([data[8], data[9]]) & 0x3fff;
+            Some(u64::from(w) * u64::from(h))
+        }
+        Codec::Vp9 => is_keyframe(SourceCodec::Vp9, data).then_some(data.len() as u64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A VP8 frame of layer `rid`: a keyframe of w x h, or an interframe.
+    fn vp8(rid: &str, rtp: u64, at: Instant, key: Option<(u16, u16)>) -> RtpFrame {
+        let data: Vec<u8> = match key {
+            Some((w, h)) => [
+                &[0x50u8, 0x42, 0x00, 0x9d, 0x01, 0x2a][..],
+                &w.to_le_bytes(),
+                &h.to_le_bytes(),
+                &[0; 50],
+            ]
+            .concat(),
+            None => vec![0x51, 0x42, 0x00, 1, 2, 3],
+        };
+        RtpFrame {
+            track: Track::Video,
+            codec: Codec::Vp8,
+            rtp_time: rtp,
+            arrival: at,
+            contiguous: true,
+            data: Arc::from(data),
+            sender_report: None,
+            layer: Some(Rid::from(rid)),
+        }
+    }
+
+    #[test]
+    fn the_largest_layer_is_used_from_its_keyframe_on_one_timeline() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut l = Layers::new();
+        // The small layer starts (its own timestamp base), the large one's first frames are not
+        // keyframes: the small one is used.
+        assert_eq!(l.push(vp8("l", 1000, ms(0), Some((160, 120)))).map(|f| f.rtp_time), Some(1000));
+        assert!(l.push(vp8("h", 500_000, ms(1), None)).is_none());
+        assert_eq!(
+            l.wanted_keyframe(ms(1)),
+            Some(Rid::from("h")),
+            "the unknown layer's keyframe is asked for"
+        );
+        assert_eq!(l.push(vp8("l", 4000, ms(33), None)).map(|f| f.rtp_time), Some(4000));
+        // The large one's keyframe: the switch, 33 ms after the last frame passed on.
+        let f = l.push(vp8("h", 506_000, ms(66), Some((640, 480)))).unwrap();
+        assert_eq!(f.rtp_time, 4000 + 2970, "continues the timeline by arrival");
+        assert_eq!(l.push(vp8("h", 509_000, ms(99), None)).unwrap().rtp_time, 4000 + 2970 + 3000);
+        assert!(l.push(vp8("l", 7000, ms(99), None)).is_none());
+        assert!(
+            l.push(vp8("l", 10_000, ms(132), Some((160, 120)))).is_none(),
+            "a smaller keyframe does not switch back"
+        );
+        assert_eq!(l.wanted_keyframe(ms(132)), None);
+        // The large layer stops (the publisher is short of bandwidth): the small one's next
+        // keyframe takes over, asked for.
+        for n in 0..40u64 {
+            assert!(l.push(vp8("l", 13_000 + 3000 * n, ms(165 + 33 * n), None)).is_none());
+        }
+        let now = ms(165 + 33 * 39);
+        assert_eq!(l.wanted_keyframe(now), Some(Rid::from("l")));
+        let f = l
+            .push(vp8("l", 200_000, now + Duration::from_millis(33), Some((160, 120))))
+            .unwrap();
+        let before = 4000 + 2970 + 3000;
+        let gap = (f.rtp_time - before) as f64 / 90.0;
+        assert!(
+            (gap - (165.0 + 33.0 * 40.0 - 99.0)).abs() < 2.0,
+            "{gap} ms after the last frame passed on"
+        );
+        assert_eq!(l.counters().switches, 2);
+        assert_eq!(l.current(), Some(Rid::from("l")));
+    }
+
+    #[test]
+    fn frames_without_layers_pass_unchanged() {
+        let mut l = Layers::new();
+        let mut f = vp8("x", 1234, Instant::now(), None);
+        f.layer = None;
+        assert_eq!(l.push(f).unwrap().rtp_time, 1234);
+        assert_eq!(l.counters(), LayerCounters::default());
+    }
+}
