@@ -15,7 +15,9 @@
 //!   subscription holds what the feed starts with (bounded by the hub).
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use ingest::webrtc::simulcast::LayerPick;
 use media::{StreamKey, Subscriber};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
@@ -81,8 +83,10 @@ pub enum FeedChange {
 enum SlotState {
     /// In an offer not answered yet, or answered while the session connects.
     Waiting(Subscriber),
-    /// Being sent.
+    /// Being sent from the hub.
     Playing(PlayTask),
+    /// Being sent straight from a simulcast publisher's session, one layer of it.
+    Direct(Direct),
     /// Between the two (never seen outside a method).
     Moving,
 }
@@ -95,6 +99,15 @@ struct Slot {
     /// Its m-lines were in an answered offer.
     answered: bool,
     state: SlotState,
+}
+
+/// A feed sent straight from a simulcast publisher's session in the WebRTC task (not through
+/// the hub, which carries one layer): its layer chosen by the subscriber's bandwidth.
+pub struct Direct {
+    pub publisher: SessionId,
+    pub pick: LayerPick,
+    /// When its publisher was last asked for a keyframe for it.
+    pub keyframe_asked: Option<Instant>,
 }
 
 /// A session the server offers and its feeds.
@@ -203,21 +216,57 @@ impl Offered {
         self.connected = true;
     }
 
-    /// Starts the play tasks of answered feeds once the session is connected.
-    pub fn start(&mut self, id: SessionId, st: &Arc<Shell>) {
+    /// Starts the answered feeds once the session is connected: straight from the publisher's
+    /// session when `simulcast_source` names one for the key (returned, to be registered with
+    /// it), else from the hub by a play task.
+    pub fn start(
+        &mut self,
+        id: SessionId,
+        st: &Arc<Shell>,
+        simulcast_source: impl Fn(&StreamKey) -> Option<SessionId>,
+    ) -> Vec<(SessionId, FeedId)> {
+        let mut direct = Vec::new();
         if !self.connected {
-            return;
+            return direct;
         }
         for s in self.slots.iter_mut().filter(|s| s.answered) {
             if let SlotState::Waiting(_) = s.state {
                 let SlotState::Waiting(sub) = std::mem::replace(&mut s.state, SlotState::Moving) else {
                     continue;
                 };
+                if let Some(publisher) = simulcast_source(&s.key) {
+                    info!(key = %s.key, session = id, feed = s.id, publisher, "forwarding a simulcast layer");
+                    drop(sub);
+                    s.state = SlotState::Direct(Direct {
+                        publisher,
+                        pick: LayerPick::new(),
+                        keyframe_asked: None,
+                    });
+                    direct.push((publisher, s.id));
+                    continue;
+                }
                 info!(key = %s.key, session = id, feed = s.id, "forwarding");
                 let target = PlayTarget { id, feed: Some(s.id) };
                 s.state = SlotState::Playing(spawn_play(target, sub, s.video, s.audio, st, &s.key.to_string()));
             }
         }
+        direct
+    }
+
+    /// A feed sent straight from a publisher.
+    pub fn direct(&mut self, feed: FeedId) -> Option<&mut Direct> {
+        self.slots.iter_mut().find(|s| s.id == feed).and_then(|s| match &mut s.state {
+            SlotState::Direct(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The feeds sent straight from publishers.
+    pub fn directs(&mut self) -> impl Iterator<Item = &mut Direct> {
+        self.slots.iter_mut().filter_map(|s| match &mut s.state {
+            SlotState::Direct(d) => Some(d),
+            _ => None,
+        })
     }
 
     /// The peer asked for a keyframe of a feed.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use egress::webrtc::{SendFrame, WebRtcViewer};
 use ingest::webrtc::pipeline::{HubOp, Pipeline};
-use ingest::webrtc::simulcast::Layers;
+use ingest::webrtc::simulcast::{LayerRates, Layers};
 use media::frame::TrackKind;
 use media::{Codec as MediaCodec, CodecSet, Publisher, Reservation, Subscriber};
 use str0m::format::Codec;
@@ -281,6 +281,10 @@ struct Live {
     play: Option<PlayTask>,
     /// A session the server offers: its feeds.
     offered: Option<Offered>,
+    /// A simulcast publisher: its layers' sizes and rates.
+    rates: Option<LayerRates>,
+    /// A simulcast publisher: the feeds sent straight from it (subscribing session, feed).
+    direct: Vec<(SessionId, FeedId)>,
 }
 
 impl Live {
@@ -293,6 +297,8 @@ impl Live {
             media: None,
             play: None,
             offered,
+            rates: None,
+            direct: Vec::new(),
         }
     }
 }
@@ -401,8 +407,12 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                             Some((id, o)) => match ep.accept_answer(id, &sdp, &mut out) {
                                 Ok(()) => {
                                     o.answered();
-                                    o.start(id, &st);
-                                    if !o.renegotiate(&mut ep, id, &mut out) {
+                                    start_feeds(&mut live, id, &st);
+                                    let renegotiated = live
+                                        .get_mut(&id)
+                                        .and_then(|l| l.offered.as_mut())
+                                        .is_none_or(|o| o.renegotiate(&mut ep, id, &mut out));
+                                    if !renegotiated {
                                         ep.close(id, &mut out);
                                     }
                                     Ok(())
@@ -492,12 +502,11 @@ async fn flush(
 ) {
     loop {
         send_transmits(socket, udp, out).await;
-        let to_close = handle_events(out, live, st);
-        if to_close.is_empty() {
+        if out.events.is_empty() {
             break;
         }
-        for id in to_close {
-            ep.close(id, out);
+        for action in handle_events(out, live, st) {
+            act(action, ep, out, live, st);
         }
     }
     let counters = &st.counters;
@@ -581,13 +590,20 @@ async fn send_transmits(socket: &UdpSocket, udp: &mut UdpOut, out: &mut Outputs)
     }
 }
 
-/// Acts on the endpoint's events; returns the sessions to close.
-fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Arc<Shell>) -> Vec<SessionId> {
+/// Acts on the endpoint's events; returns what is then to be done with the endpoint.
+fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Arc<Shell>) -> Vec<Action> {
     let counters = &st.counters;
-    let mut to_close = Vec::new();
+    let mut actions = Vec::new();
     for ev in out.events.drain(..) {
         match ev {
             EndpointEvent::Media(id, frame) => {
+                let Some(l) = live.get_mut(&id) else { continue };
+                if frame.layer.is_some() {
+                    l.rates.get_or_insert_with(LayerRates::default).push(&frame);
+                }
+                if !l.direct.is_empty() {
+                    forward_direct(id, &frame, live, &mut actions);
+                }
                 if let Some(media) = live.get(&id).and_then(|l| l.media.as_ref()) {
                     if media.try_send(frame).is_err() {
                         counters.frames_dropped_queue.fetch_add(1, Ordering::Relaxed);
@@ -613,7 +629,7 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
                         Err(e) => {
                             counters.sessions_key_taken.fetch_add(1, Ordering::Relaxed);
                             warn!(key = %l.key, session = id, "WebRTC publisher connected too late: {e} (another publisher connected first)");
-                            to_close.push(id);
+                            actions.push(Action::Close(id));
                         }
                     },
                     Role::Play { sub } => {
@@ -628,9 +644,36 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
                         counters.play_sessions.fetch_add(1, Ordering::Relaxed);
                         if let Some(o) = l.offered.as_mut() {
                             o.connected();
-                            o.start(id, st);
                         }
+                        start_feeds(live, id, st);
                     }
+                }
+            }
+            EndpointEvent::KeyframeRequest(id, Some(feed))
+                if live
+                    .get_mut(&id)
+                    .and_then(|l| l.offered.as_mut())
+                    .and_then(|o| o.direct(feed))
+                    .is_some() =>
+            {
+                // A feed sent straight from a publisher: its layer's keyframe, from there.
+                let d = live.get_mut(&id).and_then(|l| l.offered.as_mut()).and_then(|o| o.direct(feed));
+                if let Some(d) = d {
+                    let now = Instant::now();
+                    if d.keyframe_asked
+                        .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_KEYFRAME_GAP)
+                    {
+                        d.keyframe_asked = Some(now);
+                        actions.push(Action::Keyframe {
+                            id: d.publisher,
+                            layer: d.pick.current(),
+                        });
+                    }
+                }
+            }
+            EndpointEvent::Bitrate(id, bps) => {
+                if let Some(a) = budget(id, bps, live) {
+                    actions.push(a);
                 }
             }
             EndpointEvent::KeyframeRequest(id, feed) => {
@@ -647,6 +690,13 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
                 if let Some(l) = live.remove(&id) {
                     if let Some(o) = &l.offered {
                         o.tell(SfuEvent::Closed(reason.to_string()));
+                    }
+                    for (sub, feed) in &l.direct {
+                        actions.push(Action::Ended {
+                            id: *sub,
+                            feed: *feed,
+                            reason: "the publisher left".into(),
+                        });
                     }
                     let who = if l.play.is_some() || l.offered.is_some() {
                         "viewer"
@@ -667,7 +717,167 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
             }
         }
     }
-    to_close
+    actions
+}
+
+/// What handling the endpoint's events leads to, done with the endpoint afterwards.
+enum Action {
+    Close(SessionId),
+    /// A frame of a feed sent straight from a publisher.
+    Write {
+        id: SessionId,
+        feed: FeedId,
+        track: Track,
+        wallclock: Instant,
+        rtp_time: u64,
+        data: Arc<[u8]>,
+    },
+    /// Ask a publisher for a keyframe (of one layer).
+    Keyframe {
+        id: SessionId,
+        layer: Option<Rid>,
+    },
+    /// What a subscribing session's congestion control should probe for.
+    Bitrate {
+        id: SessionId,
+        minimum: u64,
+        desired: u64,
+    },
+    /// A feed sent straight from a publisher that left.
+    Ended {
+        id: SessionId,
+        feed: FeedId,
+        reason: String,
+    },
+}
+
+/// Least time between two keyframe requests for one feed sent straight from a publisher.
+const DIRECT_KEYFRAME_GAP: Duration = Duration::from_millis(300);
+/// What a feed's audio takes of the subscriber's bandwidth (Opus, with headers).
+const AUDIO_BPS: u64 = 64_000;
+
+fn act(action: Action, ep: &mut Endpoint, out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Arc<Shell>) {
+    let counters = &st.counters;
+    match action {
+        Action::Close(id) => ep.close(id, out),
+        Action::Write {
+            id,
+            feed,
+            track,
+            wallclock,
+            rtp_time,
+            data,
+        } => match ep.write_feed(id, feed, track, wallclock, rtp_time, &data, out) {
+            Ok(()) => {
+                counters.frames_out.fetch_add(1, Ordering::Relaxed);
+            }
+            // Not connected or answered yet, or going: nothing to send it on.
+            Err(e) => debug!(session = id, feed, "forwarding: {e}"),
+        },
+        Action::Keyframe { id, layer } => {
+            if ep.request_keyframe(id, layer, out) {
+                counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Action::Bitrate { id, minimum, desired } => ep.set_bitrate(id, minimum, desired),
+        Action::Ended { id, feed, reason } => {
+            if let Some(o) = live.get_mut(&id).and_then(|l| l.offered.as_mut()) {
+                if !(o.ended(feed, reason) && o.renegotiate(ep, id, out)) {
+                    ep.close(id, out);
+                }
+            }
+        }
+    }
+}
+
+/// Starts an offered session's answered feeds, those of simulcast publishers straight from
+/// their sessions.
+fn start_feeds(live: &mut HashMap<SessionId, Live>, id: SessionId, st: &Arc<Shell>) {
+    let sources: HashMap<String, SessionId> = live
+        .iter()
+        .filter(|(_, l)| l.rates.is_some() && l.media.is_some())
+        .map(|(pid, l)| (l.key.clone(), *pid))
+        .collect();
+    let Some(o) = live.get_mut(&id).and_then(|l| l.offered.as_mut()) else {
+        return;
+    };
+    let direct = o.start(id, st, |k| sources.get(&k.to_string()).copied());
+    for (publisher, feed) in direct {
+        if let Some(p) = live.get_mut(&publisher) {
+            p.direct.push((id, feed));
+        }
+    }
+}
+
+/// A frame of a simulcast publisher to the feeds sent straight from it: each takes the layer
+/// its bandwidth allows.
+fn forward_direct(publisher: SessionId, frame: &RtpFrame, live: &mut HashMap<SessionId, Live>, actions: &mut Vec<Action>) {
+    let Some(p) = live.get(&publisher) else { return };
+    let now = frame.arrival;
+    let layers = p.rates.as_ref().map(|r| r.layers(now)).unwrap_or_default();
+    let subs = p.direct.clone();
+    let mut gone = Vec::new();
+    for (sub, feed) in subs {
+        let Some(d) = live.get_mut(&sub).and_then(|l| l.offered.as_mut()).and_then(|o| o.direct(feed)) else {
+            gone.push((sub, feed));
+            continue;
+        };
+        if frame.track == Track::Video {
+            d.pick.choose(&layers, now);
+        }
+        if let Some(rtp_time) = d.pick.push(frame) {
+            actions.push(Action::Write {
+                id: sub,
+                feed,
+                track: frame.track,
+                wallclock: frame.arrival,
+                rtp_time,
+                data: frame.data.clone(),
+            });
+        }
+        if let Some(rid) = d.pick.wanted_keyframe() {
+            if d.keyframe_asked
+                .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_KEYFRAME_GAP)
+            {
+                d.keyframe_asked = Some(now);
+                actions.push(Action::Keyframe {
+                    id: publisher,
+                    layer: Some(rid),
+                });
+            }
+        }
+    }
+    if !gone.is_empty() {
+        if let Some(p) = live.get_mut(&publisher) {
+            p.direct.retain(|x| !gone.contains(x));
+        }
+    }
+}
+
+/// A subscribing session's bandwidth estimate, shared by its feeds sent straight from
+/// publishers; returns what its congestion control should probe for (their top layers).
+fn budget(id: SessionId, bps: u64, live: &mut HashMap<SessionId, Live>) -> Option<Action> {
+    let o = live.get_mut(&id)?.offered.as_mut()?;
+    let n = o.directs().count() as u64;
+    if n == 0 {
+        return None;
+    }
+    let per_feed = bps.saturating_sub(AUDIO_BPS * n) / n;
+    let publishers: Vec<SessionId> = o
+        .directs()
+        .map(|d| {
+            d.pick.set_budget(per_feed);
+            d.publisher
+        })
+        .collect();
+    let now = Instant::now();
+    let top = |p: &SessionId| {
+        let rates = live.get(p)?.rates.as_ref()?;
+        rates.layers(now).iter().filter(|l| l.sent).map(|l| l.bitrate).max()
+    };
+    let desired: u64 = publishers.iter().filter_map(top).sum::<u64>() * 6 / 5 + AUDIO_BPS * n;
+    debug!(session = id, estimate = bps, per_feed, desired, "subscriber bandwidth");
+    Some(Action::Bitrate { id, minimum: 0, desired })
 }
 
 async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx: mpsc::Receiver<RtpFrame>, st: Arc<Shell>) {
@@ -729,36 +939,18 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                 }
                 // The publisher's own codecs go to the hub only while a consumer wants them.
                 pipeline.set_forward(publisher.demand());
+                // The publisher's own frame first: its viewers do not wait for the transcoder.
+                let pts = pipeline.push_original(&f, &mut ops);
+                apply(&publisher, &mut ops, counters, pipeline.transcodes_video());
                 let wants_keyframe = if heavy {
-                    tokio::task::block_in_place(|| pipeline.push(f, &mut ops))
+                    tokio::task::block_in_place(|| pipeline.push_renditions(f, pts, &mut ops))
                 } else {
-                    pipeline.push(f, &mut ops)
+                    pipeline.push_renditions(f, pts, &mut ops)
                 };
                 if wants_keyframe {
                     keyframes.ask();
                 }
-                for op in ops.drain(..) {
-                    match op {
-                        HubOp::VideoConfig(c) => {
-                            info!(width = c.info.width, height = c.info.height, codec = %c.info.codec_string(), transcoded = pipeline.transcodes_video(), "video configuration");
-                            publisher.set_video_config(c);
-                        }
-                        HubOp::AudioConfig(c) => {
-                            info!(channels = c.info.channels, "audio: Opus -> AAC");
-                            publisher.set_audio_config(c);
-                        }
-                        HubOp::Stopped(c) => {
-                            info!(codec = ?c, "transcoding stopped: nobody takes it (it starts again on demand, at a keyframe)");
-                            publisher.drop_cached(c);
-                        }
-                        HubOp::Frame(f) => {
-                            if f.track == TrackKind::Video {
-                                counters.video_frames.fetch_add(1, Ordering::Relaxed);
-                            }
-                            publisher.push(f, Instant::now())
-                        }
-                    }
-                }
+                apply(&publisher, &mut ops, counters, pipeline.transcodes_video());
                 let unrepaired = pipeline.video().counters().dropped_waiting_keyframe
                     + pipeline.transcoder().map_or(0, |t| t.counters().skipped_waiting_keyframe);
                 counters.video_frames_unrepaired.fetch_add(unrepaired - unrepaired_seen, Ordering::Relaxed);
@@ -810,6 +1002,32 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
         simulcast_unused = layers.counters().unused,
         "WebRTC stream ended"
     );
+}
+
+/// Hands a media task's hub operations to the hub.
+fn apply(publisher: &Publisher, ops: &mut Vec<HubOp>, counters: &WebRtcCounters, transcoded: bool) {
+    for op in ops.drain(..) {
+        match op {
+            HubOp::VideoConfig(c) => {
+                info!(width = c.info.width, height = c.info.height, codec = %c.info.codec_string(), transcoded, "video configuration");
+                publisher.set_video_config(c);
+            }
+            HubOp::AudioConfig(c) => {
+                info!(channels = c.info.channels, "audio: Opus -> AAC");
+                publisher.set_audio_config(c);
+            }
+            HubOp::Stopped(c) => {
+                info!(codec = ?c, "transcoding stopped: nobody takes it (it starts again on demand, at a keyframe)");
+                publisher.drop_cached(c);
+            }
+            HubOp::Frame(f) => {
+                if f.track == TrackKind::Video {
+                    counters.video_frames.fetch_add(1, Ordering::Relaxed);
+                }
+                publisher.push(f, Instant::now())
+            }
+        }
+    }
 }
 
 /// Where a play task's frames go: a session's own tracks (WHEP) or one of its feeds.

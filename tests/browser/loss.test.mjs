@@ -62,11 +62,31 @@ async function metrics(gw) {
 
 /// A UDP relay from `front` (where peers send) to `target`, impairing one direction only
 /// while `impaired`: `loss` of datagrams dropped, the rest delayed by delayMs ± jitterMs. The
-/// impaired direction is towards the gateway, or towards the peer with `toPeer`.
-async function startRelay(front, target, { loss, delayMs, jitterMs, toPeer = false }) {
+/// impaired direction is towards the gateway, or towards the peer with `toPeer`. With
+/// `rateBps`, what goes towards peers at address `limited` is a bottleneck instead: a token
+/// bucket at that rate behind a drop-tail queue of `queueMs` (a slow downlink).
+async function startRelay(front, target, { loss = 0, delayMs = 0, jitterMs = 0, toPeer = false, rateBps = 0, limited = null, queueMs = 200 }) {
   const sock = createSocket('udp4');
   const backs = new Map();
-  const r = { impaired: false, forwarded: 0, dropped: 0 };
+  const r = { impaired: false, forwarded: 0, dropped: 0, limitedBytes: 0, limitedDropped: 0 };
+  // The bottleneck: datagrams wait their turn at rateBps; a full queue drops the newest.
+  const queue = [];
+  let queued = 0;
+  let draining = false;
+  const drain = () => {
+    if (r.closed || queue.length === 0) { draining = false; return; }
+    const [m, port, address] = queue.shift();
+    queued -= m.length;
+    r.limitedBytes += m.length;
+    sock.send(m, port, address);
+    setTimeout(drain, (m.length * 8 * 1000) / rateBps);
+  };
+  const bottleneck = (m, port, address) => {
+    if (queued + m.length > (rateBps / 8) * (queueMs / 1000)) { r.limitedDropped += 1; return; }
+    queue.push([m, port, address]);
+    queued += m.length;
+    if (!draining) { draining = true; drain(); }
+  };
   // Delayed sends may fire after the relay closed: they are dropped.
   const guarded = (send) => () => { if (!r.closed) send(); };
   const impair = (unguarded) => {
@@ -86,6 +106,7 @@ async function startRelay(front, target, { loss, delayMs, jitterMs, toPeer = fal
       back = createSocket('udp4');
       back.bind(0, '127.0.0.1');
       back.on('message', (m) => {
+        if (rateBps && from.address === limited) return bottleneck(m, from.port, from.address);
         const send = () => sock.send(m, from.port, from.address);
         if (toPeer) impair(send); else guarded(send)();
       });
@@ -246,4 +267,70 @@ test('WHEP viewer through 5% loss and 30 ms jitter: retransmissions keep >= 90% 
       ff.kill('SIGTERM');
     }
   });
+});
+
+// Simulcast (issue 15): a Chromium publisher on the host sends three layers (240, 480 and 960
+// pixels wide); two participants receive it through the forwarding API: one on the host, one in
+// the namespace whose downlink crosses a 250 kbit/s bottleneck. Each one's congestion control
+// (TWCC) sets its layer: the limited one gets a lower layer and keeps playing, the other the top.
+test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unlimited one the top', { timeout: 120000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+  tearDownNamespace();
+  setUpNamespace();
+  let gw, relay, pages, outside, inside;
+  try {
+    gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
+    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { rateBps: 250_000, limited: nsIp });
+    pages = await startPageServer(hostIp);
+    outside = await launchChromium({ camera: true, args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pages.port}`] });
+    inside = await chromiumInNamespace(pages.port, false);
+    const participant = async (browser, extra) => {
+      const page = await browser.newPage();
+      const q = new URLSearchParams({ sfu: `ws://${hostIp}:${gw.http}/sfu`, ...extra });
+      await page.goto(`http://${hostIp}:${pages.port}/sfu.html?${q}`);
+      return page;
+    };
+    const publisher = await participant(outside, { whip: `http://${hostIp}:${gw.http}/whip/room/ann`, offset: '1000000', codec: 'vp8only', simulcast: '1', clock: '960x540' });
+    await waitLive(gw.http, 'room/ann', 15000, hostIp);
+    const fast = await participant(outside, {});
+    const slow = await participant(inside, {});
+    for (const p of [fast, slow]) await p.evaluate(() => window.subscribe(['room/ann']));
+    // The estimates settle; then the widths each one decodes, sampled for 6 s.
+    await sleep(10000);
+    const widths = { fast: [], slow: [] };
+    const reads0 = {};
+    for (const [name, p] of [['fast', fast], ['slow', slow]]) reads0[name] = (await p.evaluate(() => window.probe())).remotes['room.ann'];
+    for (let i = 0; i < 12; i++) {
+      for (const [name, p] of [['fast', fast], ['slow', slow]]) {
+        const r = await p.evaluate(() => window.probe());
+        widths[name].push(r.remotes['room.ann'].tracks.find((t) => t.kind === 'video').frameWidth);
+      }
+      await sleep(500);
+    }
+    const result = {};
+    for (const [name, p] of [['fast', fast], ['slow', slow]]) {
+      const r = (await p.evaluate(() => window.probe())).remotes['room.ann'];
+      result[name] = { widths: widths[name].join(','), readsPerSec: ((r.reads - reads0[name].reads) / 6).toFixed(1), bad: r.bad, who: r.who, latency: r.medianLatency };
+    }
+    const pubLayers = await publisher.evaluate(async () => {
+      const o = {};
+      (await window.publisher.contentWindow.pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') o[s.rid] = s.frameWidth; });
+      return o;
+    });
+    console.log('simulcast', JSON.stringify({ ...result, publisherLayers: pubLayers, relayBytes: relay.limitedBytes, relayDropped: relay.limitedDropped }));
+    assert.ok(relay.limitedBytes > 100_000, `the slow participant's media did not cross the bottleneck (${relay.limitedBytes} bytes)`);
+    const mostly = (ws, pred) => ws.filter(pred).length >= ws.length * 0.75;
+    assert.ok(mostly(widths.fast, (w) => w === 960), `the unlimited participant decoded widths ${widths.fast}`);
+    assert.ok(mostly(widths.slow, (w) => w && w < 960), `the limited participant decoded widths ${widths.slow}`);
+    for (const [name, r] of Object.entries(result)) {
+      assert.deepEqual(Object.keys(r.who), ['1'], `${name} sees the publisher's clock`);
+      assert.ok(Number(r.readsPerSec) >= 15, `${name}: ${r.readsPerSec} pictures/s read back`);
+    }
+  } finally {
+    if (inside) await inside.close().catch(() => {});
+    if (outside) await outside.close().catch(() => {});
+    if (pages) pages.close();
+    if (gw) gw.stop();
+    if (relay) relay.close();
+    tearDownNamespace();
+  }
 });

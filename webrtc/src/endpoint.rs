@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid, Rids};
@@ -166,6 +167,9 @@ pub enum EndpointEvent {
     /// The peer asks for a keyframe on the video the session sends (RTCP PLI or FIR): on its
     /// single video track (`None`) or on a feed's.
     KeyframeRequest(SessionId, Option<FeedId>),
+    /// The bandwidth towards the peer of a session the server offers, as its congestion
+    /// control (TWCC) estimates it, in bits per second.
+    Bitrate(SessionId, u64),
     /// The session is gone.
     Closed(SessionId, CloseReason),
 }
@@ -318,6 +322,9 @@ pub enum FeedError {
     #[error("a session sends at most {0} feeds")]
     TooMany(usize),
 }
+
+/// Where the congestion control of a session the server offers starts.
+const INITIAL_ESTIMATE_KBPS: u64 = 600;
 
 /// Most feeds one session sends (m-lines are never removed, so removed feeds count too).
 pub const MAX_FEEDS: usize = 32;
@@ -705,6 +712,8 @@ impl Endpoint {
             .set_local_ice_credentials(creds)
             .clear_codecs()
             .set_stats_interval(Some(Duration::from_secs(1)))
+            // Congestion control towards the peer: what a simulcast feed's layer is chosen by.
+            .enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_vp9(true);
@@ -789,6 +798,15 @@ impl Endpoint {
         drain(id, s, &mut self.counters, out);
         self.remove_if_dead(id, out);
         Ok(())
+    }
+
+    /// The rate a session the server offers would like to send at (its feeds' best layers):
+    /// its congestion control probes for it; `minimum` is kept up with padding (the next
+    /// layer's rate, so that the estimate can grow to it).
+    pub fn set_bitrate(&mut self, id: SessionId, minimum: u64, desired: u64) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.rtc.bwe().set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
+        }
     }
 
     /// Writes one frame on a feed's track (as [`Endpoint::write`] does for a session's single
@@ -1202,6 +1220,9 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
             if let Some(f) = feed {
                 out.events.push(EndpointEvent::KeyframeRequest(id, Some(f.id)));
             }
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            out.events.push(EndpointEvent::Bitrate(id, estimate.as_u64()));
         }
         Event::MediaData(d) => {
             let codec = d.params.spec().codec;

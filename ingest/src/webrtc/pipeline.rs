@@ -163,6 +163,15 @@ impl Pipeline {
     /// Takes one frame; appends hub operations to `ops`. Returns true when a keyframe should be
     /// requested from the sender.
     pub fn push(&mut self, f: RtpFrame, ops: &mut Vec<HubOp>) -> bool {
+        let pts = self.push_original(&f, ops);
+        self.push_renditions(f, pts, ops)
+    }
+
+    /// The first half of [`Pipeline::push`], cheap: the frame's time, and the publisher's own
+    /// frame for those who take it. Returns the time, for [`Pipeline::push_renditions`]. Its
+    /// operations can go to the hub before the renditions are made (a VP8 viewer does not wait
+    /// for the H.264 transcoder).
+    pub fn push_original(&mut self, f: &RtpFrame, ops: &mut Vec<HubOp>) -> i64 {
         let ti = usize::from(f.track == Track::Audio);
         if let Some((ntp, rtp)) = f.sender_report {
             if self.last_sr[ti] != f.sender_report {
@@ -177,8 +186,18 @@ impl Pipeline {
         let pts = self.timing.pts(f.track, f.rtp_time, f.arrival);
         // This frame's operations go straight to `ops`; while held back they move to `held`.
         let start = ops.len();
+        self.forward_original(pts, f, ops);
+        if !self.released {
+            self.held.extend(ops.drain(start..));
+        }
+        pts
+    }
+
+    /// The second half of [`Pipeline::push`]: the H.264 and AAC renditions (parsing, or
+    /// transcoding). True when a keyframe should be requested.
+    pub fn push_renditions(&mut self, f: RtpFrame, pts: i64, ops: &mut Vec<HubOp>) -> bool {
+        let start = ops.len();
         let mut want_keyframe = false;
-        self.forward_original(pts, &f, ops);
         match f.track {
             Track::Video if f.codec == Codec::H264 => {
                 want_keyframe = self.h264(pts, &f.data, f.contiguous, ops);

@@ -51,8 +51,7 @@ pub struct Layers {
     layers: Vec<Layer>,
     /// The layer in use.
     current: Option<usize>,
-    /// The last frame passed on: its timestamp on the track's timeline, and arrival.
-    last_out: Option<(u64, Instant)>,
+    timeline: Timeline,
     counters: LayerCounters,
 }
 
@@ -97,12 +96,7 @@ impl Layers {
             layer.size = size;
         }
         if key.is_some() && self.current != Some(i) && self.best(f.arrival) == Some(i) {
-            // Switch here: this frame follows the last one passed on by its arrival time.
-            let on_timeline = match self.last_out {
-                Some((ts, at)) => ts as i64 + (f.arrival.saturating_duration_since(at).as_secs_f64() * VIDEO_HZ) as i64,
-                None => f.rtp_time as i64,
-            };
-            self.layers[i].offset = on_timeline - f.rtp_time as i64;
+            self.layers[i].offset = self.timeline.offset_for(&f);
             if self.current.is_some() {
                 self.counters.switches += 1;
             }
@@ -113,9 +107,8 @@ impl Layers {
             return None;
         }
         let offset = self.layers[i].offset;
-        f.rtp_time = (f.rtp_time as i64 + offset).max(0) as u64;
+        f.rtp_time = self.timeline.pass(&f, offset);
         f.sender_report = f.sender_report.map(|(ntp, rtp)| (ntp, (rtp as i64 + offset) as u32));
-        self.last_out = Some((f.rtp_time, f.arrival));
         self.counters.passed += 1;
         Some(f)
     }
@@ -150,6 +143,216 @@ impl Layers {
                 .map(|l| l.rid),
             _ => unknown.map(|l| l.rid),
         }
+    }
+}
+
+/// One timeline for frames of several layers: a layer switched to continues from the last
+/// frame passed on, by arrival time.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// The last frame passed on: its timestamp on the timeline, and arrival.
+    last: Option<(u64, Instant)>,
+}
+
+impl Timeline {
+    /// The offset that puts `f` (the first frame of a layer switched to) right after the last
+    /// frame passed on.
+    fn offset_for(&self, f: &RtpFrame) -> i64 {
+        let on_timeline = match self.last {
+            Some((ts, at)) => ts as i64 + (f.arrival.saturating_duration_since(at).as_secs_f64() * VIDEO_HZ) as i64,
+            None => f.rtp_time as i64,
+        };
+        on_timeline - f.rtp_time as i64
+    }
+
+    /// `f`'s time on the timeline, with its layer's offset; it is the last one passed on.
+    fn pass(&mut self, f: &RtpFrame, offset: i64) -> u64 {
+        let ts = (f.rtp_time as i64 + offset).max(0) as u64;
+        self.last = Some((ts, f.arrival));
+        ts
+    }
+}
+
+/// One layer as a subscriber's choice sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Its RTP stream id.
+    pub rid: Rid,
+    /// Picture area of its last keyframe (VP9: bytes); 0 before the first.
+    pub size: u64,
+    /// Its bitrate over the last second, bits per second.
+    pub bitrate: u64,
+    /// Frames of it arrived within [`LAYER_IDLE`].
+    pub sent: bool,
+}
+
+/// A simulcast publisher's layers as they arrive: size and bitrate of each, for the
+/// subscribers' choice ([`LayerPick`]).
+#[derive(Debug, Default)]
+pub struct LayerRates {
+    layers: Vec<Rate>,
+}
+
+#[derive(Debug)]
+struct Rate {
+    rid: Rid,
+    size: u64,
+    last_arrival: Instant,
+    /// Bytes in the current and the previous half second, and when the current one began.
+    bytes: [u64; 2],
+    window: Instant,
+}
+
+const HALF_SECOND: Duration = Duration::from_millis(500);
+
+impl LayerRates {
+    /// Counts a frame of a layer (frames without a layer are not counted).
+    pub fn push(&mut self, f: &RtpFrame) {
+        let (Track::Video, Some(rid)) = (f.track, f.layer) else { return };
+        let now = f.arrival;
+        let i = match self.layers.iter().position(|l| l.rid == rid) {
+            Some(i) => i,
+            None => {
+                self.layers.push(Rate {
+                    rid,
+                    size: 0,
+                    last_arrival: now,
+                    bytes: [0, 0],
+                    window: now,
+                });
+                self.layers.len() - 1
+            }
+        };
+        let l = &mut self.layers[i];
+        if let Some(size) = keyframe_size(f.codec, &f.data) {
+            l.size = size;
+        }
+        let since = now.saturating_duration_since(l.window);
+        if since >= 2 * HALF_SECOND {
+            l.bytes = [0, 0];
+            l.window = now;
+        } else if since >= HALF_SECOND {
+            l.bytes = [0, l.bytes[0]];
+            l.window += HALF_SECOND;
+        }
+        l.bytes[0] += f.data.len() as u64;
+        l.last_arrival = now;
+    }
+
+    /// The layers, smallest first (those of unknown size last).
+    pub fn layers(&self, now: Instant) -> Vec<LayerInfo> {
+        let mut v: Vec<LayerInfo> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let fresh = now.saturating_duration_since(l.window) < 2 * HALF_SECOND;
+                LayerInfo {
+                    rid: l.rid,
+                    size: l.size,
+                    // The last full half second and the current one, as a rate per second.
+                    bitrate: if fresh { (l.bytes[0] + l.bytes[1]) * 8 } else { 0 },
+                    sent: now.saturating_duration_since(l.last_arrival) < LAYER_IDLE,
+                }
+            })
+            .collect();
+        v.sort_by_key(|l| if l.size == 0 { u64::MAX } else { l.size });
+        v
+    }
+}
+
+/// How much of its budget a layer may use, per cent: the rest is room for the estimate's
+/// swings (and audio).
+const LAYER_FIT_PERCENT: u64 = 85;
+/// Least time between two switches up (a switch down happens at once).
+const UP_AFTER: Duration = Duration::from_secs(2);
+
+/// One subscriber's choice among a simulcast publisher's layers: the largest whose bitrate fits
+/// its bandwidth budget, switched at that layer's keyframe, the timestamps it sends continuous
+/// across switches (the subscriber sees one stream).
+#[derive(Debug, Default)]
+pub struct LayerPick {
+    current: Option<Rid>,
+    target: Option<Rid>,
+    offset: i64,
+    timeline: Timeline,
+    budget: Option<u64>,
+    last_switch: Option<Instant>,
+    switches: u64,
+}
+
+impl LayerPick {
+    /// Nothing sent yet; starts on the smallest layer until a budget is known.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The layer being sent.
+    pub fn current(&self) -> Option<Rid> {
+        self.current
+    }
+
+    /// Layer switches so far.
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// The subscriber's bandwidth for this feed, bits per second.
+    pub fn set_budget(&mut self, bps: u64) {
+        self.budget = Some(bps);
+    }
+
+    /// Chooses the layer to go to from the layers' sizes and rates: up to a larger layer that
+    /// fits the budget with room to spare (not within [`UP_AFTER`] of the last switch), down
+    /// as soon as the layer in use no longer fits at all.
+    pub fn choose(&mut self, layers: &[LayerInfo], now: Instant) {
+        let known: Vec<&LayerInfo> = layers.iter().filter(|l| l.sent && l.size > 0).collect();
+        let Some(smallest) = known.first() else { return };
+        let Some(budget) = self.budget else {
+            self.target.get_or_insert(smallest.rid);
+            return;
+        };
+        let roomy = |l: &LayerInfo| l.bitrate * 100 <= budget * LAYER_FIT_PERCENT;
+        let best = known.iter().rev().find(|l| roomy(l)).unwrap_or(smallest);
+        let rank = |rid: Rid| known.iter().position(|l| l.rid == rid);
+        let current = self.current.and_then(|c| known.iter().find(|l| l.rid == c));
+        self.target = Some(match current {
+            // The layer in use still fits: up only when a larger one fits with room, and not
+            // right after a switch.
+            Some(c) if c.bitrate <= budget => {
+                let settled = self.last_switch.is_none_or(|t| now.saturating_duration_since(t) >= UP_AFTER);
+                if rank(best.rid) > rank(c.rid) && settled {
+                    best.rid
+                } else {
+                    c.rid
+                }
+            }
+            _ => best.rid,
+        });
+    }
+
+    /// The layer whose keyframe a switch waits for.
+    pub fn wanted_keyframe(&self) -> Option<Rid> {
+        self.target.filter(|t| Some(*t) != self.current)
+    }
+
+    /// The RTP time to send a frame at, or `None` when it is not sent (another layer, or the
+    /// target's frames before its keyframe). Audio and frames without a layer pass.
+    pub fn push(&mut self, f: &RtpFrame) -> Option<u64> {
+        let (Track::Video, Some(rid)) = (f.track, f.layer) else {
+            return Some(f.rtp_time);
+        };
+        if Some(rid) == self.target && Some(rid) != self.current && keyframe_size(f.codec, &f.data).is_some() {
+            self.offset = self.timeline.offset_for(f);
+            if self.current.is_some() {
+                self.switches += 1;
+                self.last_switch = Some(f.arrival);
+            }
+            self.current = Some(rid);
+        }
+        if Some(rid) != self.current {
+            return None;
+        }
+        Some(self.timeline.pass(f, self.offset))
     }
 }
 
@@ -254,6 +457,53 @@ mod tests {
         );
         assert_eq!(l.counters().switches, 2);
         assert_eq!(l.current(), Some(Rid::from("l")));
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_largest_layer_its_budget_allows() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut rates = LayerRates::default();
+        // 30 fps for 1 s: l about 200 kbit/s, m 600, h 1800 (keyframe first, then interframes).
+        for n in 0..30u64 {
+            for (rid, size, bytes) in [("l", (240, 136), 800usize), ("m", (480, 270), 2500), ("h", (960, 540), 7500)] {
+                let mut f = vp8(rid, 3000 * n, ms(33 * n), (n == 0).then_some(size));
+                f.data = Arc::from([&f.data[..], &vec![0u8; bytes][..]].concat());
+                rates.push(&f);
+            }
+        }
+        let layers = rates.layers(ms(990));
+        let rids: Vec<String> = layers.iter().map(|l| l.rid.to_string()).collect();
+        assert_eq!(rids, ["l", "m", "h"], "smallest first");
+        assert!((1_700_000..2_000_000).contains(&layers[2].bitrate), "{layers:?}");
+
+        let mut pick = LayerPick::new();
+        pick.choose(&layers, ms(990));
+        assert_eq!(pick.wanted_keyframe(), Some(Rid::from("l")), "no budget yet: the smallest");
+        assert!(pick.push(&vp8("l", 90_000, ms(1000), None)).is_none(), "waits for a keyframe");
+        assert_eq!(pick.push(&vp8("l", 93_000, ms(1033), Some((240, 136)))), Some(93_000));
+        // A 1 Mbit/s budget: m fits, h does not.
+        pick.set_budget(1_000_000);
+        pick.choose(&layers, ms(1040));
+        assert_eq!(pick.wanted_keyframe(), Some(Rid::from("m")));
+        assert_eq!(
+            pick.push(&vp8("l", 96_000, ms(1066), None)),
+            Some(96_000),
+            "the old layer until the switch"
+        );
+        assert_eq!(pick.push(&vp8("m", 7_000_000, ms(1099), Some((480, 270)))), Some(96_000 + 2970));
+        assert!(pick.push(&vp8("l", 99_000, ms(1099), None)).is_none());
+        // More budget: up again, but not within 2 s of the last switch.
+        pick.set_budget(5_000_000);
+        pick.choose(&layers, ms(1500));
+        assert_eq!(pick.wanted_keyframe(), None);
+        pick.choose(&layers, ms(3200));
+        assert_eq!(pick.wanted_keyframe(), Some(Rid::from("h")));
+        // Less: down at once.
+        pick.set_budget(300_000);
+        pick.choose(&layers, ms(3300));
+        assert_eq!(pick.wanted_keyframe(), Some(Rid::from("l")));
+        assert_eq!(pick.switches(), 1);
     }
 
     #[test]
