@@ -59,6 +59,9 @@ async fn api_streams(State(hub): State<Hub>) -> impl IntoResponse {
                     "level": v.info.level,
                     // Frames out of decode order: browsers' WebRTC decoders cannot play them.
                     "bframes": s.reordered_video_frames > 0,
+                    // A simulcast publisher's layers (smallest first); the stream carries the
+                    // largest being sent.
+                    "layers": s.layers,
                 })),
                 "audio": s.audio.as_ref().map(|a| json!({
                     "codec": a.info.codec_string(),

@@ -105,6 +105,8 @@ struct Slot {
 /// the hub, which carries one layer): its layer chosen by the subscriber's bandwidth.
 pub struct Direct {
     pub publisher: SessionId,
+    /// A hub subscription that takes nothing: the viewer counts in the stream's statistics.
+    _counted: Subscriber,
     pub pick: LayerPick,
     /// When its publisher was last asked for a keyframe for it.
     pub keyframe_asked: Option<Instant>,
@@ -236,9 +238,9 @@ impl Offered {
                 };
                 if let Some(publisher) = simulcast_source(&s.key) {
                     info!(key = %s.key, session = id, feed = s.id, publisher, "forwarding a simulcast layer");
-                    drop(sub);
                     s.state = SlotState::Direct(Direct {
                         publisher,
+                        _counted: sub,
                         pick: LayerPick::new(),
                         keyframe_asked: None,
                     });

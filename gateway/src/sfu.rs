@@ -53,9 +53,12 @@ impl Forwarder {
             return Err(ForwardError::Unsendable(key.clone(), Unsendable::BFrames.to_string()));
         }
         let plan = plan(stats.video.is_some(), stats.audio.is_some(), stats.supply, |c| receives.contains(c));
+        // A simulcast publisher's feeds are sent by the WebRTC task straight from its session:
+        // the subscription takes nothing, it counts the viewer and ends with the stream.
+        let codecs = if stats.layers.is_empty() { plan.codecs() } else { CodecSet::EMPTY };
         let sub = self
             .hub
-            .subscribe_to(key, "webrtc", plan.codecs())
+            .subscribe_to(key, "webrtc", codecs)
             .map_err(|_| ForwardError::NotLive(key.clone()))?;
         let spec = FeedSpec {
             stream: key.to_string(),

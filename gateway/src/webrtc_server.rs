@@ -875,7 +875,9 @@ fn budget(id: SessionId, bps: u64, live: &mut HashMap<SessionId, Live>) -> Optio
         let rates = live.get(p)?.rates.as_ref()?;
         rates.layers(now).iter().filter(|l| l.sent).map(|l| l.bitrate).max()
     };
-    let desired: u64 = publishers.iter().filter_map(top).sum::<u64>() * 6 / 5 + AUDIO_BPS * n;
+    // Twice the top layers: the estimate keeps room above what is sent (a keyframe, a busier
+    // picture) instead of settling on it.
+    let desired: u64 = publishers.iter().filter_map(top).sum::<u64>() * 2 + AUDIO_BPS * n;
     debug!(session = id, estimate = bps, per_feed, desired, "subscriber bandwidth");
     Some(Action::Bitrate { id, minimum: 0, desired })
 }
@@ -889,6 +891,7 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
     let mut layers = Layers::new();
     let mut layer_wanted: Option<Rid> = None;
     let mut layer_used: Option<Rid> = None;
+    let mut layers_told: Vec<String> = Vec::new();
     pipeline.set_aac_encoder(w.aac_encoder.into());
     let mut keyframes = Pacer::new(min_gap);
     let mut ops = Vec::new();
@@ -916,6 +919,11 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                     continue;
                 };
                 if simulcast {
+                    let rids: Vec<String> = layers.rids().iter().map(|r| r.to_string()).collect();
+                    if rids != layers_told {
+                        publisher.set_layers(rids.clone());
+                        layers_told = rids;
+                    }
                     if layers.current() != layer_used {
                         layer_used = layers.current();
                         info!(layer = ?layer_used, "simulcast: the stream now carries this layer");

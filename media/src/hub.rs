@@ -133,6 +133,9 @@ pub struct StreamStats {
     pub keyframe_requests: u64,
     /// The codecs the publisher can produce when asked ([`Publisher::set_supply`]).
     pub supply: CodecSet,
+    /// A simulcast publisher's layers (RTP stream ids, smallest picture first), see
+    /// [`Publisher::set_layers`]; empty for others.
+    pub layers: Vec<String>,
     /// The fullest viewer queue right now: (frames, payload bytes).
     pub max_viewer_queue: (usize, usize),
 }
@@ -195,6 +198,7 @@ struct Stream {
     demand: AtomicU8,
     /// What the publisher can produce ([`CodecSet::bits`]), see [`Publisher::set_supply`].
     supply: AtomicU8,
+    layers: Mutex<Vec<String>>,
     hub: Arc<HubInner>,
 }
 
@@ -289,6 +293,7 @@ impl Hub {
             keyframe_requests: AtomicU64::new(0),
             demand: AtomicU8::new(0),
             supply: AtomicU8::new(CodecSet::FLV.bits()),
+            layers: Mutex::default(),
             hub: self.inner.clone(),
         });
         streams.insert(key, stream.clone());
@@ -522,6 +527,7 @@ impl Stream {
             timestamp_fixes: st.timestamp_fixes,
             reordered_video_frames: st.reordered_video_frames,
             supply: CodecSet::from_bits(self.supply.load(Ordering::Relaxed)),
+            layers: lock(&self.layers).clone(),
             keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
             max_viewer_queue,
         }
@@ -701,6 +707,13 @@ impl Publisher {
     /// and AAC until told otherwise.
     pub fn set_supply(&self, codecs: CodecSet) {
         self.stream.supply.store(codecs.bits(), Ordering::Relaxed);
+    }
+
+    /// Says the publisher sends simulcast layers (their RTP stream ids, smallest picture
+    /// first): the stream's frames are of one of them, and WebRTC subscribers can be sent any
+    /// (by the WebRTC engine, not through the hub).
+    pub fn set_layers(&self, layers: Vec<String>) {
+        *lock(&self.stream.layers) = layers;
     }
 
     /// Waits until some egress asks for a keyframe (WebRTC ingest answers with a PLI).

@@ -317,6 +317,10 @@ test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unli
       return o;
     });
     console.log('simulcast', JSON.stringify({ ...result, publisherLayers: pubLayers, relayBytes: relay.limitedBytes, relayDropped: relay.limitedDropped }));
+    const api = await fetch(`http://${hostIp}:${gw.http}/api/v1/streams`).then((x) => x.json());
+    const stream = api.streams.find((x) => x.key === 'room/ann');
+    assert.deepEqual(stream.video.layers, ['l', 'm', 'h'], 'the layers, smallest first');
+    assert.equal(stream.viewers.webrtc, 2, 'both subscribers count as WebRTC viewers');
     assert.ok(relay.limitedBytes > 100_000, `the slow participant's media did not cross the bottleneck (${relay.limitedBytes} bytes)`);
     const mostly = (ws, pred) => ws.filter(pred).length >= ws.length * 0.75;
     assert.ok(mostly(widths.fast, (w) => w === 960), `the unlimited participant decoded widths ${widths.fast}`);

@@ -66,7 +66,14 @@ impl Layers {
         self.counters
     }
 
-    /// The layer in use and the layers seen, for the log and the API.
+    /// The layers seen, smallest picture first (those of unknown size last).
+    pub fn rids(&self) -> Vec<Rid> {
+        let mut v: Vec<&Layer> = self.layers.iter().collect();
+        v.sort_by_key(|l| if l.size == 0 { u64::MAX } else { l.size });
+        v.into_iter().map(|l| l.rid).collect()
+    }
+
+    /// The layer in use, for the log.
     pub fn current(&self) -> Option<Rid> {
         self.current.map(|i| self.layers[i].rid)
     }
@@ -263,6 +270,9 @@ impl LayerRates {
 /// How much of its budget a layer may use, per cent: the rest is room for the estimate's
 /// swings (and audio).
 const LAYER_FIT_PERCENT: u64 = 85;
+/// How much of its budget the layer in use may take before a switch down, per cent: the
+/// sender paces at 1.1 x the estimate, and a layer's rate swings with its keyframes.
+const LAYER_KEEP_PERCENT: u64 = 115;
 /// Least time between two switches up (a switch down happens at once).
 const UP_AFTER: Duration = Duration::from_secs(2);
 
@@ -303,7 +313,7 @@ impl LayerPick {
 
     /// Chooses the layer to go to from the layers' sizes and rates: up to a larger layer that
     /// fits the budget with room to spare (not within [`UP_AFTER`] of the last switch), down
-    /// as soon as the layer in use no longer fits at all.
+    /// as soon as the layer in use takes more than [`LAYER_KEEP_PERCENT`] of it.
     pub fn choose(&mut self, layers: &[LayerInfo], now: Instant) {
         let known: Vec<&LayerInfo> = layers.iter().filter(|l| l.sent && l.size > 0).collect();
         let Some(smallest) = known.first() else { return };
@@ -318,7 +328,7 @@ impl LayerPick {
         self.target = Some(match current {
             // The layer in use still fits: up only when a larger one fits with room, and not
             // right after a switch.
-            Some(c) if c.bitrate <= budget => {
+            Some(c) if c.bitrate * 100 <= budget * LAYER_KEEP_PERCENT => {
                 let settled = self.last_switch.is_none_or(|t| now.saturating_duration_since(t) >= UP_AFTER);
                 if rank(best.rid) > rank(c.rid) && settled {
                     best.rid
