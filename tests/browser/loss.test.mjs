@@ -108,7 +108,8 @@ async function startRelay(front, target, { loss = 0, delayMs = 0, jitterMs = 0, 
       back.on('message', (m) => {
         if (rateBps && from.address === limited) return bottleneck(m, from.port, from.address);
         const send = () => sock.send(m, from.port, from.address);
-        if (toPeer) impair(send); else guarded(send)();
+        // With `limited`, only that peer's downlink is impaired.
+        if (toPeer && (!limited || from.address === limited)) impair(send); else guarded(send)();
       });
       backs.set(key, back);
     }
@@ -269,17 +270,17 @@ test('WHEP viewer through 5% loss and 30 ms jitter: retransmissions keep >= 90% 
   });
 });
 
-// Simulcast (issue 15): a Chromium publisher on the host sends three layers (240, 480 and 960
-// pixels wide); two participants receive it through the forwarding API: one on the host, one in
-// the namespace whose downlink crosses a 250 kbit/s bottleneck. Each one's congestion control
-// (TWCC) sets its layer: the limited one gets a lower layer and keeps playing, the other the top.
-test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unlimited one the top', { timeout: 120000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+/// Runs `fn({ gw, relay, participant, outside, inside })`: a gateway reachable from the
+/// namespace only through a relay impairing what goes to the namespace's peer (`relayOptions`,
+/// with `limited` set to it), Chromium on the host (with the fake camera) and in the namespace,
+/// and `participant(browser, query)` opening sfu.html; stops all of it.
+async function withRoomAcrossRelay(relayOptions, fn) {
   tearDownNamespace();
   setUpNamespace();
   let gw, relay, pages, outside, inside;
   try {
     gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
-    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { rateBps: 250_000, limited: nsIp });
+    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { ...relayOptions, limited: nsIp });
     pages = await startPageServer(hostIp);
     outside = await launchChromium({ camera: true, args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pages.port}`] });
     inside = await chromiumInNamespace(pages.port, false);
@@ -289,6 +290,23 @@ test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unli
       await page.goto(`http://${hostIp}:${pages.port}/sfu.html?${q}`);
       return page;
     };
+    return await fn({ gw, relay, participant, outside, inside });
+  } finally {
+    if (inside) await inside.close().catch(() => {});
+    if (outside) await outside.close().catch(() => {});
+    if (pages) pages.close();
+    if (gw) gw.stop();
+    if (relay) relay.close();
+    tearDownNamespace();
+  }
+}
+
+// Simulcast (issue 15): a Chromium publisher on the host sends three layers (240, 480 and 960
+// pixels wide); two participants receive it through the forwarding API: one on the host, one in
+// the namespace whose downlink crosses a 250 kbit/s bottleneck. Each one's congestion control
+// (TWCC) sets its layer: the limited one gets a lower layer and keeps playing, the other the top.
+test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unlimited one the top', { timeout: 120000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+  await withRoomAcrossRelay({ rateBps: 250_000 }, async ({ gw, relay, participant, outside, inside }) => {
     const publisher = await participant(outside, { whip: `http://${hostIp}:${gw.http}/whip/room/ann`, offset: '1000000', codec: 'vp8only', simulcast: '1', clock: '960x540' });
     await waitLive(gw.http, 'room/ann', 15000, hostIp);
     const fast = await participant(outside, {});
@@ -329,12 +347,48 @@ test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unli
       assert.deepEqual(Object.keys(r.who), ['1'], `${name} sees the publisher's clock`);
       assert.ok(Number(r.readsPerSec) >= 15, `${name}: ${r.readsPerSec} pictures/s read back`);
     }
-  } finally {
-    if (inside) await inside.close().catch(() => {});
-    if (outside) await outside.close().catch(() => {});
-    if (pages) pages.close();
-    if (gw) gw.stop();
-    if (relay) relay.close();
-    tearDownNamespace();
-  }
+  });
+});
+
+// Loss towards a subscriber of the forwarding API (issue 15): a Chromium participant on the host
+// publishes (H.264, one layer); one in the namespace receives it through the relay, which drops
+// 5 % of what the gateway sends it and delays the rest by 30 ms ± 30 ms. Its NACKs are answered
+// from the gateway's send buffer: it decodes >= 90 % of the frames the publisher sends, and the
+// publisher's own sending is unaffected.
+test('forwarding: a subscriber behind 5% loss and 30 ms jitter keeps >= 90% of the frames', { timeout: 120000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+  await withRoomAcrossRelay({ toPeer: true, loss: 0.05, delayMs: 30, jitterMs: 30 }, async ({ gw, relay, participant, outside, inside }) => {
+    const publisher = await participant(outside, { whip: `http://${hostIp}:${gw.http}/whip/room/ann`, offset: '1000000', codec: 'h264' });
+    await waitLive(gw.http, 'room/ann', 15000, hostIp);
+    const viewer = await participant(inside, {});
+    await viewer.evaluate(() => window.subscribe(['room/ann']));
+    await sleep(3000);
+    relay.impaired = true;
+    await sleep(2000);
+    const sent = async () => publisher.evaluate(async () => {
+      let frames = 0;
+      (await window.publisher.contentWindow.pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') frames = s.framesSent; });
+      return frames;
+    });
+    const inbound = async () => viewer.evaluate(async () => {
+      const out = {};
+      (await window.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') Object.assign(out, { decoded: s.framesDecoded, nacks: s.nackCount, rtx: s.retransmittedPacketsReceived ?? 0, lost: s.packetsLost, plis: s.pliCount, freezes: s.totalFreezesDuration }); });
+      return out;
+    });
+    const [p0, v0, t0] = [await sent(), await inbound(), Date.now()];
+    const bad0 = (await viewer.evaluate(() => window.probe())).remotes['room.ann'].bad;
+    await sleep(15000);
+    const [p1, v1] = [await sent(), await inbound()];
+    const secs = (Date.now() - t0) / 1000;
+    const r = await viewer.evaluate(() => window.probe());
+    const feed = r.remotes['room.ann'];
+    const fps = (v1.decoded - v0.decoded) / secs;
+    const sentFps = (p1 - p0) / secs;
+    const d = { fps: fps.toFixed(1), sentFps: sentFps.toFixed(1), nacks: v1.nacks - v0.nacks, retransmissions: v1.rtx - v0.rtx, plis: v1.plis - v0.plis, freezeSeconds: (v1.freezes - v0.freezes).toFixed(2), unreadable: feed.bad - bad0, latency: feed.medianLatency, relayDropped: relay.dropped, relayForwarded: relay.forwarded };
+    console.log('sfu-loss', JSON.stringify(d));
+    assert.deepEqual(r.errors, []);
+    assert.ok(relay.dropped > 50, `the relay dropped only ${relay.dropped} datagrams: the subscriber does not go through it`);
+    assert.ok(d.nacks > 0 && d.retransmissions > 0, 'no NACK answered by a retransmission');
+    assert.ok(fps >= 0.9 * sentFps, `the subscriber decoded ${fps.toFixed(1)} fps of the ${sentFps.toFixed(1)} sent, through 5% loss`);
+    assert.ok(sentFps >= 25, `the publisher sent only ${sentFps.toFixed(1)} fps: slowed by the lossy subscriber?`);
+  });
 });

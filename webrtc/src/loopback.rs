@@ -225,15 +225,21 @@ impl<P: Peer> Link<P> {
         }
     }
 
-    /// Advances the clock to the next timer of either side (at most 10 ms) and fires it.
+    /// Advances the clock to the next timer of either side (at least 1 ms, at most 10 ms) and
+    /// fires it.
     pub fn step(&mut self) -> Result<(), LoopbackError> {
         let next = self
             .client
             .deadline()
             .min(self.ep.next_deadline().unwrap_or(self.now + Duration::from_secs(1)))
-            .min(self.now + Duration::from_millis(10))
-            .max(self.now);
-        self.now = next;
+            .min(self.now + Duration::from_millis(10));
+        // A timer that is still due after it fired (str0m's pacer, with congestion control on,
+        // answers "now" until the clock moves) must not stop virtual time: move 1 ms on.
+        self.now = if next <= self.now {
+            self.now + Duration::from_millis(1)
+        } else {
+            next
+        };
         let mut from_client = Vec::new();
         self.client.handle_timeout(self.now, &mut from_client)?;
         let mut out = Outputs::default();
