@@ -344,7 +344,9 @@ test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unli
     assert.ok(mostly(widths.fast, (w) => w === 960), `the unlimited participant decoded widths ${widths.fast}`);
     assert.ok(mostly(widths.slow, (w) => w && w < 960), `the limited participant decoded widths ${widths.slow}`);
     for (const [name, r] of Object.entries(result)) {
-      assert.deepEqual(Object.keys(r.who), ['1'], `${name} sees the publisher's clock`);
+      // The clock's check byte is an XOR: about one damaged read in 256 passes it.
+      const total = Object.values(r.who).reduce((x, y) => x + y, 0);
+      assert.ok((r.who['1'] ?? 0) >= 0.99 * total, `${name} sees the publisher's clock: ${JSON.stringify(r.who)}`);
       assert.ok(Number(r.readsPerSec) >= 15, `${name}: ${r.readsPerSec} pictures/s read back`);
     }
   });
