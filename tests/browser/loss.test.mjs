@@ -309,6 +309,15 @@ test('simulcast: a subscriber behind a slow downlink gets a lower layer, an unli
   await withRoomAcrossRelay({ rateBps: 250_000 }, async ({ gw, relay, participant, outside, inside }) => {
     const publisher = await participant(outside, { whip: `http://${hostIp}:${gw.http}/whip/room/ann`, offset: '1000000', codec: 'vp8only', simulcast: '1', clock: '960x540' });
     await waitLive(gw.http, 'room/ann', 15000, hostIp);
+    // Chromium turns its top layer on once its own bandwidth estimate allows (a few seconds).
+    const sending = async () => publisher.evaluate(async () => {
+      const o = {};
+      (await window.publisher.contentWindow.pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') o[s.rid] = (s.framesPerSecond || 0) > 20; });
+      return o;
+    });
+    for (const t0 = Date.now(); !(await sending()).h; await sleep(200)) {
+      if (Date.now() - t0 > 20000) throw new Error(`the publisher did not send its top layer: ${JSON.stringify(await sending())}`);
+    }
     const fast = await participant(outside, {});
     const slow = await participant(inside, {});
     for (const p of [fast, slow]) await p.evaluate(() => window.subscribe(['room/ann']));

@@ -191,6 +191,8 @@ pub struct LayerInfo {
     pub bitrate: u64,
     /// Frames of it arrived within [`LAYER_IDLE`].
     pub sent: bool,
+    /// Sent for a second or more without a pause: its bitrate is a full second's.
+    pub steady: bool,
 }
 
 /// A simulcast publisher's layers as they arrive: size and bitrate of each, for the
@@ -205,6 +207,8 @@ struct Rate {
     rid: Rid,
     size: u64,
     last_arrival: Instant,
+    /// When it was last (re)started after a pause.
+    since: Instant,
     /// Bytes in the current and the previous half second, and when the current one began.
     bytes: [u64; 2],
     window: Instant,
@@ -224,6 +228,7 @@ impl LayerRates {
                     rid,
                     size: 0,
                     last_arrival: now,
+                    since: now,
                     bytes: [0, 0],
                     window: now,
                 });
@@ -233,6 +238,9 @@ impl LayerRates {
         let l = &mut self.layers[i];
         if let Some(size) = keyframe_size(f.codec, &f.data) {
             l.size = size;
+        }
+        if now.saturating_duration_since(l.last_arrival) >= LAYER_IDLE {
+            l.since = now;
         }
         let since = now.saturating_duration_since(l.window);
         if since >= 2 * HALF_SECOND {
@@ -252,13 +260,20 @@ impl LayerRates {
             .layers
             .iter()
             .map(|l| {
-                let fresh = now.saturating_duration_since(l.window) < 2 * HALF_SECOND;
+                let into = now.saturating_duration_since(l.window);
+                // The last full half second and the current one so far, as a rate per second.
+                let span = (HALF_SECOND + into).as_secs_f64();
+                let bitrate = if into < 2 * HALF_SECOND {
+                    ((l.bytes[0] + l.bytes[1]) as f64 * 8.0 / span) as u64
+                } else {
+                    0
+                };
                 LayerInfo {
                     rid: l.rid,
                     size: l.size,
-                    // The last full half second and the current one, as a rate per second.
-                    bitrate: if fresh { (l.bytes[0] + l.bytes[1]) * 8 } else { 0 },
+                    bitrate,
                     sent: now.saturating_duration_since(l.last_arrival) < LAYER_IDLE,
+                    steady: now.saturating_duration_since(l.since) >= 2 * HALF_SECOND,
                 }
             })
             .collect();
@@ -321,7 +336,8 @@ impl LayerPick {
             self.target.get_or_insert(smallest.rid);
             return;
         };
-        let roomy = |l: &LayerInfo| l.bitrate * 100 <= budget * LAYER_FIT_PERCENT;
+        // A layer that just started has not shown its rate yet: not one to go up to.
+        let roomy = |l: &LayerInfo| l.steady && l.bitrate * 100 <= budget * LAYER_FIT_PERCENT;
         let best = known.iter().rev().find(|l| roomy(l)).unwrap_or(smallest);
         let rank = |rid: Rid| known.iter().position(|l| l.rid == rid);
         let current = self.current.and_then(|c| known.iter().find(|l| l.rid == c));
@@ -475,17 +491,26 @@ mod tests {
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut rates = LayerRates::default();
         // 30 fps for 1 s: l about 200 kbit/s, m 600, h 1800 (keyframe first, then interframes).
-        for n in 0..30u64 {
+        let mut young = Vec::new();
+        for n in 0..32u64 {
             for (rid, size, bytes) in [("l", (240, 136), 800usize), ("m", (480, 270), 2500), ("h", (960, 540), 7500)] {
                 let mut f = vp8(rid, 3000 * n, ms(33 * n), (n == 0).then_some(size));
                 f.data = Arc::from([&f.data[..], &vec![0u8; bytes][..]].concat());
                 rates.push(&f);
             }
+            if n == 10 {
+                young = rates.layers(ms(340));
+            }
         }
-        let layers = rates.layers(ms(990));
+        // Layers sent for a third of a second have not shown their rates: none to go up to.
+        let mut early = LayerPick::new();
+        early.set_budget(10_000_000);
+        early.choose(&young, ms(340));
+        assert_eq!(early.wanted_keyframe(), Some(Rid::from("l")), "{young:?}");
+        let layers = rates.layers(ms(1030));
         let rids: Vec<String> = layers.iter().map(|l| l.rid.to_string()).collect();
         assert_eq!(rids, ["l", "m", "h"], "smallest first");
-        assert!((1_700_000..2_000_000).contains(&layers[2].bitrate), "{layers:?}");
+        assert!((1_700_000..2_100_000).contains(&layers[2].bitrate), "{layers:?}");
 
         let mut pick = LayerPick::new();
         pick.choose(&layers, ms(990));
