@@ -109,7 +109,24 @@ pub struct Direct {
     _counted: Subscriber,
     pub pick: LayerPick,
     /// When its publisher was last asked for a keyframe for it.
-    pub keyframe_asked: Option<Instant>,
+    keyframe_asked: Option<Instant>,
+}
+
+/// Least time between two keyframe requests for one feed sent straight from a publisher.
+const DIRECT_KEYFRAME_GAP: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Direct {
+    /// True when the publisher may be asked for a keyframe for this feed now (it then counts
+    /// as asked): at most one request per [`DIRECT_KEYFRAME_GAP`].
+    pub fn keyframe_due(&mut self, now: Instant) -> bool {
+        let due = self
+            .keyframe_asked
+            .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_KEYFRAME_GAP);
+        if due {
+            self.keyframe_asked = Some(now);
+        }
+        due
+    }
 }
 
 /// A session the server offers and its feeds.

@@ -649,34 +649,23 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
                     }
                 }
             }
-            EndpointEvent::KeyframeRequest(id, Some(feed))
-                if live
-                    .get_mut(&id)
-                    .and_then(|l| l.offered.as_mut())
-                    .and_then(|o| o.direct(feed))
-                    .is_some() =>
-            {
-                // A feed sent straight from a publisher: its layer's keyframe, from there.
-                let d = live.get_mut(&id).and_then(|l| l.offered.as_mut()).and_then(|o| o.direct(feed));
-                if let Some(d) = d {
-                    let now = Instant::now();
-                    if d.keyframe_asked
-                        .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_KEYFRAME_GAP)
-                    {
-                        d.keyframe_asked = Some(now);
-                        actions.push(Action::Keyframe {
-                            id: d.publisher,
-                            layer: d.pick.current(),
-                        });
-                    }
-                }
-            }
             EndpointEvent::Bitrate(id, bps) => {
                 if let Some(a) = budget(id, bps, live) {
                     actions.push(a);
                 }
             }
             EndpointEvent::KeyframeRequest(id, feed) => {
+                // A feed sent straight from a publisher: its layer's keyframe, from there.
+                let direct = feed.and_then(|feed| live.get_mut(&id)?.offered.as_mut()?.direct(feed));
+                if let Some(d) = direct {
+                    if d.keyframe_due(Instant::now()) {
+                        actions.push(Action::Keyframe {
+                            id: d.publisher,
+                            layer: d.pick.current(),
+                        });
+                    }
+                    continue;
+                }
                 let l = live.get(&id);
                 let notify = match feed {
                     None => l.and_then(|l| l.play.as_ref()).map(|p| &p.keyframe),
@@ -751,8 +740,6 @@ enum Action {
     },
 }
 
-/// Least time between two keyframe requests for one feed sent straight from a publisher.
-const DIRECT_KEYFRAME_GAP: Duration = Duration::from_millis(300);
 /// What a feed's audio takes of the subscriber's bandwidth (Opus, with headers).
 const AUDIO_BPS: u64 = 64_000;
 
@@ -836,10 +823,7 @@ fn forward_direct(publisher: SessionId, frame: &RtpFrame, live: &mut HashMap<Ses
             });
         }
         if let Some(rid) = d.pick.wanted_keyframe() {
-            if d.keyframe_asked
-                .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_KEYFRAME_GAP)
-            {
-                d.keyframe_asked = Some(now);
+            if d.keyframe_due(now) {
                 actions.push(Action::Keyframe {
                     id: publisher,
                     layer: Some(rid),
@@ -911,13 +895,14 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
             f = rx.recv() => {
                 let Some(f) = f else { break };
                 let simulcast = f.layer.is_some();
-                let Some(f) = layers.push(f) else {
+                let passed = layers.push(f);
+                if simulcast {
                     if let Some(rid) = layers.wanted_keyframe(Instant::now()) {
                         layer_wanted = Some(rid);
                         keyframes.ask();
                     }
-                    continue;
-                };
+                }
+                let Some(f) = passed else { continue };
                 if simulcast {
                     let rids: Vec<String> = layers.rids().iter().map(|r| r.to_string()).collect();
                     if rids != layers_told {
@@ -927,10 +912,6 @@ async fn media_task(id: SessionId, publisher: Publisher, neg: Negotiated, mut rx
                     if layers.current() != layer_used {
                         layer_used = layers.current();
                         info!(layer = ?layer_used, "simulcast: the stream now carries this layer");
-                    }
-                    if let Some(rid) = layers.wanted_keyframe(Instant::now()) {
-                        layer_wanted = Some(rid);
-                        keyframes.ask();
                     }
                 }
                 // VP8/VP9 -> H.264 takes milliseconds per frame: off the async workers' hands.

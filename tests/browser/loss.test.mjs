@@ -141,30 +141,37 @@ async function senderStats(page) {
   });
 }
 
-/// Runs `fn({ gw, relay, pages, browser })` with a fresh namespace, a gateway whose only way
-/// to Chromium (in the namespace) is a relay losing 5 % and delaying 30 ms ± 30 ms (towards the
-/// gateway, or towards the peer with `toPeer`, once `relay.impaired`), and stops all of it.
-async function withLossyNamespace({ toPeer, camera }, fn) {
+/// Runs `fn({ gw, relay, pages, browser, host })` with a fresh namespace, a gateway whose only
+/// way to the namespace is a relay from hostIp (`relayOptions`), Chromium in the namespace
+/// (`browser`, with the fake camera when `camera`) and, with `host`, one on the host with the
+/// fake camera (`host`); stops all of it.
+async function withRelayRig({ relayOptions, camera = false, host = false }, fn) {
   tearDownNamespace();
   setUpNamespace();
-  let gw;
-  let pages;
-  let browser;
-  let relay;
+  let gw, relay, pages, outside, browser;
   try {
     gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
-    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { loss: 0.05, delayMs: 30, jitterMs: 30, toPeer });
+    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, relayOptions);
     pages = await startPageServer(hostIp);
+    if (host) outside = await launchChromium({ camera: true, args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pages.port}`] });
     // Chromium runs inside the namespace: its only way to the gateway is the relay.
     browser = await chromiumInNamespace(pages.port, camera);
-    return await fn({ gw, relay, pages, browser });
+    return await fn({ gw, relay, pages, browser, host: outside });
   } finally {
     if (browser) await browser.close().catch(() => {});
+    if (outside) await outside.close().catch(() => {});
     if (pages) pages.close();
     if (gw) gw.stop();
     if (relay) relay.close();
     tearDownNamespace();
   }
+}
+
+/// Runs `fn({ gw, relay, pages, browser })` with a fresh namespace, a gateway whose only way
+/// to Chromium (in the namespace) is a relay losing 5 % and delaying 30 ms ± 30 ms (towards the
+/// gateway, or towards the peer with `toPeer`, once `relay.impaired`), and stops all of it.
+async function withLossyNamespace({ toPeer, camera }, fn) {
+  return withRelayRig({ relayOptions: { loss: 0.05, delayMs: 30, jitterMs: 30, toPeer }, camera }, fn);
 }
 
 test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 90% of the lossless frame rate', { timeout: 180000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
@@ -275,30 +282,15 @@ test('WHEP viewer through 5% loss and 30 ms jitter: retransmissions keep >= 90% 
 /// with `limited` set to it), Chromium on the host (with the fake camera) and in the namespace,
 /// and `participant(browser, query)` opening sfu.html; stops all of it.
 async function withRoomAcrossRelay(relayOptions, fn) {
-  tearDownNamespace();
-  setUpNamespace();
-  let gw, relay, pages, outside, inside;
-  try {
-    gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
-    relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, { ...relayOptions, limited: nsIp });
-    pages = await startPageServer(hostIp);
-    outside = await launchChromium({ camera: true, args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pages.port}`] });
-    inside = await chromiumInNamespace(pages.port, false);
-    const participant = async (browser, extra) => {
-      const page = await browser.newPage();
+  return withRelayRig({ relayOptions: { ...relayOptions, limited: nsIp }, host: true }, ({ gw, relay, pages, browser, host }) => {
+    const participant = async (b, extra) => {
+      const page = await b.newPage();
       const q = new URLSearchParams({ sfu: `ws://${hostIp}:${gw.http}/sfu`, ...extra });
       await page.goto(`http://${hostIp}:${pages.port}/sfu.html?${q}`);
       return page;
     };
-    return await fn({ gw, relay, participant, outside, inside });
-  } finally {
-    if (inside) await inside.close().catch(() => {});
-    if (outside) await outside.close().catch(() => {});
-    if (pages) pages.close();
-    if (gw) gw.stop();
-    if (relay) relay.close();
-    tearDownNamespace();
-  }
+    return fn({ gw, relay, participant, outside: host, inside: browser });
+  });
 }
 
 // Simulcast (issue 15): a Chromium publisher on the host sends three layers (240, 480 and 960
