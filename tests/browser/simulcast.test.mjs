@@ -48,16 +48,20 @@ for (const codec of ['vp8only', 'h264']) {
       });
       await waitLive(gw.http, key);
       const whep = await openPlayer(browser, pages.port, `http://127.0.0.1:${gw.http}/whep/${key}`, 'whep');
-      const flv = await openPlayer(browser, pages.port, `http://127.0.0.1:${gw.http}/${key}.flv`, 'mpegts');
       // Chromium turns the top layer on once its bandwidth estimate allows (a few seconds).
       await waitWidth(whep, 960, 15000);
+      // Past the switches of the start (each a keyframe).
+      await sleep(2000);
+      const full = await steady(whep, 4);
+      // The FLV viewer comes after WHEP's latency is measured: its transcoder (VP8 -> H.264 at
+      // 960x540) and mpegts.js take most of this 2-core machine's CPU from the publishing
+      // browser's three encoders, which is not the gateway's latency.
+      const flv = await openPlayer(browser, pages.port, `http://127.0.0.1:${gw.http}/${key}.flv`, 'mpegts');
       // mpegts.js has been seen (1 CI run of 5) to keep showing the 480 layer after the stream
       // went to 960 (a new SPS mid-stream); FLV is held to playing on through the switches.
       await waitWidth(flv, 960, 15000).catch((e) => console.log(codec, 'FLV:', e.message));
-      // Past the switches of the start (each a keyframe, and a transcoder reopening for FLV).
-      await sleep(2000);
-      const full = await steady(whep, 4);
-      const fullFlv = await steady(flv, 1);
+      await sleep(1000);
+      const fullFlv = await steady(flv, 2);
       console.log(codec, 'full', JSON.stringify({ whep: full, flv: fullFlv }));
       for (const [r, who] of [[full, 'WHEP'], [fullFlv, 'FLV']]) {
         assert.deepEqual(r.errors, [], who);
@@ -67,6 +71,7 @@ for (const codec of ['vp8only', 'h264']) {
         assert.ok(r.reads >= 10, `${who}: ${r.reads} clocks/s read back`);
       }
       assert.ok(full.latency <= 150, `WHEP latency ${full.latency} ms`);
+      await flv.close();
 
       // The top layer stops: the middle one carries on, from its next keyframe.
       await pub.evaluate(() => window.setLayer('h', false));
@@ -86,9 +91,16 @@ for (const codec of ['vp8only', 'h264']) {
       console.log(codec, 'top layer on', JSON.stringify({ switchMs: up, whep: back }));
       assert.equal(back.bad, 0);
       assert.ok(back.fps >= 20, `${back.fps} frames/s back on the top layer`);
-      const api = await fetch(`http://127.0.0.1:${gw.http}/api/v1/streams`).then((r) => r.json());
-      const s = api.streams.find((x) => x.key === key);
-      assert.equal(s.video.width, 960, JSON.stringify(s.video));
+      // The hub's stream goes back up at the top layer's next keyframe too (its own switch, not
+      // the WHEP viewer's).
+      const t0 = Date.now();
+      for (;;) {
+        const api = await fetch(`http://127.0.0.1:${gw.http}/api/v1/streams`).then((r) => r.json());
+        const s = api.streams.find((x) => x.key === key);
+        if (s.video.width === 960) break;
+        assert.ok(Date.now() - t0 < 5000, `the stream is not back on the top layer: ${JSON.stringify(s.video)}`);
+        await sleep(200);
+      }
     });
   });
 }
