@@ -21,6 +21,7 @@ test:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo build --release -p streamgate
 	cargo test --workspace --release -- --test-threads=1
+	cd player && npx vitest run
 	$(MAKE) browser
 
 unit:

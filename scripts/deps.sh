@@ -11,7 +11,9 @@ profile=${1:-run}
 # its bindgen step; a C compiler (gcc) is already there for aws-lc-rs (str0m's DTLS/SRTP crypto);
 # g++ builds the bundled Fraunhofer FDK AAC encoder (the fdk-aac crate).
 run_pkgs=(pkg-config ca-certificates clang libclang-dev g++ libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev)
-test_pkgs=(ffmpeg curl nginx libnginx-mod-rtmp chromium wrk procps iproute2)
+# coturn: the TURN server of the room's relay test; fonts-wqy-microhei: Chinese text in the
+# pages' screenshots (a viewer's own browser has its fonts).
+test_pkgs=(ffmpeg curl nginx libnginx-mod-rtmp chromium wrk procps iproute2 coturn fonts-wqy-microhei)
 
 pkgs=("${run_pkgs[@]}")
 if [ "$profile" = test ]; then
@@ -30,6 +32,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The web pages (player/: Vue + Vite) the gateway serves from player/dist.
+if [ ! -d player/node_modules ] || [ player/package-lock.json -nt player/node_modules ]; then
+  echo "installing npm packages for the web pages"
+  (cd player && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "building the web pages (player/dist)"
+(cd player && npm run --silent build -- --logLevel warn)
 
 if [ "$profile" = test ]; then
   if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then

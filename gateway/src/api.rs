@@ -1,4 +1,4 @@
-//! The stream list: `/` (a page for people) and `/api/v1/streams` (JSON).
+//! The stream list: `/streams` (a page for people) and `/api/v1/streams` (JSON).
 
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
@@ -11,10 +11,10 @@ use axum::{Json, Router};
 use media::Hub;
 use serde_json::json;
 
-/// `/` and `/api/v1/streams`.
+/// `/streams` and `/api/v1/streams`.
 pub fn routes(hub: Hub) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/streams", get(index))
         .route("/api/v1/streams", get(api_streams))
         .with_state(hub)
 }

@@ -63,6 +63,8 @@ pub struct Config {
     pub egress: EgressSection,
     pub webrtc: WebRtcSection,
     pub hls: HlsSection,
+    pub room: RoomSection,
+    pub turn: TurnSection,
 }
 
 /// `[hls]`: classic and LL-HLS segmenting.
@@ -140,6 +142,47 @@ pub struct ServerConfig {
     pub workers: usize,
 }
 
+/// The chat room (Socket.IO at `/socket.io/`, docs/room-protocol.md).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSection {
+    pub max_participants: usize,
+    pub max_rooms: usize,
+    /// Largest Socket.IO message (WebSocket message or polling body).
+    pub max_message_bytes: usize,
+    pub chat_max_chars: usize,
+    pub name_max_chars: usize,
+    /// Chat messages a room keeps for people who join later.
+    pub chat_history: usize,
+    /// Events one socket may send: this many per second sustained, after a burst.
+    pub events_per_second: f64,
+    pub events_burst: u32,
+    /// Chat messages one participant may send per second (burst: 5).
+    pub chat_per_second: f64,
+    /// A participant whose socket drops is "reconnecting" this long before it has left.
+    pub reconnect_grace_ms: u64,
+    /// Socket.IO heartbeat: a dead socket is seen within interval + timeout.
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    /// Sockets one client address may hold.
+    pub max_sockets_per_address: usize,
+}
+
+/// TURN servers handed to room clients, with short-lived credentials (TURN REST: coturn's
+/// `use-auth-secret` / `static-auth-secret`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSection {
+    /// `turn:` / `turns:` URLs, e.g. `turn:turn.example.com:3478?transport=udp`.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`. Empty: no TURN credentials (the URLs are not handed out).
+    pub secret: String,
+    /// Lifetime of a minted credential.
+    pub ttl_secs: u64,
+    /// `all`, or `relay` (clients send media through TURN only).
+    pub ice_transport_policy: String,
+}
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
@@ -168,6 +211,8 @@ pub struct HttpSection {
     pub request_head_timeout_secs: u64,
     /// An HTTP-FLV or WS-FLV viewer whose writes stall this long is closed.
     pub viewer_stall_timeout_secs: u64,
+    /// The built web front end (`player/dist`), relative to the working directory.
+    pub player_dir: PathBuf,
 }
 
 /// Merges a partial TOML document over the defaults, key by key.
@@ -306,6 +351,35 @@ impl Config {
             invalid!(
                 "webrtc.offers_per_second_per_address must be 0..=1000000 (0: no limit) and webrtc.offers_burst_per_address at least 1"
             );
+        }
+        let m = &self.room;
+        if !(1..=1000).contains(&m.max_participants) || m.max_rooms == 0 {
+            invalid!("room.max_participants must be 1..=1000 and room.max_rooms at least 1");
+        }
+        if !(16 * 1024..=16 << 20).contains(&m.max_message_bytes) {
+            invalid!("room.max_message_bytes must be 16384..=16777216 (an SDP offer is 5-15 KiB)");
+        }
+        if !(1..=10_000).contains(&m.chat_max_chars) || !(1..=256).contains(&m.name_max_chars) {
+            invalid!("room.chat_max_chars must be 1..=10000 and room.name_max_chars 1..=256");
+        }
+        if m.chat_history > 10_000 || m.events_burst == 0 || m.events_per_second <= 0.0 || m.chat_per_second <= 0.0 {
+            invalid!("room.chat_history must be at most 10000, room.events_per_second, room.chat_per_second and room.events_burst above 0");
+        }
+        if m.ping_interval_ms < 500 || m.ping_timeout_ms < 500 || m.max_sockets_per_address == 0 {
+            invalid!("room.ping_interval_ms and room.ping_timeout_ms must be at least 500, room.max_sockets_per_address at least 1");
+        }
+        let t = &self.turn;
+        if !matches!(t.ice_transport_policy.as_str(), "all" | "relay") {
+            invalid!("turn.ice_transport_policy must be \"all\" or \"relay\"");
+        }
+        if let Some(u) = t.urls.iter().find(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
+            invalid!("turn.urls: {u:?} is not a turn: or turns: URL (STUN servers go in webrtc.ice_servers)");
+        }
+        if !t.urls.is_empty() && t.secret.is_empty() {
+            invalid!("turn.urls needs turn.secret (coturn's static-auth-secret) to mint credentials");
+        }
+        if !(60..=7 * 86_400).contains(&t.ttl_secs) {
+            invalid!("turn.ttl_secs must be 60..=604800");
         }
         let r = &self.rtmp;
         if !(1..=600).contains(&r.connect_timeout_secs) {

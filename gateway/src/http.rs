@@ -17,9 +17,10 @@ use crate::flv_play::{self, FlvService};
 use crate::hls::{self, HlsService};
 use crate::respond::{method_not_allowed, not_found};
 use crate::state::AppState;
-use crate::{api, metrics, sfu, whep, whip};
+use crate::{api, metrics, pages, whep, whip};
 
-pub fn router(st: &AppState) -> Router {
+/// The routes; `room` is the Socket.IO layer of `/socket.io/`.
+pub fn router(st: &AppState, forwarder: Arc<crate::sfu::Forwarder>, room: socketioxide::layer::SocketIoLayer) -> Router {
     let allow = st.config.http.cors_allow_origin.as_str();
     let origin = match allow {
         "*" => AllowOrigin::any(),
@@ -67,13 +68,14 @@ pub fn router(st: &AppState) -> Router {
             admission: st.webrtc_admission.clone(),
             config: st.config.webrtc.clone(),
         })))
-        .merge(sfu::routes(Arc::new(sfu::Forwarder {
-            hub: st.hub.clone(),
-            webrtc: st.webrtc.clone(),
-            admission: st.webrtc_admission.clone(),
-        })))
+        .merge(crate::sfu::routes(forwarder))
+        .merge(pages::routes(pages::Pages {
+            dir: st.config.http.player_dir.clone(),
+        }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Socket.IO takes `/socket.io/...` before the routes; CORS wraps its polling too.
+        .layer(room)
         .layer(cors)
 }
 

@@ -16,8 +16,10 @@ mod http;
 mod io;
 mod metrics;
 mod pacing;
+mod pages;
 mod publish;
 mod respond;
+mod room;
 mod rtmp_server;
 mod sdp_http;
 mod sfu;
@@ -163,12 +165,28 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         webrtc_admission,
         rtmp_admission,
     });
+    let forwarder = Arc::new(sfu::Forwarder {
+        hub: state.hub.clone(),
+        webrtc: state.webrtc.clone(),
+        admission: state.webrtc_admission.clone(),
+    });
+    let rooms = room::RoomService::new(
+        state.hub.clone(),
+        forwarder.clone(),
+        state.publishing.clone(),
+        state.webrtc.clone(),
+        state.webrtc_admission.clone(),
+        state.config.clone(),
+        rtmp.port(),
+    );
+    let room_layer = room::signal::layer(&rooms);
     info!(%http, %rtmp, %webrtc_udp, "listening");
     let tasks = vec![
         tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone())),
         tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_inputs, shell)),
         // HTTP-FLV plays are served on the socket, the rest by axum's router behind hyper.
-        tokio::spawn(flv_http::serve(http_listener, http::router(&state), flv)),
+        tokio::spawn(flv_http::serve(http_listener, http::router(&state, forwarder, room_layer), flv)),
+        tokio::spawn(rooms.tick(state.shutdown.clone())),
     ];
     Ok(Gateway {
         http,

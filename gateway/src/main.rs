@@ -66,7 +66,7 @@ async fn run(config: Config) -> Result<()> {
     let (hp, rp) = (gw.http.port(), gw.rtmp.port());
     let udp = gw.webrtc_udp;
     println!("streamgate {} is running", env!("CARGO_PKG_VERSION"));
-    println!("  home page        http://{h}:{hp}/");
+    println!("  video chat room  http://{h}:{hp}/   (a room: http://{h}:{hp}/room/NAME; cameras need https off localhost)");
     println!("  publish (RTMP)   rtmp://{r}:{rp}/live/demo   (OBS: server rtmp://{r}:{rp}/live, key demo)");
     println!("  publish (WHIP)   http://{h}:{hp}/whip/live/demo   (WebRTC media on UDP {udp})");
     println!("  play RTMP        rtmp://{r}:{rp}/live/demo");

@@ -62,7 +62,13 @@ export async function judge(file, label, { minSpan = 8, clock = false } = {}) {
   // Decode everything; the null muxer's own complaints (it rounds browser frame times, which are
   // not on a fixed grid, to 1/fps) are not decode errors.
   const dec = await run('ffmpeg', ['-v', 'error', '-i', file, '-f', 'null', '-']);
-  dec.err = dec.err.split('\n').filter((l) => l && !l.startsWith('[null @')).join('\n');
+  // FFmpeg folds a repeated line into "Last message repeated N times": that goes with the line.
+  let dropped = false;
+  dec.err = dec.err.split('\n').filter((l) => {
+    const keep = l && !l.startsWith('[null @') && !(dropped && /^\s*Last message repeated \d+ times/.test(l));
+    if (l) dropped = !keep;
+    return keep;
+  }).join('\n');
   const r = { label, video: v.length, audio: a.length, span: span.toFixed(2), fps: fps.toFixed(1), startGapMs: Math.round(startGap * 1000), decodeErrors: dec.err.trim() };
   console.log(JSON.stringify(r));
   assert.ok(span >= minSpan, `${label}: only ${span.toFixed(1)} s of video`);

@@ -54,7 +54,7 @@ export async function startGateway(extraArgs = [], host = '127.0.0.1', udpHost =
   const proc = spawn(
     gatewayBin(),
     ['--http', `${host}:${http}`, '--rtmp', `${host}:${rtmp}`, '--webrtc-udp', `${udpHost}:${udp}`, '--log', process.env.GATEWAY_LOG || 'warn', ...extraArgs],
-    { stdio: ['ignore', process.env.GATEWAY_LOG ? 'inherit' : 'ignore', 'inherit'] },
+    { cwd: root, stdio: ['ignore', process.env.GATEWAY_LOG ? 'inherit' : 'ignore', 'inherit'] },
   );
   await waitPort(http, 10000, host);
   await waitPort(rtmp, 10000, host);
