@@ -235,3 +235,209 @@ test('the room: two see and hear each other, a third joins at random, chat, leav
     gw.stop();
   }
 });
+
+/// A Node socket.io client (socket.io-client 4.8.4) on `base`, connected.
+async function rawClient(base, opts = {}) {
+  const { io } = await import('socket.io-client');
+  const s = io(base, { transports: ['websocket'], reconnection: false, ...opts });
+  await new Promise((resolve, reject) => {
+    s.once('connect', resolve);
+    s.once('connect_error', reject);
+  });
+  s.errors = [];
+  s.on('room:error', (e) => s.errors.push(e));
+  return s;
+}
+
+const ask = (s, ev, data) => s.timeout(5000).emitWithAck(ev, data);
+
+/// Frames `p` decoded of each remote tile's video so far.
+const frames = (p) => p.page.evaluate(() => [...document.querySelectorAll('figure.tile:not(.self) video')].map((v) => v.getVideoPlaybackQuality().totalVideoFrames));
+
+test('hostile signalling gets errors for that client only; the room plays on', { timeout: 180000 }, async () => {
+  const { writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const cfg = join(tmpdir(), `sg-room-${process.pid}.toml`);
+  writeFileSync(cfg, '[room]\nmax_participants = 4\nevents_per_second = 10.0\nevents_burst = 40\n');
+  const gw = await startGateway(['--config', cfg]);
+  const browser = await launchChromium({ camera: true });
+  const base = `http://127.0.0.1:${gw.http}`;
+  const clients = [];
+  try {
+    const ann = await participant(browser, base, 1, 'Ann', '/room/h1');
+    const bob = await participant(browser, base, 2, 'Bob', '/room/h1');
+    await waitSees(ann, [bob]);
+    await waitSees(bob, [ann]);
+    const before = [await frames(ann), await frames(bob)];
+    const t0 = Date.now();
+    const results = {};
+
+    // An unknown event, a join whose payload has the wrong shape, a chat before joining.
+    const x = await rawClient(base);
+    clients.push(x);
+    results.unknown = await ask(x, 'room:destroy', {});
+    assert.equal(results.unknown.error.code, 'unknown-event');
+    results.badJoin = await ask(x, 'room:join', 42);
+    assert.equal(results.badJoin.error.code, 'bad-payload');
+    results.badJoin2 = await ask(x, 'room:join', { room: 'h1', name: { $gt: '' } });
+    assert.equal(results.badJoin2.error.code, 'bad-payload');
+    results.notIn = await ask(x, 'chat:send', { text: 'hi' });
+    assert.equal(results.notIn.error.code, 'not-in-room');
+    results.reserved = await ask(x, 'room:join', { room: 'api', name: 'x' });
+    assert.equal(results.reserved.error.code, 'bad-room-name');
+    // Without an ack, the error comes as room:error.
+    x.emit('what:ever', {});
+    await waitFor('room:error for an event without ack', () => x.errors.some((e) => e.code === 'unknown-event' && e.event === 'what:ever'), 3000);
+
+    // Two observers join (no media); the room then has 4 of 4: a fifth is refused.
+    const o1 = await rawClient(base);
+    const o2 = await rawClient(base);
+    clients.push(o1, o2);
+    assert.equal((await ask(o1, 'room:join', { room: 'h1', name: 'Observer' })).ok, true);
+    assert.equal((await ask(o2, 'room:join', { room: 'h1', name: 'Observer' })).self.peer, 'observer-2');
+    results.full = await ask(x, 'room:join', { room: 'h1', name: 'Fifth' });
+    assert.equal(results.full.error.code, 'room-full');
+
+    // A chat over the size limit; 100 chats sent back to back arrive in order (each client's
+    // events are handled in the order sent), up to the chat rate limit.
+    results.long = await ask(o1, 'chat:send', { text: 'x'.repeat(501) });
+    assert.equal(results.long.error.code, 'too-large');
+    const got = [];
+    o2.on('chat:message', (m) => got.push(m.text));
+    const acks = await Promise.all(Array.from({ length: 100 }, (_, i) => ask(o1, 'chat:send', { text: `n${i}` })));
+    const okN = acks.filter((a) => a.ok).length;
+    const limited = acks.filter((a) => !a.ok && a.error.code === 'rate-limited').length;
+    await sleep(500);
+    results.chatOrder = { ok: okN, limited, received: got.length };
+    assert.equal(okN + limited, 100);
+    assert.ok(okN >= 4 && okN <= 10, `${okN} of a burst of 100 chats were taken (burst 5 at 2/s)`);
+    assert.deepEqual(got, acks.map((a, i) => (a.ok ? `n${i}` : null)).filter(Boolean), 'chats arrive in the order sent');
+    assert.deepEqual(acks.slice(0, okN).map((a) => a.ok), Array(okN).fill(true), 'the first ones are taken, then refused');
+
+    // A flood: 500 events in a second. The flooder gets rate-limited answers; nobody else does.
+    const flood = await Promise.all(Array.from({ length: 500 }, () => ask(x, 'rooms:list', {}).catch(() => ({ ok: false, error: { code: 'no-answer' } }))));
+    const codes = {};
+    for (const a of flood) {
+      const c = a.ok ? 'ok' : a.error.code;
+      codes[c] = (codes[c] || 0) + 1;
+    }
+    results.flood = codes;
+    assert.ok((codes.ok || 0) <= 60, `a flood of 500 got ${codes.ok} answers`);
+    // Every request is answered, the refused ones with their reason (the inbox holds 32; what
+    // comes while it is full is answered at once).
+    assert.equal((codes.ok || 0) + (codes['rate-limited'] || 0), 500, JSON.stringify(codes));
+    assert.deepEqual(o1.errors, [], 'the observers got no error of the flood');
+
+    // A 2 MB chat over WebSocket: more than the largest message; the connection is closed.
+    const big = await rawClient(base);
+    clients.push(big);
+    const closed = new Promise((r) => big.once('disconnect', r));
+    big.emit('chat:send', { text: 'y'.repeat(2 << 20) });
+    results.bigClosed = await Promise.race([closed, sleep(5000).then(() => 'still open')]);
+    assert.notEqual(results.bigClosed, 'still open');
+
+    // Broken framing on the engine's WebSocket: the connection is closed, nothing else.
+    const { default: WebSocketImpl } = await import('ws');
+    const ws = new WebSocketImpl(`ws://127.0.0.1:${gw.http}/socket.io/?EIO=4&transport=websocket`);
+    await new Promise((r) => { ws.onopen = r; });
+    const wsClosed = new Promise((r) => { ws.onclose = () => r('closed'); });
+    ws.send('40');
+    ws.send('42["chat:send",{"text":');
+    ws.send('\u0000\u0001garbage');
+    results.garbage = await Promise.race([wsClosed, sleep(5000).then(() => 'still open')]);
+    assert.equal(results.garbage, 'closed');
+
+    // The room played on: Ann and Bob still see each other and their frames advanced; the
+    // observers still get events.
+    await waitSees(ann, [bob], 5000);
+    await waitSees(bob, [ann], 5000);
+    await sleep(2000);
+    const after = [await frames(ann), await frames(bob)];
+    const secs = (Date.now() - t0) / 1000;
+    console.log('hostile', JSON.stringify({ results, before, after, secs }));
+    for (const [i, p] of [ann, bob].entries()) {
+      const fps = (Math.max(...after[i]) - Math.max(...before[i])) / secs;
+      assert.ok(fps >= 20, `${p.name} kept decoding: ${before[i]} -> ${after[i]} frames in ${secs} s`);
+    }
+    assert.equal((await ask(o2, 'presence', { seq: 1, muted: true })).ok, true);
+    for (const p of [ann, bob]) await p.context.close();
+  } finally {
+    for (const c of clients) c.close();
+    await browser.close();
+    gw.stop();
+  }
+});
+
+/// Starts coturn on free loopback ports with `secret` (TURN REST, use-auth-secret).
+async function startCoturn(secret) {
+  const { spawn } = await import('node:child_process');
+  const { freePort } = await import('./lib.mjs');
+  const { tmpdir } = await import('node:os');
+  const port = await freePort();
+  const min = 40000 + Math.floor(Math.random() * 10000);
+  const p = spawn('turnserver', ['-n', '--listening-ip=127.0.0.1', `--listening-port=${port}`, '--relay-ip=127.0.0.1',
+    `--min-port=${min}`, `--max-port=${min + 200}`, '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=streamgate.test',
+    '--no-tls', '--no-dtls', '--no-cli', '--allow-loopback-peers', '--no-multicast-peers', '--log-file=stdout', '--simple-log', '-v', `--pidfile=${join(tmpdir(), `turn-${port}.pid`)}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  p.stdout.on('data', (d) => { log += d; });
+  p.stderr.on('data', (d) => { log += d; });
+  await sleep(800);
+  return { port, stop: () => p.kill('SIGTERM'), log: () => log };
+}
+
+/// The candidate types of the selected pair of each of `p`'s peer connections.
+const pairs = (p) => p.page.evaluate(async () => {
+  const out = {};
+  for (const [name, pc] of [['publisher', window.__room.publisher()?.pc], ['subscriber', window.__room.subscriber()?.pc]]) {
+    if (!pc) continue;
+    const st = await pc.getStats();
+    let pair = null;
+    st.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = st.get(s.selectedCandidatePairId); });
+    out[name] = pair ? st.get(pair.localCandidateId)?.candidateType : null;
+  }
+  return out;
+});
+
+test('TURN: relay-only participants send through coturn with the credentials the gateway minted; a wrong secret shows an error', { timeout: 180000 }, async () => {
+  const { writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const turn = await startCoturn('right-secret');
+  const browser = await launchChromium({ camera: true });
+  const conf = (secret) => {
+    const f = join(tmpdir(), `sg-turn-${process.pid}-${secret}.toml`);
+    writeFileSync(f, `[turn]\nurls = ["turn:127.0.0.1:${turn.port}?transport=udp"]\nsecret = "${secret}"\nttl_secs = 600\nice_transport_policy = "relay"\n`);
+    return f;
+  };
+  let gw = await startGateway(['--config', conf('right-secret')]);
+  try {
+    const base = `http://127.0.0.1:${gw.http}`;
+    const ann = await participant(browser, base, 1, 'Ann', '/room/turn1');
+    const bob = await participant(browser, base, 2, 'Bob', '/room/turn1');
+    await waitSees(ann, [bob], 15000);
+    await waitSees(bob, [ann], 15000);
+    const used = { ann: await pairs(ann), bob: await pairs(bob) };
+    const allocations = (turn.log().match(/ALLOCATE processed, success/gi) || []).length;
+    if (!allocations) console.log(turn.log().split('\n').filter((l) => /ALLOC|session|401/i.test(l)).slice(0, 20).join('\n'));
+    console.log('TURN relay', JSON.stringify({ used, allocations }));
+    for (const u of Object.values(used)) assert.deepEqual(u, { publisher: 'relay', subscriber: 'relay' });
+    assert.ok(allocations >= 4, `coturn allocated ${allocations} relays`);
+    for (const p of [ann, bob]) await p.context.close();
+    gw.stop();
+
+    // The gateway's secret is not coturn's: the credentials are refused, the page says so.
+    gw = await startGateway(['--config', conf('wrong-secret')]);
+    const cat = await participant(browser, `http://127.0.0.1:${gw.http}`, 3, 'Cat', '/room/turn2');
+    const notices = await waitFor('a TURN error on the page', async () => {
+      const n = (await look(cat)).notices;
+      return n.includes('err_turn') && n;
+    }, 15000);
+    const text = await cat.page.textContent('[data-test=notice][data-code=err_turn]');
+    console.log('wrong secret', JSON.stringify({ notices, text }));
+    assert.match(text, /TURN/);
+    await cat.context.close();
+  } finally {
+    await browser.close();
+    gw.stop();
+    turn.stop();
+  }
+});

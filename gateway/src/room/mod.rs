@@ -17,11 +17,12 @@ pub mod turn;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use media::Hub;
 use serde_json::Value;
+use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
 use tokio::sync::{mpsc, watch};
@@ -37,7 +38,8 @@ use registry::{Effects, MediaAction, ParticipantId, Registry};
 /// What the room needs of the gateway.
 pub struct RoomService {
     pub registry: Mutex<Registry<Sid>>,
-    io: OnceLock<SocketIo>,
+    /// Taken out at shutdown before it is closed (socketioxide panics on a lookup after).
+    io: RwLock<Option<SocketIo>>,
     pub hub: Hub,
     pub forwarder: Arc<Forwarder>,
     pub publishing: Arc<Publishing>,
@@ -78,7 +80,7 @@ impl RoomService {
     ) -> Arc<Self> {
         Arc::new(RoomService {
             registry: Mutex::new(Registry::new(config.room.clone())),
-            io: OnceLock::new(),
+            io: RwLock::new(None),
             hub,
             forwarder,
             publishing,
@@ -95,10 +97,19 @@ impl RoomService {
         lock(&self.registry)
     }
 
+    /// The socket `sid`, if it is open (and the server is not shutting down).
+    pub fn socket(&self, sid: Sid) -> Option<SocketRef> {
+        let io = self.io.read().unwrap_or_else(|e| e.into_inner());
+        io.as_ref()?.get_socket(sid)
+    }
+
+    fn set_io(&self, io: SocketIo) {
+        *self.io.write().unwrap_or_else(|e| e.into_inner()) = Some(io);
+    }
+
     /// Sends `event` to socket `sid` (a socket that is gone is skipped).
     pub fn emit(&self, sid: Sid, event: &str, data: &Value) {
-        let Some(io) = self.io.get() else { return };
-        if let Some(s) = io.get_socket(sid) {
+        if let Some(s) = self.socket(sid) {
             if let Err(e) = s.emit(event, data) {
                 // A client that lets 128 packets pile up is not reading: it reconnects.
                 debug!(%sid, "room emit {event} failed: {e}");
@@ -121,7 +132,7 @@ impl RoomService {
             self.emit(e.to, e.event, &e.data);
         }
         for s in fx.disconnect {
-            if let Some(sock) = self.io.get().and_then(|io| io.get_socket(s)) {
+            if let Some(sock) = self.socket(s) {
                 let _ = sock.disconnect();
             }
         }
@@ -215,8 +226,9 @@ impl RoomService {
             self.apply(fx);
         }
         info!("room service stopping");
-        if let Some(io) = self.io.get() {
-            io.clone().close().await;
+        let io = self.io.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(io) = io {
+            io.close().await;
         }
         let all: Vec<_> = lock(&self.media).drain().collect();
         for (_, tx) in all {

@@ -121,7 +121,7 @@ pub fn layer(svc: &Arc<RoomService>) -> SocketIoLayer {
         .ws_max_frame_size(max)
         .connect_timeout(Duration::from_secs(10))
         .build_layer();
-    let _ = svc.io.set(io.clone());
+    svc.set_io(io.clone());
     let on_connect = svc.clone();
     let middleware = move |s: SocketRef, TryData(auth): TryData<Auth>, addr: HttpExtension<ConnectInfo<SocketAddr>>| {
         let svc = on_connect.clone();
@@ -169,9 +169,7 @@ async fn client(svc: Arc<RoomService>, sid: Sid, addr: SocketAddr, mut rx: mpsc:
     let (mut tokens, mut at) = (burst, Instant::now());
     let mut refused_at: Option<Instant> = None;
     while let Some(m) = rx.recv().await {
-        let Some(sock) = svc.io.get().and_then(|io| io.get_socket(sid)) else {
-            break;
-        };
+        let Some(sock) = svc.socket(sid) else { break };
         match m {
             Inbound::Resume(t) => {
                 if let Err(e) = resume(&svc, sid, addr, &t) {
@@ -183,8 +181,9 @@ async fn client(svc: Arc<RoomService>, sid: Sid, addr: SocketAddr, mut rx: mpsc:
                 tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
                 at = now;
                 let r = if tokens < 1.0 {
-                    // One error a second tells a flooding client; the rest are dropped.
-                    if refused_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+                    // Every request is answered (its sender is waiting for the ack); of those
+                    // that wait for none, one error a second tells a flooding client.
+                    if ack.is_none() && refused_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
                         continue;
                     }
                     refused_at = Some(now);
