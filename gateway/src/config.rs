@@ -303,8 +303,12 @@ impl Config {
         if !self.server.public_ip.is_empty() && self.server.public_ip.parse::<IpAddr>().is_err() {
             invalid!("server.public_ip {:?} is not an IP address", self.server.public_ip);
         }
-        if self.server.https.is_some() {
-            invalid!("the HTTPS listener (--https) is not available in this build yet; put a TLS-terminating proxy in front (docs/deployment.md)");
+        let s = &self.server;
+        if s.https.is_some() && !s.tls_self_signed && (s.tls_cert.is_none() || s.tls_key.is_none()) {
+            invalid!("--https needs --tls-cert and --tls-key (PEM files), or --tls-self-signed for a development certificate");
+        }
+        if s.https.is_none() && (s.tls_cert.is_some() || s.tls_key.is_some() || s.tls_self_signed) {
+            invalid!("--tls-cert, --tls-key and --tls-self-signed go with --https ADDR");
         }
         if !(1..=3600).contains(&self.http.viewer_stall_timeout_secs) {
             invalid!("http.viewer_stall_timeout_secs must be 1..=3600");

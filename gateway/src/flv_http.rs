@@ -200,7 +200,10 @@ async fn route(mut sock: TcpStream, peer: SocketAddr, router: axum::Router, st: 
 /// Everything but FLV plays: axum's router behind hyper's HTTP/1.1, with WebSocket upgrades,
 /// `ConnectInfo<SocketAddr>` (WHIP reads it), a timeout for every request head (axum::serve sets
 /// none), and a graceful close at shutdown.
-async fn serve_hyper(io: Rewind, peer: SocketAddr, router: axum::Router, head_timeout: Duration, st: Arc<FlvService>) {
+pub async fn serve_hyper<I>(io: I, peer: SocketAddr, router: axum::Router, head_timeout: Duration, st: Arc<FlvService>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let inner = hyper_util::service::TowerToHyperService::new(router);
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(axum::extract::ConnectInfo(peer));

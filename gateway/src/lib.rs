@@ -24,6 +24,7 @@ mod rtmp_server;
 mod sdp_http;
 mod sfu;
 mod state;
+mod tls;
 #[cfg(test)]
 mod testutil;
 mod viewer_loop;
@@ -64,6 +65,9 @@ pub enum StartError {
     /// A bound socket could not be set up.
     #[error("setting up {what}: {source}")]
     Socket { what: &'static str, source: std::io::Error },
+    /// The HTTPS listener's certificate or key.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 use crate::counters::Counters;
 use crate::flv_play::FlvService;
@@ -95,6 +99,9 @@ pub struct Gateway {
     pub rtmp: SocketAddr,
     /// The WebRTC media UDP socket's address.
     pub webrtc_udp: SocketAddr,
+    /// The HTTPS listener, and its certificate's SHA-256.
+    pub https: Option<SocketAddr>,
+    pub tls_fingerprint: Option<String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -115,6 +122,26 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let rtmp_listener = bind("RTMP", config.server.rtmp)?;
     let local = |what, r: std::io::Result<SocketAddr>| r.map_err(|source| StartError::Socket { what, source });
     let http = local("HTTP", http_listener.local_addr())?;
+    // HTTPS: bound and its certificate loaded (or made) before anything starts.
+    let https = match config.server.https {
+        Some(addr) => {
+            let listener = bind("HTTPS", addr)?;
+            let s = &config.server;
+            let tls = match (&s.tls_cert, &s.tls_key) {
+                (Some(c), Some(k)) => tls::from_files(c, k)?,
+                _ => {
+                    let mut ips: Vec<std::net::IpAddr> = s.public_ip.parse().into_iter().collect();
+                    if !addr.ip().is_unspecified() {
+                        ips.push(addr.ip());
+                    }
+                    tls::self_signed(tls::self_signed_names(&ips))?
+                }
+            };
+            let bound = local("HTTPS", listener.local_addr())?;
+            Some((listener, tls, bound))
+        }
+        None => None,
+    };
     let rtmp = local("RTMP", rtmp_listener.local_addr())?;
     let (udp_socket, endpoint_config) = webrtc_server::bind(&config)?;
     let webrtc_udp = local("WebRTC UDP", udp_socket.local_addr())?;
@@ -181,15 +208,26 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     );
     let room_layer = room::signal::layer(&rooms);
     info!(%http, %rtmp, %webrtc_udp, "listening");
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(rtmp_server::serve(rtmp_listener, state.clone())),
         tokio::spawn(webrtc_server::serve(udp_socket, endpoint_config, webrtc_inputs, shell)),
         // HTTP-FLV plays are served on the socket, the rest by axum's router behind hyper.
-        tokio::spawn(flv_http::serve(http_listener, http::router(&state, forwarder, room_layer), flv)),
         tokio::spawn(rooms.tick(state.shutdown.clone())),
     ];
+    let router = http::router(&state, forwarder, room_layer);
+    let (https_addr, tls_fingerprint) = match https {
+        Some((listener, tls, bound)) => {
+            info!(https = %bound, "listening");
+            tasks.push(tokio::spawn(tls::serve(listener, tls.acceptor, router.clone(), flv.clone())));
+            (Some(bound), Some(tls.fingerprint))
+        }
+        None => (None, None),
+    };
+    tasks.push(tokio::spawn(flv_http::serve(http_listener, router, flv)));
     Ok(Gateway {
         http,
+        https: https_addr,
+        tls_fingerprint,
         rtmp,
         webrtc_udp,
         shutdown: shutdown_tx,

@@ -66,7 +66,16 @@ async fn run(config: Config) -> Result<()> {
     let (hp, rp) = (gw.http.port(), gw.rtmp.port());
     let udp = gw.webrtc_udp;
     println!("streamgate {} is running", env!("CARGO_PKG_VERSION"));
-    println!("  video chat room  http://{h}:{hp}/   (a room: http://{h}:{hp}/room/NAME; cameras need https off localhost)");
+    match gw.https {
+        Some(a) => {
+            println!("  video chat room  https://{}:{}/   (a room: /room/NAME)", display_host(a), a.port());
+            if let Some(f) = &gw.tls_fingerprint {
+                println!("                   certificate SHA-256 {f}");
+            }
+            println!("                   also http://{h}:{hp}/ (cameras work there on localhost only)");
+        }
+        None => println!("  video chat room  http://{h}:{hp}/   (a room: /room/NAME; off localhost, cameras need --https)"),
+    }
     println!("  publish (RTMP)   rtmp://{r}:{rp}/live/demo   (OBS: server rtmp://{r}:{rp}/live, key demo)");
     println!("  publish (WHIP)   http://{h}:{hp}/whip/live/demo   (WebRTC media on UDP {udp})");
     println!("  play RTMP        rtmp://{r}:{rp}/live/demo");

@@ -45,8 +45,8 @@ function fakeCamera(offset, name) {
 }
 
 /// A participant: its own browser context (storage, devices), the room page of `room`.
-async function participant(browser, base, n, name, path, viewport = { width: 1280, height: 800 }) {
-  const context = await browser.newContext({ viewport });
+async function participant(browser, base, n, name, path, viewport = { width: 1280, height: 800 }, contextOptions = {}) {
+  const context = await browser.newContext({ viewport, ...contextOptions });
   await context.addInitScript({ content: fakeCamera(n * 1e6, path ? name : null) });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.log(`${name} page error:`, e.message));
@@ -439,5 +439,41 @@ test('TURN: relay-only participants send through coturn with the credentials the
     await browser.close();
     gw.stop();
     turn.stop();
+  }
+});
+
+test('HTTPS: the room over --tls-self-signed on a host name that is not loopback (the camera needs it); plain http there says why', { timeout: 120000 }, async () => {
+  const { freePort } = await import('./lib.mjs');
+  const port = await freePort();
+  const gw = await startGateway(['--https', `127.0.0.1:${port}`, '--tls-self-signed']);
+  // A name that resolves to this machine but is not loopback to the browser: a secure context
+  // only over https.
+  const browser = await launchChromium({ camera: true, args: ['--host-resolver-rules=MAP streamgate.test 127.0.0.1'] });
+  try {
+    const base = `https://streamgate.test:${port}`;
+    const opts = { ignoreHTTPSErrors: true };
+    const ann = await participant(browser, base, 1, 'Ann', '/room/s1', undefined, opts);
+    const bob = await participant(browser, base, 2, 'Bob', '/room/s1', undefined, opts);
+    await waitSees(ann, [bob]);
+    await waitSees(bob, [ann]);
+    const secure = await ann.page.evaluate(() => ({ secure: window.isSecureContext, protocol: location.protocol }));
+    assert.deepEqual(secure, { secure: true, protocol: 'https:' });
+    // The share URLs follow the page: wss:// and https://.
+    await ann.page.click('[data-test=links]');
+    const ws = await ann.page.inputValue('[data-protocol=wsflv] input');
+    assert.equal(ws, `wss://streamgate.test:${port}/s1/ann.flv`);
+    // Over plain http on that name the page cannot have the camera, and says to use https.
+    const cat = await participant(browser, `http://streamgate.test:${gw.http}`, 3, 'Cat', '/room/s1');
+    const n = await waitFor('the insecure-context notice', async () => {
+      const l = await look(cat);
+      return l.notices.includes('err_insecure') && l;
+    }, 10000);
+    console.log('https', JSON.stringify({ secure, ws, insecureNotices: n.notices }));
+    // It still receives the others.
+    await waitSees(cat, [ann, bob]);
+    for (const p of [ann, bob, cat]) await p.context.close();
+  } finally {
+    await browser.close();
+    gw.stop();
   }
 });
