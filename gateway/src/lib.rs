@@ -24,9 +24,9 @@ mod rtmp_server;
 mod sdp_http;
 mod sfu;
 mod state;
-mod tls;
 #[cfg(test)]
 mod testutil;
+mod tls;
 mod viewer_loop;
 mod webrtc_server;
 mod whep;

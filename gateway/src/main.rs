@@ -68,7 +68,11 @@ async fn run(config: Config) -> Result<()> {
     println!("streamgate {} is running", env!("CARGO_PKG_VERSION"));
     match gw.https {
         Some(a) => {
-            println!("  video chat room  https://{}:{}/   (a room: /room/NAME)", display_host(a), a.port());
+            println!(
+                "  video chat room  https://{}:{}/   (a room: /room/NAME)",
+                display_host(a),
+                a.port()
+            );
             if let Some(f) = &gw.tls_fingerprint {
                 println!("                   certificate SHA-256 {f}");
             }

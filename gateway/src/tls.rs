@@ -22,9 +22,15 @@ use crate::io::accept_until_shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("reading the TLS certificate {path}: {source}")]
-    Cert { path: String, source: rustls::pki_types::pem::Error },
+    Cert {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("reading the TLS key {path}: {source}")]
-    Key { path: String, source: rustls::pki_types::pem::Error },
+    Key {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("{path} holds no certificate")]
     NoCert { path: String },
     #[error("making a self-signed certificate: {0}")]
@@ -43,11 +49,19 @@ pub struct Tls {
 pub fn from_files(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Cert { path: cert.display().to_string(), source })?;
+        .map_err(|source| TlsError::Cert {
+            path: cert.display().to_string(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCert { path: cert.display().to_string() });
+        return Err(TlsError::NoCert {
+            path: cert.display().to_string(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.display().to_string(), source })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+        path: key.display().to_string(),
+        source,
+    })?;
     acceptor(certs, key)
 }
 
