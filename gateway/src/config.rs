@@ -41,9 +41,10 @@ pub struct Cli {
     /// The single UDP port for all WebRTC media [default: 0.0.0.0:8000].
     #[arg(long, value_name = "ADDR")]
     pub webrtc_udp: Option<SocketAddr>,
-    /// Address advertised in ICE candidates (1:1 NAT).
+    /// Address advertised in ICE candidates (1:1 NAT); repeat it for several (one per NAT or
+    /// interface): then only those are advertised (with loopback).
     #[arg(long, value_name = "IP")]
-    pub public_ip: Option<IpAddr>,
+    pub public_ip: Vec<IpAddr>,
     /// tracing filter [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log: Option<String>,
@@ -256,6 +257,18 @@ macro_rules! invalid {
     };
 }
 
+/// The parts of a comma- or space-separated address list.
+fn split_ips(list: &str) -> impl Iterator<Item = &str> {
+    list.split([',', ' ']).map(str::trim).filter(|a| !a.is_empty())
+}
+
+impl ServerConfig {
+    /// The `public_ip` addresses (validated at load).
+    pub fn public_ips(&self) -> Vec<IpAddr> {
+        split_ips(&self.public_ip).filter_map(|a| a.parse().ok()).collect()
+    }
+}
+
 impl Config {
     /// Default, then file, then flags; validated.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
@@ -289,8 +302,8 @@ impl Config {
         if let Some(v) = cli.webrtc_udp {
             s.webrtc_udp = v;
         }
-        if let Some(v) = cli.public_ip {
-            s.public_ip = v.to_string();
+        if !cli.public_ip.is_empty() {
+            s.public_ip = cli.public_ip.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         }
         if let Some(v) = &cli.log {
             s.log = v.clone();
@@ -300,8 +313,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !self.server.public_ip.is_empty() && self.server.public_ip.parse::<IpAddr>().is_err() {
-            invalid!("server.public_ip {:?} is not an IP address", self.server.public_ip);
+        if let Some(bad) = split_ips(&self.server.public_ip).find(|a| a.parse::<IpAddr>().is_err()) {
+            invalid!("server.public_ip: {bad:?} is not an IP address (several are separated by commas)");
         }
         let s = &self.server;
         if s.https.is_some() && !s.tls_self_signed && (s.tls_cert.is_none() || s.tls_key.is_none()) {
@@ -454,6 +467,13 @@ mod tests {
             let e = Config::load(&cli(&["--config", p])).unwrap_err().to_string();
             assert!(e.contains(key), "{toml}: {e}");
         }
+        // Several public addresses, from the file or repeated flags.
+        std::fs::write(&path, "[server]\npublic_ip = \"203.0.113.1, 198.51.100.2\"\n").unwrap();
+        assert_eq!(Config::load(&cli(&["--config", p])).unwrap().server.public_ips().len(), 2);
+        let cfg = Config::load(&cli(&["--public-ip", "203.0.113.1", "--public-ip", "2001:db8::1"])).unwrap();
+        assert_eq!(cfg.server.public_ips(), ["203.0.113.1".parse::<IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]);
+        std::fs::write(&path, "[server]\npublic_ip = \"203.0.113.1, nope\"\n").unwrap();
+        assert!(Config::load(&cli(&["--config", p])).unwrap_err().to_string().contains("nope"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -130,7 +130,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             let tls = match (&s.tls_cert, &s.tls_key) {
                 (Some(c), Some(k)) => tls::from_files(c, k)?,
                 _ => {
-                    let mut ips: Vec<std::net::IpAddr> = s.public_ip.parse().into_iter().collect();
+                    let mut ips = s.public_ips();
                     if !addr.ip().is_unspecified() {
                         ips.push(addr.ip());
                     }

@@ -186,25 +186,30 @@ pub struct WebRtcHandle {
     pub out: mpsc::Sender<Outgoing>,
 }
 
-/// Addresses advertised as ICE host candidates for a socket bound to `bind`.
-pub fn candidate_addrs(bind: SocketAddr, public_ip: Option<IpAddr>) -> Vec<SocketAddr> {
+/// Addresses advertised as ICE host candidates for a socket bound to `bind`: the public
+/// addresses when there are any (then no interface address is guessed: a container's or a
+/// private one would only leak), else the interface that routes outwards; and loopback or the
+/// bound address.
+pub fn candidate_addrs(bind: SocketAddr, public_ips: &[IpAddr]) -> Vec<SocketAddr> {
     let port = bind.port();
-    let mut out = Vec::new();
-    if let Some(ip) = public_ip {
-        out.push(SocketAddr::new(ip, port));
-    }
+    let mut out: Vec<SocketAddr> = public_ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     if bind.ip().is_unspecified() {
         // The address of the interface that routes outwards (no packet is sent), then loopback.
-        if public_ip.is_none() {
+        if public_ips.is_empty() {
             if let Some(ip) = primary_ip() {
                 out.push(SocketAddr::new(ip, port));
             }
         }
         out.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    } else if public_ip != Some(bind.ip()) {
+    } else if !public_ips.contains(&bind.ip()) {
         out.push(bind);
     }
-    out.dedup();
+    let mut seen = Vec::new();
+    out.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
     out
 }
 
@@ -242,10 +247,10 @@ pub fn bind(config: &crate::config::Config) -> Result<(UdpSocket, EndpointConfig
     let std_sock: StdUdpSocket = sock.into();
     let socket = UdpSocket::from_std(std_sock).map_err(setup)?;
     let local = socket.local_addr().map_err(setup)?;
-    let public_ip = config.server.public_ip.parse::<IpAddr>().ok();
+    let public_ips = config.server.public_ips();
     let w = &config.webrtc;
     let config = EndpointConfig {
-        candidates: candidate_addrs(local, public_ip),
+        candidates: candidate_addrs(local, &public_ips),
         max_sessions: w.max_sessions,
         connect_timeout: Duration::from_millis(w.connect_timeout_ms),
         idle_timeout: Duration::from_millis(w.idle_timeout_ms),
@@ -1154,4 +1159,22 @@ fn random_token() -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .take(32)
         .collect()
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+
+    #[test]
+    fn public_addresses_only_when_given() {
+        let any: SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let ips: Vec<IpAddr> = vec!["203.0.113.1".parse().unwrap(), "198.51.100.2".parse().unwrap()];
+        let c = candidate_addrs(any, &ips);
+        let want: Vec<SocketAddr> = ["203.0.113.1:8000", "198.51.100.2:8000", "127.0.0.1:8000"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(c, want, "no guessed interface address beside the public ones");
+        let bound: SocketAddr = "10.0.0.5:8000".parse().unwrap();
+        assert_eq!(candidate_addrs(bound, &[]), [bound]);
+        let own: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap(), "203.0.113.1".parse().unwrap()];
+        assert_eq!(candidate_addrs(bound, &own).len(), 2, "the bound address once");
+    }
 }
