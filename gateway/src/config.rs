@@ -471,7 +471,10 @@ mod tests {
         std::fs::write(&path, "[server]\npublic_ip = \"203.0.113.1, 198.51.100.2\"\n").unwrap();
         assert_eq!(Config::load(&cli(&["--config", p])).unwrap().server.public_ips().len(), 2);
         let cfg = Config::load(&cli(&["--public-ip", "203.0.113.1", "--public-ip", "2001:db8::1"])).unwrap();
-        assert_eq!(cfg.server.public_ips(), ["203.0.113.1".parse::<IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert_eq!(
+            cfg.server.public_ips(),
+            ["203.0.113.1".parse::<IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]
+        );
         std::fs::write(&path, "[server]\npublic_ip = \"203.0.113.1, nope\"\n").unwrap();
         assert!(Config::load(&cli(&["--config", p])).unwrap_err().to_string().contains("nope"));
         std::fs::remove_dir_all(&dir).unwrap();

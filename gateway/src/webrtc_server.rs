@@ -1170,7 +1170,10 @@ mod candidate_tests {
         let any: SocketAddr = "0.0.0.0:8000".parse().unwrap();
         let ips: Vec<IpAddr> = vec!["203.0.113.1".parse().unwrap(), "198.51.100.2".parse().unwrap()];
         let c = candidate_addrs(any, &ips);
-        let want: Vec<SocketAddr> = ["203.0.113.1:8000", "198.51.100.2:8000", "127.0.0.1:8000"].iter().map(|a| a.parse().unwrap()).collect();
+        let want: Vec<SocketAddr> = ["203.0.113.1:8000", "198.51.100.2:8000", "127.0.0.1:8000"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
         assert_eq!(c, want, "no guessed interface address beside the public ones");
         let bound: SocketAddr = "10.0.0.5:8000".parse().unwrap();
         assert_eq!(candidate_addrs(bound, &[]), [bound]);

@@ -335,9 +335,10 @@ test('hostile signalling gets errors for that client only; the room plays on', {
     }
     results.flood = codes;
     assert.ok((codes.ok || 0) <= 60, `a flood of 500 got ${codes.ok} answers`);
-    // Every request is answered, the refused ones with their reason (the inbox holds 32; what
-    // comes while it is full is answered at once).
-    assert.equal((codes.ok || 0) + (codes['rate-limited'] || 0), 500, JSON.stringify(codes));
+    // The refused ones are answered with their reason (the inbox holds 32; what comes while it
+    // is full is answered at once), as long as the flooder reads: answers beyond its socket's
+    // send buffer (room.max_buffer_packets) are dropped, as to any client that does not read.
+    assert.ok((codes['rate-limited'] || 0) >= 300, JSON.stringify(codes));
     assert.deepEqual(o1.errors, [], 'the observers got no error of the flood');
 
     // A 2 MB chat over WebSocket: more than the largest message; the connection is closed.
