@@ -61,12 +61,14 @@ pub fn router(st: &AppState, forwarder: Arc<crate::sfu::Forwarder>, room: socket
             webrtc: st.webrtc.clone(),
             admission: st.webrtc_admission.clone(),
             config: st.config.webrtc.clone(),
+            turn: st.config.turn.clone(),
         })))
         .merge(whep::routes(Arc::new(whep::WhepService {
             hub: st.hub.clone(),
             webrtc: st.webrtc.clone(),
             admission: st.webrtc_admission.clone(),
             config: st.config.webrtc.clone(),
+            turn: st.config.turn.clone(),
         })))
         .merge(crate::sfu::routes(forwarder))
         .merge(pages::routes(pages::Pages {

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use webrtc::endpoint::{OfferError, SessionSpec};
 
 use crate::admission::{Admission, Pending, Refusal};
-use crate::config::WebRtcSection;
+use crate::config::{TurnSection, WebRtcSection};
 use crate::respond::{plain, retry_after, stream_key_or_400};
 use crate::webrtc_server::{Accepted, Command, Role, WebRtcHandle};
 
@@ -23,21 +23,29 @@ pub const MAX_OFFER: usize = 64 * 1024;
 /// Methods on a session URL.
 pub const ALLOW_SESSION: &str = "OPTIONS, DELETE, PATCH";
 
-/// `Link: <url>; rel="ice-server"` for each configured ICE server.
-fn link_headers(config: &WebRtcSection, h: &mut HeaderMap) {
-    for url in &config.ice_servers {
-        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
-            h.append(header::LINK, v);
+/// `Link: <url>; rel="ice-server"` for each configured ICE server; TURN servers with a
+/// credential minted for this request (RFC 9725 §4.6; TURN REST as for the room).
+fn link_headers(config: &WebRtcSection, turn: &TurnSection, h: &mut HeaderMap) {
+    let now = crate::room::unix_ms() / 1000;
+    for s in crate::room::turn::ice_servers(&config.ice_servers, turn, "webrtc", now) {
+        for url in &s.urls {
+            let v = match (&s.username, &s.credential) {
+                (Some(u), Some(c)) => format!("<{url}>; rel=\"ice-server\"; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""),
+                _ => format!("<{url}>; rel=\"ice-server\""),
+            };
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.append(header::LINK, v);
+            }
         }
     }
 }
 
 /// `OPTIONS` on an endpoint URL: what it allows, and its ICE servers.
-pub fn options(config: &WebRtcSection, allow: &'static str) -> Response {
+pub fn options(config: &WebRtcSection, turn: &TurnSection, allow: &'static str) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
-    link_headers(config, r.headers_mut());
+    link_headers(config, turn, r.headers_mut());
     r
 }
 
@@ -157,7 +165,7 @@ pub async fn open(
 }
 
 /// `201 Created` with the answer, the session's `Location` (under `base`) and the ICE servers.
-pub fn created(config: &WebRtcSection, base: &str, accepted: Accepted) -> Response {
+pub fn created(config: &WebRtcSection, turn: &TurnSection, base: &str, accepted: Accepted) -> Response {
     let location = format!("{base}/{}", accepted.token);
     let mut r = (StatusCode::CREATED, accepted.answer).into_response();
     let h = r.headers_mut();
@@ -165,7 +173,7 @@ pub fn created(config: &WebRtcSection, base: &str, accepted: Accepted) -> Respon
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    link_headers(config, h);
+    link_headers(config, turn, h);
     r
 }
 
@@ -190,4 +198,24 @@ pub async fn patch() -> Response {
     );
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("OPTIONS, DELETE"));
     r
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use crate::config::{Cli, Config};
+    use clap::Parser;
+
+    #[test]
+    fn link_headers_carry_stun_and_minted_turn_credentials() {
+        let mut cfg = Config::load(&Cli::parse_from(["streamgate"])).unwrap();
+        cfg.webrtc.ice_servers = vec!["stun:stun.example.com:3478".into()];
+        cfg.turn.urls = vec!["turn:turn.example.com:3478?transport=udp".into()];
+        cfg.turn.secret = "s".into();
+        let r = options(&cfg.webrtc, &cfg.turn, "OPTIONS, POST");
+        let links: Vec<&str> = r.headers().get_all(header::LINK).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(links[0], "<stun:stun.example.com:3478>; rel=\"ice-server\"");
+        assert!(links[1].starts_with("<turn:turn.example.com:3478?transport=udp>; rel=\"ice-server\"; username=\""), "{}", links[1]);
+        assert!(links[1].contains(":webrtc\"; credential=\"") && links[1].ends_with("credential-type=\"password\""), "{}", links[1]);
+    }
 }

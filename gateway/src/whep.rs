@@ -37,6 +37,8 @@ pub struct WhepService {
     /// Pending sessions per address and in all, offer rate.
     pub admission: Admission,
     pub config: WebRtcSection,
+    /// TURN servers for the `Link` headers.
+    pub turn: crate::config::TurnSection,
 }
 
 type St = Arc<WhepService>;
@@ -55,7 +57,7 @@ pub fn routes(svc: St) -> Router {
 }
 
 async fn options(State(st): State<St>) -> Response {
-    sdp_http::options(&st.config, ALLOW)
+    sdp_http::options(&st.config, &st.turn, ALLOW)
 }
 
 /// The codecs a viewer of a stream is sent.
@@ -167,7 +169,7 @@ async fn post(
         Err(r) => return *r,
     };
     info!(%key, %peer, video = ?plan.video, audio = ?plan.audio, "WHEP session created, connecting");
-    sdp_http::created(&st.config, &format!("/whep/{app}/{stream}"), accepted)
+    sdp_http::created(&st.config, &st.turn, &format!("/whep/{app}/{stream}"), accepted)
 }
 
 /// `DELETE /whep/{app}/{stream}/{session}`.

@@ -29,6 +29,8 @@ pub struct WhipService {
     /// Pending sessions per address and in all, offer rate.
     pub admission: Admission,
     pub config: WebRtcSection,
+    /// TURN servers for the `Link` headers.
+    pub turn: crate::config::TurnSection,
 }
 
 type St = Arc<WhipService>;
@@ -54,7 +56,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// `OPTIONS /whip/{app}/{stream}`: what the endpoint allows, and its ICE servers.
 async fn options(State(st): State<St>) -> Response {
-    sdp_http::options(&st.config, ALLOW)
+    sdp_http::options(&st.config, &st.turn, ALLOW)
 }
 
 /// `POST /whip/{app}/{stream}`.
@@ -122,7 +124,7 @@ async fn post(
         Err(r) => return *r,
     };
     info!(%key, "WHIP session created, connecting");
-    sdp_http::created(&st.config, &format!("/whip/{app}/{stream}"), accepted)
+    sdp_http::created(&st.config, &st.turn, &format!("/whip/{app}/{stream}"), accepted)
 }
 
 /// `DELETE /whip/{app}/{stream}/{session}`.

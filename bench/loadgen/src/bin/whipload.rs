@@ -14,6 +14,12 @@
 //!     everything.
 //!     KEY `janus` plays Janus' streaming plugin (mountpoint 1) at HTTP_BASE through its HTTP
 //!     API instead (Janus offers, the viewer answers).
+//! whipload room HTTP_BASE N WARMUP_SECS WINDOW_SECS VIDEO.h264 AUDIO.ogg SERVER_PID
+//!     A room of N synthetic participants: each publishes bench/room{i} with WHIP (as
+//!     `publish`) and receives the N-1 others on one session of the forwarding API (`/sfu`:
+//!     the server offers, the participant answers; what the room's Socket.IO events carry).
+//!     Prints one JSON line: server CPU with the publishers alone, then with the forwarding,
+//!     per forwarded stream (N x (N-1)), and the video frames each participant received.
 //! whipload transcode-cost VIDEO.webm AUDIO.ogg...
 //!     Runs the gateway's VP8 -> H.264 and Opus -> AAC transcoders over the files as fast as
 //!     they go and prints the CPU time per second of media (= share of one core in real time).
@@ -538,7 +544,176 @@ async fn main() -> Result<()> {
     match args.get(1).map(String::as_str) {
         Some("publish") => publish(&args[2..]).await,
         Some("play") => play(&args[2..]).await,
+        Some("room") => room(&args[2..]).await,
         Some("transcode-cost") if args.len() >= 4 => transcode_cost(&args[2], &args[3..]),
         _ => bail!("usage: whipload publish ... | whipload transcode-cost VIDEO.webm AUDIO.ogg..."),
     }
+}
+
+/// A room participant's receiving side: one `/sfu` session with the `keys` of the others.
+async fn room_subscriber(hostport: String, keys: Vec<String>, stop: Instant, count: Arc<ViewerCount>) -> Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{hostport}/sfu")).await.context("/sfu")?;
+    let subscribe = serde_json::json!({ "type": "subscribe", "keys": keys }).to_string();
+    ws.send(Message::Text(subscribe.into())).await?;
+    let sock = UdpSocket::bind((bind_ip(), 0)).await?;
+    let local = sock.local_addr()?;
+    let mut client: Option<webrtc::client::WhepClient> = None;
+    let mut tx = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        for t in tx.drain(..) {
+            let _ = sock.send_to(&t.contents, t.destination).await;
+        }
+        if let Some(c) = client.as_mut() {
+            for f in c.frames.drain(..) {
+                let n = if f.track == webrtc::Track::Video { &count.video_frames } else { &count.audio_frames };
+                n.fetch_add(1, Ordering::Relaxed);
+                count.bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
+            }
+            if c.is_connected() {
+                count.connected.store(1, Ordering::Relaxed);
+            }
+            if c.is_failed() {
+                bail!("subscriber of {keys:?} disconnected");
+            }
+        }
+        if Instant::now() >= stop {
+            return Ok(());
+        }
+        let wake = client.as_ref().map(|c| c.deadline()).unwrap_or(stop).min(stop);
+        tokio::select! {
+            m = ws.next() => {
+                let text = match m {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    _ => bail!("/sfu closed"),
+                };
+                let v: serde_json::Value = serde_json::from_str(&text)?;
+                match v["type"].as_str() {
+                    Some("offer") => {
+                        let sdp = v["sdp"].as_str().context("offer without sdp")?;
+                        let answer = match client.as_mut() {
+                            None => {
+                                let (mut c, a) = webrtc::client::WhepClient::answer(Instant::now(), local, sdp)?;
+                                c.handle_timeout(Instant::now(), &mut tx)?;
+                                client = Some(c);
+                                a
+                            }
+                            Some(c) => c.accept_offer(sdp, &mut tx)?,
+                        };
+                        ws.send(Message::Text(serde_json::json!({ "type": "answer", "sdp": answer }).to_string().into())).await?;
+                    }
+                    Some("error") | Some("closed") => bail!("/sfu: {text}"),
+                    _ => {}
+                }
+            }
+            r = sock.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                if let Some(c) = client.as_mut() {
+                    c.handle_datagram(Instant::now(), from, &buf[..n], &mut tx)?;
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if let Some(c) = client.as_mut() {
+                    c.handle_timeout(Instant::now(), &mut tx)?;
+                }
+            }
+        }
+    }
+}
+
+async fn room(args: &[String]) -> Result<()> {
+    let [base, n, warmup, window, video, audio, pid] = args else {
+        bail!("usage: whipload room HTTP_BASE N WARMUP_SECS WINDOW_SECS VIDEO.h264 AUDIO.ogg SERVER_PID");
+    };
+    let (hostport, _) = split_url(&format!("{}/", base.trim_end_matches('/')))?;
+    let n: usize = n.parse()?;
+    let warmup = Duration::from_secs_f64(warmup.parse()?);
+    let window = Duration::from_secs_f64(window.parse()?);
+    let pid: u32 = pid.parse()?;
+    let video: Vec<Vec<Vec<u8>>> = read_packets(video, ff::media::Type::Video)?
+        .iter()
+        .map(|au| annexb_nal_units(au).into_iter().map(|n| n.to_vec()).collect())
+        .collect();
+    let media = Arc::new(Media {
+        video,
+        audio: read_packets(audio, ff::media::Type::Audio)?,
+    });
+    // Publishers run through both windows (theirs alone, then with the forwarding).
+    let stop = Instant::now() + 4 * warmup + 2 * window + Duration::from_secs(2);
+    let stats = Arc::new(Stats::default());
+    let keys: Vec<String> = (0..n).map(|i| format!("bench/room{i}")).collect();
+    for k in &keys {
+        let (h, p, m, s) = (hostport.clone(), format!("/whip/{k}"), media.clone(), stats.clone());
+        tokio::spawn(async move {
+            if let Err(e) = publisher(h, p, m, stop, s.clone()).await {
+                s.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("{e:#}");
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + 2 * warmup;
+    loop {
+        let (_, _, streams) = http(&hostport, "GET", "/api/v1/streams", "").await?;
+        let v: serde_json::Value = serde_json::from_str(&streams)?;
+        let live = v["streams"].as_array().map(|a| a.iter().filter(|s| s["key"].as_str().is_some_and(|k| k.starts_with("bench/room")) && !s["video"].is_null()).count()).unwrap_or(0);
+        if live == n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{live} of {n} room publishers live");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The publishers alone.
+    let (c0, _) = proc_cpu_and_rss(&[pid]);
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let (c1, rss_pub) = proc_cpu_and_rss(&[pid]);
+    let publishers_cpu = (c1 - c0) / t0.elapsed().as_secs_f64() * 100.0;
+    // Each participant receives the others.
+    let counts: Vec<Arc<ViewerCount>> = (0..n).map(|_| Arc::new(ViewerCount::default())).collect();
+    let sub_stop = stop - Duration::from_secs(1);
+    for (i, c) in counts.iter().enumerate() {
+        let others: Vec<String> = keys.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, k)| k.clone()).collect();
+        let (h, c) = (hostport.clone(), c.clone());
+        tokio::spawn(async move {
+            if let Err(e) = room_subscriber(h, others, sub_stop, c.clone()).await {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("{e:#}");
+            }
+        });
+    }
+    tokio::time::sleep(warmup).await;
+    let frames0: Vec<u64> = counts.iter().map(|c| c.video_frames.load(Ordering::Relaxed)).collect();
+    let (c2, _) = proc_cpu_and_rss(&[pid]);
+    let t2 = Instant::now();
+    tokio::time::sleep(window).await;
+    let (c3, rss_all) = proc_cpu_and_rss(&[pid]);
+    let secs = t2.elapsed().as_secs_f64();
+    let total_cpu = (c3 - c2) / secs * 100.0;
+    let mut fps: Vec<f64> = counts.iter().zip(&frames0).map(|(c, f0)| (c.video_frames.load(Ordering::Relaxed) - f0) as f64 / secs).collect();
+    fps.sort_by(|a, b| a.total_cmp(b));
+    let forwarded = (n * (n - 1)).max(1) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "participants": n,
+            "forwarded_streams": n * (n - 1),
+            "subscribers_connected": counts.iter().filter(|c| c.connected.load(Ordering::Relaxed) == 1).count(),
+            "failed": stats.failed.load(Ordering::Relaxed) + counts.iter().map(|c| c.failed.load(Ordering::Relaxed)).sum::<u64>(),
+            "server_cpu_percent_publishers_only": publishers_cpu,
+            "server_cpu_percent": total_cpu,
+            "server_cpu_percent_per_forwarded_stream": (total_cpu - publishers_cpu) / forwarded,
+            "server_rss_kb_publishers_only": rss_pub,
+            "server_rss_kb": rss_all,
+            "video_fps_received_per_participant_min": fps.first(),
+            "video_fps_received_per_participant_max": fps.last(),
+            "video_fps_expected_per_participant": (n - 1) as f64 * 1000.0 / VIDEO_PERIOD.as_millis() as f64,
+        })
+    );
+    Ok(())
 }
