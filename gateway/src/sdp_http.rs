@@ -30,7 +30,9 @@ fn link_headers(config: &WebRtcSection, turn: &TurnSection, h: &mut HeaderMap) {
     for s in crate::room::turn::ice_servers(&config.ice_servers, turn, "webrtc", now) {
         for url in &s.urls {
             let v = match (&s.username, &s.credential) {
-                (Some(u), Some(c)) => format!("<{url}>; rel=\"ice-server\"; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""),
+                (Some(u), Some(c)) => {
+                    format!("<{url}>; rel=\"ice-server\"; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\"")
+                }
                 _ => format!("<{url}>; rel=\"ice-server\""),
             };
             if let Ok(v) = HeaderValue::from_str(&v) {
@@ -215,7 +217,15 @@ mod link_tests {
         let r = options(&cfg.webrtc, &cfg.turn, "OPTIONS, POST");
         let links: Vec<&str> = r.headers().get_all(header::LINK).iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(links[0], "<stun:stun.example.com:3478>; rel=\"ice-server\"");
-        assert!(links[1].starts_with("<turn:turn.example.com:3478?transport=udp>; rel=\"ice-server\"; username=\""), "{}", links[1]);
-        assert!(links[1].contains(":webrtc\"; credential=\"") && links[1].ends_with("credential-type=\"password\""), "{}", links[1]);
+        assert!(
+            links[1].starts_with("<turn:turn.example.com:3478?transport=udp>; rel=\"ice-server\"; username=\""),
+            "{}",
+            links[1]
+        );
+        assert!(
+            links[1].contains(":webrtc\"; credential=\"") && links[1].ends_with("credential-type=\"password\""),
+            "{}",
+            links[1]
+        );
     }
 }

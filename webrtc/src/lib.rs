@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 
 pub use str0m::format::Codec;
 pub use str0m::media::Rid;
+pub use str0m::net::Transmit;
 
 pub mod client;
 pub mod endpoint;

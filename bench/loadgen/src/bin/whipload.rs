@@ -554,13 +554,15 @@ async fn main() -> Result<()> {
 async fn room_subscriber(hostport: String, keys: Vec<String>, stop: Instant, count: Arc<ViewerCount>) -> Result<()> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{hostport}/sfu")).await.context("/sfu")?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{hostport}/sfu"))
+        .await
+        .context("/sfu")?;
     let subscribe = serde_json::json!({ "type": "subscribe", "keys": keys }).to_string();
     ws.send(Message::Text(subscribe.into())).await?;
     let sock = UdpSocket::bind((bind_ip(), 0)).await?;
     let local = sock.local_addr()?;
     let mut client: Option<webrtc::client::WhepClient> = None;
-    let mut tx = Vec::new();
+    let mut tx: Vec<webrtc::Transmit> = Vec::new();
     let mut buf = vec![0u8; 2048];
     loop {
         for t in tx.drain(..) {
@@ -568,7 +570,11 @@ async fn room_subscriber(hostport: String, keys: Vec<String>, stop: Instant, cou
         }
         if let Some(c) = client.as_mut() {
             for f in c.frames.drain(..) {
-                let n = if f.track == webrtc::Track::Video { &count.video_frames } else { &count.audio_frames };
+                let n = if f.track == webrtc::Track::Video {
+                    &count.video_frames
+                } else {
+                    &count.audio_frames
+                };
                 n.fetch_add(1, Ordering::Relaxed);
                 count.bytes.fetch_add(f.data.len() as u64, Ordering::Relaxed);
             }
@@ -659,7 +665,14 @@ async fn room(args: &[String]) -> Result<()> {
     loop {
         let (_, _, streams) = http(&hostport, "GET", "/api/v1/streams", "").await?;
         let v: serde_json::Value = serde_json::from_str(&streams)?;
-        let live = v["streams"].as_array().map(|a| a.iter().filter(|s| s["key"].as_str().is_some_and(|k| k.starts_with("bench/room")) && !s["video"].is_null()).count()).unwrap_or(0);
+        let live = v["streams"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["key"].as_str().is_some_and(|k| k.starts_with("bench/room")) && !s["video"].is_null())
+                    .count()
+            })
+            .unwrap_or(0);
         if live == n {
             break;
         }
@@ -695,7 +708,11 @@ async fn room(args: &[String]) -> Result<()> {
     let (c3, rss_all) = proc_cpu_and_rss(&[pid]);
     let secs = t2.elapsed().as_secs_f64();
     let total_cpu = (c3 - c2) / secs * 100.0;
-    let mut fps: Vec<f64> = counts.iter().zip(&frames0).map(|(c, f0)| (c.video_frames.load(Ordering::Relaxed) - f0) as f64 / secs).collect();
+    let mut fps: Vec<f64> = counts
+        .iter()
+        .zip(&frames0)
+        .map(|(c, f0)| (c.video_frames.load(Ordering::Relaxed) - f0) as f64 / secs)
+        .collect();
     fps.sort_by(|a, b| a.total_cmp(b));
     let forwarded = (n * (n - 1)).max(1) as f64;
     println!(
