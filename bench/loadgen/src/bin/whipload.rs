@@ -255,6 +255,29 @@ async fn publisher(hostport: String, path: String, media: Arc<Media>, stop: Inst
     }
 }
 
+/// The media every publisher loops: H.264 access units (as NAL units) and Opus packets.
+fn load_media(video: &str, audio: &str) -> Result<Arc<Media>> {
+    let video: Vec<Vec<Vec<u8>>> = read_packets(video, ff::media::Type::Video)?
+        .iter()
+        .map(|au| annexb_nal_units(au).into_iter().map(|n| n.to_vec()).collect())
+        .collect();
+    Ok(Arc::new(Media {
+        video,
+        audio: read_packets(audio, ff::media::Type::Audio)?,
+    }))
+}
+
+/// A publisher task on `path` until `stop`; a failure is counted and printed.
+fn spawn_publisher(hostport: &str, path: String, media: &Arc<Media>, stop: Instant, stats: &Arc<Stats>) {
+    let (h, m, s) = (hostport.to_owned(), media.clone(), stats.clone());
+    tokio::spawn(async move {
+        if let Err(e) = publisher(h, path, m, stop, s.clone()).await {
+            s.failed.fetch_add(1, Ordering::Relaxed);
+            eprintln!("{e:#}");
+        }
+    });
+}
+
 async fn publish(args: &[String]) -> Result<()> {
     let [base, n, warmup, window, video, audio, pid] = args else {
         bail!("usage: whipload publish HTTP_BASE N WARMUP_SECS WINDOW_SECS VIDEO.h264 AUDIO.ogg SERVER_PID");
@@ -264,25 +287,12 @@ async fn publish(args: &[String]) -> Result<()> {
     let warmup = Duration::from_secs_f64(warmup.parse()?);
     let window = Duration::from_secs_f64(window.parse()?);
     let pid: u32 = pid.parse()?;
-    let video: Vec<Vec<Vec<u8>>> = read_packets(video, ff::media::Type::Video)?
-        .iter()
-        .map(|au| annexb_nal_units(au).into_iter().map(|n| n.to_vec()).collect())
-        .collect();
-    let media = Arc::new(Media {
-        video,
-        audio: read_packets(audio, ff::media::Type::Audio)?,
-    });
+    let media = load_media(video, audio)?;
     let (_, rss_idle_kb) = proc_cpu_and_rss(&[pid]);
     let stats = Arc::new(Stats::default());
     let stop = Instant::now() + warmup + window + Duration::from_secs(1);
     for i in 0..n {
-        let (h, p, m, s) = (hostport.clone(), format!("/whip/bench/pub{i}"), media.clone(), stats.clone());
-        tokio::spawn(async move {
-            if let Err(e) = publisher(h, p, m, stop, s.clone()).await {
-                s.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("{e:#}");
-            }
-        });
+        spawn_publisher(&hostport, format!("/whip/bench/pub{i}"), &media, stop, &stats);
         // Spread set-up (and keyframes) over the warm-up.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -639,26 +649,13 @@ async fn room(args: &[String]) -> Result<()> {
     let warmup = Duration::from_secs_f64(warmup.parse()?);
     let window = Duration::from_secs_f64(window.parse()?);
     let pid: u32 = pid.parse()?;
-    let video: Vec<Vec<Vec<u8>>> = read_packets(video, ff::media::Type::Video)?
-        .iter()
-        .map(|au| annexb_nal_units(au).into_iter().map(|n| n.to_vec()).collect())
-        .collect();
-    let media = Arc::new(Media {
-        video,
-        audio: read_packets(audio, ff::media::Type::Audio)?,
-    });
+    let media = load_media(video, audio)?;
     // Publishers run through both windows (theirs alone, then with the forwarding).
     let stop = Instant::now() + 4 * warmup + 2 * window + Duration::from_secs(2);
     let stats = Arc::new(Stats::default());
     let keys: Vec<String> = (0..n).map(|i| format!("bench/room{i}")).collect();
     for k in &keys {
-        let (h, p, m, s) = (hostport.clone(), format!("/whip/{k}"), media.clone(), stats.clone());
-        tokio::spawn(async move {
-            if let Err(e) = publisher(h, p, m, stop, s.clone()).await {
-                s.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("{e:#}");
-            }
-        });
+        spawn_publisher(&hostport, format!("/whip/{k}"), &media, stop, &stats);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = Instant::now() + 2 * warmup;
