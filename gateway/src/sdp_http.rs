@@ -3,7 +3,7 @@
 //! `Location` and ICE servers, `DELETE`, `OPTIONS`, and the admission refusals.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,7 +16,7 @@ use webrtc::endpoint::{OfferError, SessionSpec};
 use crate::admission::{Admission, Pending, Refusal};
 use crate::config::{TurnSection, WebRtcSection};
 use crate::respond::{plain, retry_after, stream_key_or_400};
-use crate::webrtc_server::{Accepted, Command, Role, WebRtcHandle};
+use crate::webrtc_server::{open_session, Accepted, Command, OpenFailure, Role, WebRtcHandle};
 
 /// Largest SDP offer accepted (browsers send 5-15 KiB).
 pub const MAX_OFFER: usize = 64 * 1024;
@@ -135,20 +135,11 @@ pub async fn open(
     role: Role,
     pending: Pending,
 ) -> Result<Accepted, Box<Response>> {
-    let (reply, rx) = oneshot::channel();
-    let cmd = Command::Open {
-        sdp,
-        spec,
-        role,
-        pending,
-        reply,
-    };
-    if webrtc.tx.send(cmd).await.is_err() {
-        return Err(Box::new(plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down")));
-    }
-    match tokio::time::timeout(Duration::from_secs(5), rx).await {
-        Ok(Ok(Ok(a))) => Ok(a),
-        Ok(Ok(Err(e))) => {
+    match open_session(webrtc, sdp, spec, role, pending).await {
+        Ok(a) => Ok(a),
+        Err(OpenFailure::Down) => Err(Box::new(plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC is shutting down"))),
+        Err(OpenFailure::NoAnswer) => Err(Box::new(plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC task did not answer"))),
+        Err(OpenFailure::Refused(e)) => {
             let status = match &e {
                 OfferError::BadSdp(_) | OfferError::Rejected(_) => StatusCode::BAD_REQUEST,
                 OfferError::NoCodec(_) => StatusCode::NOT_ACCEPTABLE,
@@ -162,7 +153,6 @@ pub async fn open(
             warn!(key = %from.key, peer = %from.peer, "{} offer refused: {e}", from.protocol);
             Err(Box::new(r))
         }
-        _ => Err(Box::new(plain(StatusCode::SERVICE_UNAVAILABLE, "WebRTC task did not answer"))),
     }
 }
 

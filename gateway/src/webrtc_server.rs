@@ -186,6 +186,40 @@ pub struct WebRtcHandle {
     pub out: mpsc::Sender<Outgoing>,
 }
 
+/// Why the WebRTC task opened no session for an offer.
+pub enum OpenFailure {
+    /// The offer was refused (bad SDP, no codec, server full).
+    Refused(OfferError),
+    /// The task is gone (shutdown).
+    Down,
+    /// The task did not answer within 5 s.
+    NoAnswer,
+}
+
+/// Opens a session for `sdp` on the WebRTC task (`Command::Open`): what WHIP, WHEP and the
+/// room's publishers share; each maps the failure to its own answer.
+pub async fn open_session(
+    webrtc: &WebRtcHandle,
+    sdp: String,
+    spec: SessionSpec,
+    role: Role,
+    pending: Pending,
+) -> Result<Accepted, OpenFailure> {
+    let (reply, rx) = oneshot::channel();
+    let cmd = Command::Open {
+        sdp,
+        spec,
+        role,
+        pending,
+        reply,
+    };
+    webrtc.tx.send(cmd).await.map_err(|_| OpenFailure::Down)?;
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(r)) => r.map_err(OpenFailure::Refused),
+        _ => Err(OpenFailure::NoAnswer),
+    }
+}
+
 /// Addresses advertised as ICE host candidates for a socket bound to `bind`: the public
 /// addresses when there are any (then no interface address is guessed: a container's or a
 /// private one would only leak), else the interface that routes outwards; and loopback or the

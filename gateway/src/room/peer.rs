@@ -19,7 +19,7 @@ use crate::admission::Refusal;
 use crate::forward::{ForwardError, SfuEvent};
 use crate::publish::{PublishRefusal, PublishRequest};
 use crate::sfu::{Subscription, BROWSER_CODECS};
-use crate::webrtc_server::{Command, Role};
+use crate::webrtc_server::{open_session, Command, OpenFailure, Role};
 
 /// Commands a media task takes.
 pub enum MediaCmd {
@@ -188,26 +188,17 @@ impl Media {
             e @ PublishRefusal::KeyTaken(_) => RoomError::new("key-taken", e.to_string()),
             e => RoomError::new("server-busy", e.to_string()),
         })?;
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Open {
-            sdp,
-            spec: SessionSpec::receiver(),
-            role: Role::Publish(reservation),
-            pending,
-            reply,
-        };
-        let down = || RoomError::new("server-busy", "WebRTC is shutting down");
-        svc.webrtc.tx.send(cmd).await.map_err(|_| down())?;
-        let accepted = match tokio::time::timeout(Duration::from_secs(5), rx).await {
-            Ok(Ok(Ok(a))) => a,
-            Ok(Ok(Err(e))) => {
+        let spec = SessionSpec::receiver();
+        let accepted = match open_session(&svc.webrtc, sdp, spec, Role::Publish(reservation), pending).await {
+            Ok(a) => a,
+            Err(OpenFailure::Refused(e)) => {
                 let code = match e {
                     OfferError::Full(_) => "server-busy",
                     _ => "sdp-refused",
                 };
                 return Err(RoomError::new(code, e.to_string()));
             }
-            _ => return Err(down()),
+            Err(OpenFailure::Down | OpenFailure::NoAnswer) => return Err(RoomError::new("server-busy", "WebRTC is shutting down")),
         };
         info!("publishing session created, connecting");
         self.publishing = Some(accepted.token);
