@@ -158,6 +158,13 @@ pub struct RoomSection {
     /// Events one socket may send: this many per second sustained, after a burst.
     pub events_per_second: f64,
     pub events_burst: u32,
+    /// Refused events (rate-limited) in 10 s after which a socket is a flood: it gets a
+    /// `flood` error and is disconnected.
+    pub flood_refusals: u32,
+    /// Packets a socket may have waiting to be written; more are dropped (a client that does not
+    /// read). Above `flood_refusals` + the inbox, so that every answer before a flood's
+    /// disconnect is sent.
+    pub send_buffer_packets: usize,
     /// Chat messages one participant may send per second (burst: 5).
     pub chat_per_second: f64,
     /// A participant whose socket drops is "reconnecting" this long before it has left.
@@ -381,6 +388,9 @@ impl Config {
         }
         if m.chat_history > 10_000 || m.events_burst == 0 || m.events_per_second <= 0.0 || m.chat_per_second <= 0.0 {
             invalid!("room.chat_history must be at most 10000, room.events_per_second, room.chat_per_second and room.events_burst above 0");
+        }
+        if m.flood_refusals == 0 || m.send_buffer_packets < m.flood_refusals as usize + 64 {
+            invalid!("room.flood_refusals must be above 0 and room.send_buffer_packets at least room.flood_refusals + 64");
         }
         if m.ping_interval_ms < 500 || m.ping_timeout_ms < 500 || m.max_sockets_per_address == 0 {
             invalid!("room.ping_interval_ms and room.ping_timeout_ms must be at least 500, room.max_sockets_per_address at least 1");

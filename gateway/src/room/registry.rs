@@ -666,6 +666,8 @@ mod tests {
             chat_history: 2,
             events_per_second: 10.0,
             events_burst: 20,
+            flood_refusals: 200,
+            send_buffer_packets: 1024,
             chat_per_second: 2.0,
             reconnect_grace_ms: 1000,
             ping_interval_ms: 5000,

@@ -6,7 +6,9 @@
 //! socket takes them in order, with the socket's rate limit, and answers each in its ack (or a
 //! `room:error` when the client asked for no ack). A full inbox answers `rate-limited` at once.
 //! The inbox and the handlers are set up in the connect middleware, before the client hears
-//! that it is connected and sends what it buffered.
+//! that it is connected and sends what it buffered. A socket with `room.flood_refusals` refused
+//! events in 10 s is a flood: it gets a `flood` error and is disconnected (its send buffer holds
+//! every answer until then, see `room.send_buffer_packets`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,7 +47,74 @@ enum Inbound {
 
 /// A socket's inbox, kept in its extensions.
 #[derive(Clone)]
-struct Inbox(mpsc::Sender<Inbound>);
+struct Inbox(mpsc::Sender<Inbound>, Arc<std::sync::Mutex<Flood>>);
+
+/// The window in which a socket's refused events are counted.
+const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+
+/// Counts a socket's refused events (sans-IO).
+#[derive(Debug)]
+struct Flood {
+    limit: u32,
+    since: Option<Instant>,
+    refused: u32,
+}
+
+/// What to do with a refused event.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Answer it (`rate-limited`).
+    Answer,
+    /// The limit is reached: send `flood` and disconnect.
+    Flood,
+    /// The socket is being disconnected: nothing more to say.
+    Silent,
+}
+
+impl Flood {
+    fn new(limit: u32) -> Self {
+        Flood {
+            limit,
+            since: None,
+            refused: 0,
+        }
+    }
+
+    fn refuse(&mut self, now: Instant) -> Refusal {
+        if self.refused > self.limit {
+            return Refusal::Silent;
+        }
+        if self.since.is_none_or(|t| now.duration_since(t) >= FLOOD_WINDOW) {
+            self.since = Some(now);
+            self.refused = 0;
+        }
+        self.refused += 1;
+        if self.refused > self.limit {
+            Refusal::Flood
+        } else {
+            Refusal::Answer
+        }
+    }
+}
+
+/// Ends a flooding socket: a `flood` error, then the disconnect.
+fn flood(s: SocketRef, limit: u32) {
+    info!(sid = %s.id, "flood: {limit} refused events in {} s; disconnected", FLOOD_WINDOW.as_secs());
+    let e = RoomError::new(
+        "flood",
+        format!("more than {limit} refused events in {} s: disconnected", FLOOD_WINDOW.as_secs()),
+    );
+    let _ = s.emit("room:error", &e.json());
+    // What is queued for the client is discarded when its transport closes: give the writer
+    // time to send the answers and this error (it ignores the socket's events meanwhile).
+    tokio::spawn(async move {
+        tokio::time::sleep(FLOOD_FLUSH).await;
+        let _ = s.disconnect();
+    });
+}
+
+/// How long a flooding socket's queued packets have to be written before it is disconnected.
+const FLOOD_FLUSH: Duration = Duration::from_secs(1);
 
 /// Puts the event in its socket's inbox as it is read (see the module's doc).
 struct QueuedLocal;
@@ -64,12 +133,19 @@ impl FromMessageParts<socketioxide::adapter::LocalAdapter> for QueuedLocal {
             .is_some()
             .then(|| AckSender::from_message_parts(s, v, ack_id))
             .and_then(Result::ok);
-        let Some(Inbox(tx)) = s.extensions.get::<Inbox>() else {
+        let Some(Inbox(tx, count)) = s.extensions.get::<Inbox>() else {
             return Ok(QueuedLocal);
         };
         if let Err(mpsc::error::TrySendError::Full(Inbound::Event { event, ack, .. })) = tx.try_send(Inbound::Event { event, data, ack }) {
-            let e = RoomError::new("rate-limited", format!("too many events waiting ({INBOX}); {event} dropped"));
-            reply(s, ack, &event, Err(e));
+            let verdict = count.lock().map(|mut f| (f.refuse(Instant::now()), f.limit));
+            match verdict {
+                Ok((Refusal::Answer, _)) => {
+                    let e = RoomError::new("rate-limited", format!("too many events waiting ({INBOX}); {event} dropped"));
+                    reply(s, ack, &event, Err(e));
+                }
+                Ok((Refusal::Flood, limit)) => flood(SocketRef::from(s.clone()), limit),
+                _ => {}
+            }
         }
         Ok(QueuedLocal)
     }
@@ -119,6 +195,7 @@ pub fn layer(svc: &Arc<RoomService>) -> SocketIoLayer {
         .max_payload(max as u64)
         .ws_max_message_size(max)
         .ws_max_frame_size(max)
+        .max_buffer_size(c.send_buffer_packets)
         .connect_timeout(Duration::from_secs(10))
         .build_layer();
     svc.set_io(io.clone());
@@ -149,7 +226,8 @@ fn connect(svc: Arc<RoomService>, s: SocketRef, auth: Auth, addr: SocketAddr) ->
     if let Some(t) = auth.resume {
         let _ = tx.try_send(Inbound::Resume(t));
     }
-    s.extensions.insert(Inbox(tx));
+    let count = Arc::new(std::sync::Mutex::new(Flood::new(svc.config.room.flood_refusals)));
+    s.extensions.insert(Inbox(tx, count.clone()));
     s.on_fallback(async |_: QueuedLocal| {});
     s.on_disconnect(async |s: SocketRef| {
         // The task ends once it has handled what is in the inbox.
@@ -157,12 +235,12 @@ fn connect(svc: Arc<RoomService>, s: SocketRef, auth: Auth, addr: SocketAddr) ->
     });
     let sid = s.id;
     let span = tracing::info_span!("room-socket", %addr, %sid);
-    tokio::spawn(client(svc, sid, addr, rx).instrument(span));
+    tokio::spawn(client(svc, sid, addr, rx, count).instrument(span));
     Ok(())
 }
 
 /// One socket's events, in order.
-async fn client(svc: Arc<RoomService>, sid: Sid, addr: SocketAddr, mut rx: mpsc::Receiver<Inbound>) {
+async fn client(svc: Arc<RoomService>, sid: Sid, addr: SocketAddr, mut rx: mpsc::Receiver<Inbound>, count: Arc<std::sync::Mutex<Flood>>) {
     debug!("room socket connected");
     let c = &svc.config.room;
     let (rate, burst) = (c.events_per_second, c.events_burst as f64);
@@ -181,6 +259,15 @@ async fn client(svc: Arc<RoomService>, sid: Sid, addr: SocketAddr, mut rx: mpsc:
                 tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
                 at = now;
                 let r = if tokens < 1.0 {
+                    let verdict = count.lock().map(|mut f| (f.refuse(now), f.limit));
+                    match verdict {
+                        Ok((Refusal::Answer, _)) => {}
+                        Ok((Refusal::Flood, limit)) => {
+                            flood(sock, limit);
+                            continue;
+                        }
+                        _ => continue,
+                    }
                     // Every request is answered (its sender is waiting for the ack); of those
                     // that wait for none, one error a second tells a flooding client.
                     if ack.is_none() && refused_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
@@ -352,4 +439,26 @@ fn welcome(svc: &RoomService, mut payload: Value, key: &media::StreamKey) -> Val
     payload["iceTransportPolicy"] = Value::String(cfg.turn.ice_transport_policy.clone());
     payload["ports"] = json!({ "rtmp": svc.rtmp_port });
     payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_the_refusal_beyond_the_limit_in_the_window() {
+        let t0 = Instant::now();
+        let mut f = Flood::new(3);
+        assert_eq!(f.refuse(t0), Refusal::Answer);
+        assert_eq!(f.refuse(t0), Refusal::Answer);
+        // A new window starts the count again.
+        let t1 = t0 + FLOOD_WINDOW;
+        for _ in 0..3 {
+            assert_eq!(f.refuse(t1), Refusal::Answer);
+        }
+        assert_eq!(f.refuse(t1 + Duration::from_secs(9)), Refusal::Flood);
+        // Once a flood, silent, also in a later window.
+        assert_eq!(f.refuse(t1 + Duration::from_secs(9)), Refusal::Silent);
+        assert_eq!(f.refuse(t1 + FLOOD_WINDOW * 5), Refusal::Silent);
+    }
 }
