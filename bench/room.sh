@@ -28,7 +28,7 @@ for n in "${counts[@]}"; do
   http=$(free_port); rtmp=$(free_port); udp=$(free_port)
   printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
     "$((2 * n + 10))" "$((2 * n + 10))" "$((2 * n + 10))" >"$work/sg.toml"
-  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log warn >"$work/sg-$n.log" 2>&1 &
+  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log "${SG_LOG:-warn}" >"$work/sg-$n.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_port "$http"
   echo "room of N=$n" >&2
@@ -39,10 +39,10 @@ done
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| participants | forwarded streams | subscribers connected | gateway CPU %, publishers only | gateway CPU %, with forwarding | CPU % per forwarded stream | video fps received per participant (min-max / expected) | RSS MiB |")
-print("|---|---|---|---|---|---|---|---|")
+print("| participants | forwarded streams | subscribers connected | gateway CPU %, publishers only | gateway CPU %, with forwarding | CPU % per forwarded stream | video fps received per participant (min-max / expected) | skipped (congestion) fps per participant | RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     print(f"| {r['participants']} | {r['forwarded_streams']} | {r['subscribers_connected']} | {r['server_cpu_percent_publishers_only']:.1f} | {r['server_cpu_percent']:.1f} | "
-          f"{r['server_cpu_percent_per_forwarded_stream']:.2f} | {r['video_fps_received_per_participant_min']:.1f}-{r['video_fps_received_per_participant_max']:.1f} / {r['video_fps_expected_per_participant']:.0f} | {r['server_rss_kb']/1024:.1f} |")
+          f"{r['server_cpu_percent_per_forwarded_stream']:.2f} | {r['video_fps_received_per_participant_min']:.1f}-{r['video_fps_received_per_participant_max']:.1f} / {r['video_fps_expected_per_participant']:.0f} | {r['video_fps_skipped_congested_per_participant']:.1f} | {r['server_rss_kb']/1024:.1f} |")
 PY
 echo "raw results: $results" >&2

@@ -288,6 +288,14 @@ impl Offered {
         })
     }
 
+    /// The keys of the feeds sent from the hub.
+    pub fn playing(&self) -> impl Iterator<Item = &StreamKey> {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Playing(_)))
+            .map(|s| &s.key)
+    }
+
     /// The peer asked for a keyframe of a feed.
     pub fn keyframe(&self, feed: FeedId) -> Option<&Arc<Notify>> {
         self.slots.iter().find(|s| s.id == feed).and_then(|s| match &s.state {

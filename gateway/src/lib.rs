@@ -166,6 +166,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         counters: webrtc_counters.clone(),
         handle: webrtc.clone(),
         shutdown: shutdown_rx.clone(),
+        hub: hub.clone(),
     });
     let hls = Arc::new(HlsService {
         hub: hub.clone(),

@@ -218,6 +218,7 @@ fn render(st: &Sources) -> String {
         vec![
             ("{result=\"sent\"}".to_owned(), load(&w.frames_out)),
             ("{result=\"dropped\"}".to_owned(), load(&w.frames_dropped_out)),
+            ("{result=\"skipped_congested\"}".to_owned(), load(&w.frames_skipped_congested)),
         ],
     );
     family(

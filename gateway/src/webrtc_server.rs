@@ -35,7 +35,7 @@ use media::{Codec as MediaCodec, CodecSet, Publisher, Reservation, Subscriber};
 use str0m::format::Codec;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, trace, warn, Instrument};
 use webrtc::endpoint::{
     CloseReason, Endpoint, EndpointConfig, EndpointEvent, FeedId, Negotiated, OfferError, Outputs, SessionId, SessionSpec, WriteError,
 };
@@ -133,6 +133,8 @@ pub struct Outgoing {
     wallclock: Instant,
     rtp_time: u64,
     data: Bytes,
+    /// A video keyframe.
+    keyframe: bool,
 }
 
 /// A session that was created: its token and the answer (or, offered, the offer).
@@ -171,6 +173,9 @@ pub struct WebRtcCounters {
     pub frames_out: AtomicU64,
     /// Frames to playing sessions dropped because the outgoing queue was full.
     pub frames_dropped_out: AtomicU64,
+    /// Video frames of feeds skipped because the subscriber's send queue was too far behind
+    /// its bandwidth estimate (until it drained and a keyframe came).
+    pub frames_skipped_congested: AtomicU64,
     /// RTP packets sent.
     pub rtp_packets_out: AtomicU64,
     /// NACKs and keyframe requests received from viewers.
@@ -362,6 +367,8 @@ pub struct Shell {
     /// For media tasks' keyframe requests.
     pub handle: WebRtcHandle,
     pub shutdown: watch::Receiver<bool>,
+    /// The input bitrates of the feeds a subscriber is sent from the hub (its bandwidth budget).
+    pub hub: media::Hub,
 }
 
 /// Runs the WebRTC task until shutdown.
@@ -498,7 +505,7 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                 while let Some(f) = next {
                     let r = match f.feed {
                         None => ep.write(f.id, f.track, f.wallclock, f.rtp_time, &f.data, &mut out),
-                        Some(feed) => ep.write_feed(f.id, feed, f.track, f.wallclock, f.rtp_time, &f.data, &mut out),
+                        Some(feed) => ep.write_feed(f.id, feed, f.track, f.wallclock, f.rtp_time, &f.data, f.keyframe, &mut out),
                     };
                     match r {
                         Ok(()) => {
@@ -507,6 +514,9 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                         // The session ended, or the feed: its play task is being stopped.
                         Err(WriteError::NoSession) => {}
                         Err(WriteError::NotSending(_)) if f.feed.is_some() => {}
+                        Err(WriteError::Congested) => {
+                            counters.frames_skipped_congested.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(e) => debug!(session = f.id, "WebRTC write: {e}"),
                     }
                     taken += 1;
@@ -689,7 +699,8 @@ fn handle_events(out: &mut Outputs, live: &mut HashMap<SessionId, Live>, st: &Ar
                 }
             }
             EndpointEvent::Bitrate(id, bps) => {
-                if let Some(a) = budget(id, bps, live) {
+                trace!(session = id, estimate = bps, "bandwidth estimate");
+                if let Some(a) = budget(id, bps, live, &st.hub) {
                     actions.push(a);
                 }
             }
@@ -759,6 +770,7 @@ enum Action {
         wallclock: Instant,
         rtp_time: u64,
         data: Arc<[u8]>,
+        keyframe: bool,
     },
     /// Ask a publisher for a keyframe (of one layer).
     Keyframe {
@@ -793,9 +805,13 @@ fn act(action: Action, ep: &mut Endpoint, out: &mut Outputs, live: &mut HashMap<
             wallclock,
             rtp_time,
             data,
-        } => match ep.write_feed(id, feed, track, wallclock, rtp_time, &data, out) {
+            keyframe,
+        } => match ep.write_feed(id, feed, track, wallclock, rtp_time, &data, keyframe, out) {
             Ok(()) => {
                 counters.frames_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(WriteError::Congested) => {
+                counters.frames_skipped_congested.fetch_add(1, Ordering::Relaxed);
             }
             // Not connected or answered yet, or going: nothing to send it on.
             Err(e) => debug!(session = id, feed, "forwarding: {e}"),
@@ -859,6 +875,7 @@ fn forward_direct(publisher: SessionId, frame: &RtpFrame, live: &mut HashMap<Ses
                 wallclock: frame.arrival,
                 rtp_time,
                 data: frame.data.clone(),
+                keyframe: frame.track == Track::Video && ingest::webrtc::simulcast::is_video_keyframe(frame.codec, &frame.data),
             });
         }
         if let Some(rid) = d.pick.wanted_keyframe() {
@@ -877,15 +894,19 @@ fn forward_direct(publisher: SessionId, frame: &RtpFrame, live: &mut HashMap<Ses
     }
 }
 
-/// A subscribing session's bandwidth estimate, shared by its feeds sent straight from
-/// publishers; returns what its congestion control should probe for (their top layers).
-fn budget(id: SessionId, bps: u64, live: &mut HashMap<SessionId, Live>) -> Option<Action> {
+/// A subscribing session's bandwidth estimate: what is left after the feeds sent from the hub
+/// (their input bitrates) is shared by the feeds sent straight from publishers. Returns what its
+/// congestion control should probe for: twice what its feeds send (the top layers of the
+/// direct ones), so that the estimate ramps up to a room's worth of feeds in a second or two
+/// instead of creeping up from its start (the pacer holds media to the estimate).
+fn budget(id: SessionId, bps: u64, live: &mut HashMap<SessionId, Live>, hub: &media::Hub) -> Option<Action> {
     let o = live.get_mut(&id)?.offered.as_mut()?;
+    let from_hub: u64 = o.playing().filter_map(|k| hub.stream(k)).map(|s| s.bitrate_in).sum();
     let n = o.directs().count() as u64;
-    if n == 0 {
+    if n == 0 && from_hub == 0 {
         return None;
     }
-    let per_feed = bps.saturating_sub(AUDIO_BPS * n) / n;
+    let per_feed = bps.saturating_sub(from_hub + AUDIO_BPS * n) / n.max(1);
     let publishers: Vec<SessionId> = o
         .directs()
         .map(|d| {
@@ -900,8 +921,8 @@ fn budget(id: SessionId, bps: u64, live: &mut HashMap<SessionId, Live>) -> Optio
     };
     // Twice the top layers: the estimate keeps room above what is sent (a keyframe, a busier
     // picture) instead of settling on it.
-    let desired: u64 = publishers.iter().filter_map(top).sum::<u64>() * 2 + AUDIO_BPS * n;
-    debug!(session = id, estimate = bps, per_feed, desired, "subscriber bandwidth");
+    let desired: u64 = (publishers.iter().filter_map(top).sum::<u64>() + from_hub) * 2 + AUDIO_BPS * n;
+    debug!(session = id, estimate = bps, from_hub, per_feed, desired, "subscriber bandwidth");
     Some(Action::Bitrate { id, minimum: 0, desired })
 }
 
@@ -1129,6 +1150,7 @@ async fn play_task(target: PlayTarget, mut sub: Subscriber, video: bool, audio: 
                 wallclock,
                 rtp_time: f.rtp_time,
                 data: f.data,
+                keyframe: f.keyframe,
             };
             if out.try_send(msg).is_err() {
                 counters.frames_dropped_out.fetch_add(1, Ordering::Relaxed);

@@ -120,7 +120,21 @@ pub enum WriteError {
     /// The WebRTC stack refused the media.
     #[error("WebRTC: {0}")]
     Rtc(String),
+    /// The feed's video is being skipped: its send queue was more than [`MAX_QUEUE_DELAY`]
+    /// behind (the peer's bandwidth estimate is below what the feeds send), and the feed waits
+    /// for a keyframe after the queue has drained.
+    #[error("the peer's bandwidth is short: video skipped until a keyframe")]
+    Congested,
 }
+
+/// The longest a feed's video may wait in its session's send queue (the pacer holds media to
+/// the congestion control's estimate): beyond, its frames are skipped until the queue has
+/// drained below [`RESUME_QUEUE_DELAY`] and a keyframe comes, so that latency and memory stay
+/// bounded whatever the peer's bandwidth.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_millis(400);
+
+/// How far behind a skipping feed's queue must have come back before a keyframe resumes it.
+pub const RESUME_QUEUE_DELAY: Duration = Duration::from_millis(100);
 
 /// What a new session does with media.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -204,6 +218,9 @@ pub struct EndpointCounters {
     pub nacks_in: u64,
     /// Keyframe requests (PLI and FIR) received from peers we send to.
     pub keyframe_requests_in: u64,
+    /// Video frames of feeds skipped because their send queue was too far behind
+    /// ([`WriteError::Congested`]).
+    pub congestion_skipped: u64,
 }
 
 /// A session's last ingress statistics from str0m (cumulative), kept to add only the growth
@@ -282,6 +299,9 @@ struct Feed {
     video: Option<(Mid, Codec, Option<SendTrack>)>,
     audio: Option<(Mid, Codec, Option<SendTrack>)>,
     removed: bool,
+    /// Its video is being skipped (see [`WriteError::Congested`]), with when a keyframe was
+    /// last asked for (once the queue has drained).
+    skipping: Option<Option<Instant>>,
 }
 
 /// A feed's id within its session.
@@ -321,6 +341,39 @@ pub enum FeedError {
     /// The session is at its feed limit.
     #[error("a session sends at most {0} feeds")]
     TooMany(usize),
+}
+
+/// What to do with a feed's video frame at `now`, its send queue `behind` by that much (see
+/// [`WriteError::Congested`]); `skipping` is the feed's state.
+#[derive(Debug, PartialEq, Eq)]
+enum Skip {
+    Send,
+    Drop,
+    /// Drop, and ask the publisher for a keyframe: the queue has drained.
+    DropAndAsk,
+}
+
+/// How often a skipping feed asks again for the keyframe that resumes it.
+const SKIP_KEYFRAME_EVERY: Duration = Duration::from_secs(1);
+
+fn skip(skipping: &mut Option<Option<Instant>>, now: Instant, behind: Duration, keyframe: bool) -> Skip {
+    match *skipping {
+        None if behind > MAX_QUEUE_DELAY => {
+            *skipping = Some(None);
+            Skip::Drop
+        }
+        None => Skip::Send,
+        Some(_) if behind > RESUME_QUEUE_DELAY => Skip::Drop,
+        Some(_) if keyframe => {
+            *skipping = None;
+            Skip::Send
+        }
+        Some(Some(asked)) if now.saturating_duration_since(asked) < SKIP_KEYFRAME_EVERY => Skip::Drop,
+        Some(_) => {
+            *skipping = Some(Some(now));
+            Skip::DropAndAsk
+        }
+    }
 }
 
 /// Where the congestion control of a session the server offers starts.
@@ -373,6 +426,9 @@ pub struct Endpoint {
     by_addr: HashMap<SocketAddr, SessionId>,
     next_id: SessionId,
     counters: EndpointCounters,
+    /// The latest time a caller gave (datagrams, timeouts): a send queue's age is taken
+    /// against it.
+    now: Option<Instant>,
 }
 
 impl Endpoint {
@@ -385,7 +441,12 @@ impl Endpoint {
             by_addr: HashMap::new(),
             next_id: 1,
             counters: EndpointCounters::default(),
+            now: None,
         }
+    }
+
+    fn clock(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |t| t.max(now)));
     }
 
     /// Counters.
@@ -572,6 +633,7 @@ impl Endpoint {
 
     /// Routes one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8], out: &mut Outputs) {
+        self.clock(now);
         let contents = match DatagramRecv::try_from(buf) {
             Ok(c) => c,
             Err(_) => {
@@ -632,6 +694,7 @@ impl Endpoint {
 
     /// Drives timers: str0m's own, and connect/idle timeouts.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Outputs) {
+        self.clock(now);
         for (&id, s) in self.sessions.iter_mut() {
             if s.dead.is_none() {
                 if !s.connected && now.saturating_duration_since(s.created) > self.config.connect_timeout {
@@ -810,7 +873,9 @@ impl Endpoint {
     }
 
     /// Writes one frame on a feed's track (as [`Endpoint::write`] does for a session's single
-    /// track).
+    /// track). `keyframe`: a video keyframe. Video is skipped while the session's send queue
+    /// is too far behind ([`WriteError::Congested`]; a keyframe request for the feed comes
+    /// out once it has drained).
     #[allow(clippy::too_many_arguments)]
     pub fn write_feed(
         &mut self,
@@ -820,12 +885,13 @@ impl Endpoint {
         wallclock: Instant,
         rtp_time: u64,
         data: &[u8],
+        keyframe: bool,
         out: &mut Outputs,
     ) -> Result<(), WriteError> {
         let s = self.sessions.get_mut(&id).ok_or(WriteError::NoSession)?;
         let f = s
             .feeds
-            .iter()
+            .iter_mut()
             .find(|f| f.id == feed && !f.removed)
             .ok_or(WriteError::NotSending(track))?;
         let t = match track {
@@ -834,6 +900,27 @@ impl Endpoint {
         }
         .and_then(|t| t.2)
         .ok_or(WriteError::NotSending(track))?;
+        if let (Track::Video, true, Some(now)) = (track, s.connected, self.now) {
+            let behind = s
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(t.mid, None)
+                .and_then(|st| st.queue_info()?.first_unsent())
+                .map(|at| now.saturating_duration_since(at))
+                .unwrap_or_default();
+            match skip(&mut f.skipping, now, behind, keyframe) {
+                Skip::Send => {}
+                Skip::Drop => {
+                    self.counters.congestion_skipped += 1;
+                    return Err(WriteError::Congested);
+                }
+                Skip::DropAndAsk => {
+                    self.counters.congestion_skipped += 1;
+                    out.events.push(EndpointEvent::KeyframeRequest(id, Some(feed)));
+                    return Err(WriteError::Congested);
+                }
+            }
+        }
         self.write_on(id, t, track, wallclock, rtp_time, data, out)
     }
 
@@ -1023,6 +1110,7 @@ fn offer_feeds(s: &mut Session, specs: &[FeedSpec], inactive: &[Mid]) -> Option<
             video,
             audio,
             removed: false,
+            skipping: None,
         });
         ids.push(id);
     }
@@ -1281,6 +1369,25 @@ mod tests {
     use super::*;
 
     const OFFER: &str = include_str!("../testdata/chromium156_offer.sdp");
+
+    #[test]
+    fn a_feed_behind_skips_video_until_drained_and_a_keyframe() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut st = None;
+        // Within the limit: sent, keyframe or not.
+        assert_eq!(skip(&mut st, t0, ms(390), false), Skip::Send);
+        // Beyond: skipped, also keyframes while the queue is still behind.
+        assert_eq!(skip(&mut st, t0, ms(410), false), Skip::Drop);
+        assert_eq!(skip(&mut st, t0, ms(300), true), Skip::Drop);
+        // Drained: one keyframe request, then drops until a keyframe (asked again each second).
+        assert_eq!(skip(&mut st, t0 + ms(50), ms(50), false), Skip::DropAndAsk);
+        assert_eq!(skip(&mut st, t0 + ms(100), ms(0), false), Skip::Drop);
+        assert_eq!(skip(&mut st, t0 + ms(1050), ms(0), false), Skip::DropAndAsk);
+        assert_eq!(skip(&mut st, t0 + ms(1100), ms(0), true), Skip::Send);
+        assert_eq!(st, None);
+        assert_eq!(skip(&mut st, t0 + ms(1150), ms(0), false), Skip::Send);
+    }
 
     fn endpoint() -> Endpoint {
         Endpoint::new(EndpointConfig {

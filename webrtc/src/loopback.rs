@@ -320,7 +320,9 @@ impl Link<WhepClient> {
     /// The endpoint writes one frame of a feed to the viewer, and it is delivered.
     pub fn write_feed(&mut self, feed: FeedId, track: Track, rtp_time: u64, data: &[u8]) -> Result<(), LoopbackError> {
         let mut out = Outputs::default();
-        self.ep.write_feed(self.id, feed, track, self.now, rtp_time, data, &mut out)?;
+        // The loopback's frames are all keyframes (its tests write IDRs and VP8 keyframes).
+        self.ep
+            .write_feed(self.id, feed, track, self.now, rtp_time, data, track == Track::Video, &mut out)?;
         self.deliver(Vec::new(), out)
     }
 

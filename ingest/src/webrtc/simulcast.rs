@@ -382,6 +382,11 @@ impl LayerPick {
     }
 }
 
+/// Whether a video frame (H.264 in Annex B, VP8, VP9) is a keyframe.
+pub fn is_video_keyframe(codec: Codec, data: &[u8]) -> bool {
+    keyframe_size(codec, data).is_some()
+}
+
 /// The size of a keyframe's picture (area in pixels; VP9: its byte size), or `None` when the
 /// frame is not a keyframe.
 fn keyframe_size(codec: Codec, data: &[u8]) -> Option<u64> {

@@ -699,10 +699,23 @@ async fn room(args: &[String]) -> Result<()> {
     }
     tokio::time::sleep(warmup).await;
     let frames0: Vec<u64> = counts.iter().map(|c| c.video_frames.load(Ordering::Relaxed)).collect();
+    // Video frames the gateway skipped because a subscriber's send queue was behind its
+    // bandwidth estimate (webrtc::endpoint::MAX_QUEUE_DELAY).
+    let skipped = async || -> Option<f64> {
+        let (_, _, m) = http(&hostport, "GET", "/metrics", "").await.ok()?;
+        m.lines()
+            .find(|l| l.starts_with("streamgate_webrtc_frames_out_total{result=\"skipped_congested\"}"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let skipped0 = skipped().await.unwrap_or(0.0);
     let (c2, _) = proc_cpu_and_rss(&[pid]);
     let t2 = Instant::now();
     tokio::time::sleep(window).await;
     let (c3, rss_all) = proc_cpu_and_rss(&[pid]);
+    let skipped1 = skipped().await.unwrap_or(0.0);
     let secs = t2.elapsed().as_secs_f64();
     let total_cpu = (c3 - c2) / secs * 100.0;
     let mut fps: Vec<f64> = counts
@@ -718,6 +731,7 @@ async fn room(args: &[String]) -> Result<()> {
             "participants": n,
             "forwarded_streams": n * (n - 1),
             "subscribers_connected": counts.iter().filter(|c| c.connected.load(Ordering::Relaxed) == 1).count(),
+            "video_fps_skipped_congested_per_participant": (skipped1 - skipped0) / t2.elapsed().as_secs_f64() / n as f64,
             "failed": stats.failed.load(Ordering::Relaxed) + counts.iter().map(|c| c.failed.load(Ordering::Relaxed)).sum::<u64>(),
             "server_cpu_percent_publishers_only": publishers_cpu,
             "server_cpu_percent": total_cpu,
