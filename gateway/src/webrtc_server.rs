@@ -99,6 +99,13 @@ pub enum Command {
     },
     /// A feed's play task stopped (its stream ended or cannot be sent).
     FeedEnded { id: SessionId, feed: FeedId, reason: String },
+    /// An ICE restart of the session with this token, which its peer offered
+    /// ([`Endpoint::restart`]): the answer goes back.
+    Restart {
+        token: String,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, OfferError>>,
+    },
 }
 
 /// What a session becomes once connected.
@@ -482,6 +489,17 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                                 ep.close(id, &mut out);
                             }
                         }
+                    }
+                    Command::Restart { token, sdp, reply } => {
+                        let found = live.iter().find(|(_, l)| l.token == token).map(|(id, _)| *id);
+                        let r = match found {
+                            Some(id) => ep.restart(Instant::now(), id, &sdp, &mut out),
+                            None => Err(OfferError::NoSession),
+                        };
+                        if let (Some(id), Ok(_)) = (found, &r) {
+                            info!(session = id, "ICE restart");
+                        }
+                        let _ = reply.send(r);
                     }
                     Command::Close { token, reply } => {
                         // DELETE is rare: a scan of the live sessions beats a second map to keep in step.

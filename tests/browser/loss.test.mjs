@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGateway, startPageServer, launchChromium, whipPublish, waitLive, sleep, startClockPublisher, openPlayer } from './lib.mjs';
 import { captureHttp, judge } from './flvcheck.mjs';
+import { participant, waitSees } from './roomlib.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'streamgate-loss-'));
 const id = process.pid % 10000;
@@ -64,11 +65,13 @@ async function metrics(gw) {
 /// while `impaired`: `loss` of datagrams dropped, the rest delayed by delayMs ± jitterMs. The
 /// impaired direction is towards the gateway, or towards the peer with `toPeer`. With
 /// `rateBps`, what goes towards peers at address `limited` is a bottleneck instead: a token
-/// bucket at that rate behind a drop-tail queue of `queueMs` (a slow downlink).
+/// bucket at that rate behind a drop-tail queue of `queueMs` (a slow downlink). While
+/// `blackout`, nothing passes either way (the network is gone); `renew()` makes the relay send
+/// from new ports afterwards (the peer is back on a new network).
 async function startRelay(front, target, { loss = 0, delayMs = 0, jitterMs = 0, toPeer = false, rateBps = 0, limited = null, queueMs = 200 }) {
   const sock = createSocket('udp4');
   const backs = new Map();
-  const r = { impaired: false, forwarded: 0, dropped: 0, limitedBytes: 0, limitedDropped: 0 };
+  const r = { impaired: false, blackout: false, blackedOut: 0, forwarded: 0, dropped: 0, limitedBytes: 0, limitedDropped: 0 };
   // The bottleneck: datagrams wait their turn at rateBps; a full queue drops the newest.
   const queue = [];
   let queued = 0;
@@ -100,12 +103,14 @@ async function startRelay(front, target, { loss = 0, delayMs = 0, jitterMs = 0, 
     if (delay > 0) setTimeout(send, delay); else send();
   };
   sock.on('message', (msg, from) => {
+    if (r.blackout) { r.blackedOut += 1; return; }
     const key = `${from.address}:${from.port}`;
     let back = backs.get(key);
     if (!back) {
       back = createSocket('udp4');
       back.bind(0, '127.0.0.1');
       back.on('message', (m) => {
+        if (r.blackout) { r.blackedOut += 1; return; }
         if (rateBps && from.address === limited) return bottleneck(m, from.port, from.address);
         const send = () => sock.send(m, from.port, from.address);
         // With `limited`, only that peer's downlink is impaired.
@@ -118,6 +123,7 @@ async function startRelay(front, target, { loss = 0, delayMs = 0, jitterMs = 0, 
   });
   await new Promise((resolve) => sock.bind(front.port, front.host, resolve));
   r.close = () => { r.closed = true; sock.close(); for (const b of backs.values()) b.close(); };
+  r.renew = () => { for (const b of backs.values()) b.close(); backs.clear(); };
   return r;
 }
 
@@ -153,9 +159,11 @@ async function withRelayRig({ relayOptions, camera = false, host = false }, fn) 
     gw = await startGateway(['--public-ip', hostIp], hostIp, '127.0.0.1');
     relay = await startRelay({ host: hostIp, port: gw.udp }, { host: '127.0.0.1', port: gw.udp }, relayOptions);
     pages = await startPageServer(hostIp);
-    if (host) outside = await launchChromium({ camera: true, args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pages.port}`] });
+    // The camera needs a secure context: the test pages' origin and the gateway's (room page).
+    const origins = `http://${hostIp}:${pages.port},http://${hostIp}:${gw.http}`;
+    if (host) outside = await launchChromium({ camera: true, args: [`--unsafely-treat-insecure-origin-as-secure=${origins}`] });
     // Chromium runs inside the namespace: its only way to the gateway is the relay.
-    browser = await chromiumInNamespace(pages.port, camera);
+    browser = await chromiumInNamespace(origins, camera);
     return await fn({ gw, relay, pages, browser, host: outside });
   } finally {
     if (browser) await browser.close().catch(() => {});
@@ -225,14 +233,14 @@ test('WHIP through 5% loss and 30 ms jitter: NACK repairs, no decode errors, >= 
 
 /// Chromium in the namespace, its only way to the gateway the relay; pages from `pagesPort`
 /// (getUserMedia needs a secure context; the page comes over plain HTTP from the host side).
-async function chromiumInNamespace(pagesPort, camera) {
+async function chromiumInNamespace(origins, camera) {
   const wrapper = join(dir, 'chromium-in-netns.sh');
   writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
   chmodSync(wrapper, 0o755);
   return launchChromium({
     camera,
     executablePath: wrapper,
-    args: [`--unsafely-treat-insecure-origin-as-secure=http://${hostIp}:${pagesPort}`],
+    args: [`--unsafely-treat-insecure-origin-as-secure=${origins}`],
   });
 }
 
@@ -393,5 +401,50 @@ test('forwarding: a subscriber behind 5% loss and 30 ms jitter keeps >= 90% of t
     assert.ok(d.nacks > 0 && d.retransmissions > 0, 'no NACK answered by a retransmission');
     assert.ok(fps >= 0.9 * sentFps, `the subscriber decoded ${fps.toFixed(1)} fps of the ${sentFps.toFixed(1)} sent, through 5% loss`);
     assert.ok(sentFps >= 25, `the publisher sent only ${sentFps.toFixed(1)} fps: slowed by the lossy subscriber?`);
+  });
+});
+
+// The room (issue 16): a participant whose network goes for 12 s. Ann's Chromium is in the
+// namespace, its media through the relay; Bob's on the host. The relay passes nothing for 12 s,
+// then comes back sending from new ports (a new network, as the gateway sees it). Ann's page
+// restarts ICE on its publishing session (room.reconnect_grace_ms keeps it on the server), so
+// her stream is the same one, reached at the new address; the server replaces her subscribing
+// session; each sees the other again.
+test('room: a participant whose network drops for 12 s comes back by an ICE restart of the same publishing session', { timeout: 150000, skip: isRoot ? false : 'needs root for ip netns' }, async () => {
+  await withRelayRig({ relayOptions: {}, camera: true, host: true }, async ({ gw, relay, browser, host }) => {
+    const base = `http://${hostIp}:${gw.http}`;
+    const ann = await participant(browser, base, 1, 'Ann', '/room/net');
+    const bob = await participant(host, base, 2, 'Bob', '/room/net');
+    await waitSees(ann, [bob], 20000);
+    await waitSees(bob, [ann], 20000);
+    const stream = async () => (await fetch(`${base}/api/v1/streams`).then((x) => x.json())).streams.find((s) => s.key === 'net/ann');
+    const ufrag = () => ann.page.evaluate(() => {
+      window.__pub0 = window.__pub0 || window.__room.publisher();
+      return { same: window.__room.publisher() === window.__pub0, ufrag: /a=ice-ufrag:(\S+)/.exec(window.__room.publisher().pc.localDescription.sdp)?.[1] };
+    });
+    const before = { stream: await stream(), pc: await ufrag() };
+    relay.blackout = true;
+    // Long enough for Chromium to call the connection disconnected (about 5 s) and for the
+    // page to restart ICE (2 s after that) while the network is still gone.
+    await sleep(12000);
+    const during = { stream: await stream(), states: await ann.page.evaluate(() => [window.__room.publisher().pc.iceConnectionState, window.__room.subscriber()?.pc?.iceConnectionState]) };
+    relay.renew();
+    relay.blackout = false;
+    const t0 = Date.now();
+    await waitSees(bob, [ann], 20000);
+    const bobSeesAnnMs = Date.now() - t0;
+    await waitSees(ann, [bob], 20000);
+    const annSeesBobMs = Date.now() - t0;
+    const after = { stream: await stream(), pc: await ufrag() };
+    console.log('network drop', JSON.stringify({ bobSeesAnnMs, annSeesBobMs, blackedOut: relay.blackedOut, during: { live: !!during.stream, states: during.states }, before: { ufrag: before.pc.ufrag }, after: { ufrag: after.pc.ufrag, samePeerConnection: after.pc.same } }));
+    assert.ok(relay.blackedOut > 100, `the relay held back only ${relay.blackedOut} datagrams`);
+    assert.ok(during.stream, "Ann's stream stays live while her network is gone");
+    assert.equal(after.stream.started_unix_ms, before.stream.started_unix_ms, 'the same stream, not a new one');
+    assert.ok(after.pc.same, 'the same publishing peer connection (an ICE restart, not a new one)');
+    assert.notEqual(after.pc.ufrag, before.pc.ufrag, 'new ICE credentials');
+    // Bob never saw her leave.
+    const tiles = await bob.page.evaluate(() => [...document.querySelectorAll('figure.tile')].map((f) => f.dataset.key));
+    assert.ok(tiles.includes('net/ann'), JSON.stringify(tiles));
+    for (const p of [ann, bob]) await p.context.close();
   });
 });

@@ -10,102 +10,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGateway, launchChromium, sleep, root } from './lib.mjs';
+import { fakeCamera, participant, look, waitSees, waitFor } from './roomlib.mjs';
 
 const here = join(root, 'tests', 'browser');
 const shots = join(process.env.ARTIFACTS_DIR || '/var/tmp/streamgate-artifacts', 'screenshots');
-const clockJs = readFileSync(join(here, 'clock.js'), 'utf8');
-
-/// An init script: the camera is a clock canvas `offset` ms behind, the name is preset.
-function fakeCamera(offset, name) {
-  return `${clockJs}
-  window.readClock = readClock;
-  (() => {
-    ${name ? `localStorage.setItem('name', ${JSON.stringify(name)});` : ''}
-    const md = navigator.mediaDevices;
-    if (!md) return;
-    const real = md.getUserMedia.bind(md);
-    md.getUserMedia = async (c) => {
-      const tracks = [];
-      if (c && c.video) {
-        const canvas = document.createElement('canvas');
-        canvas.width = 640; canvas.height = 360;
-        const ctx = canvas.getContext('2d');
-        const draw = () => drawClock(ctx, 80, 60, ${offset});
-        draw();
-        setInterval(draw, 33);
-        tracks.push(canvas.captureStream(30).getVideoTracks()[0]);
-      }
-      if (c && c.audio) tracks.push(...(await real({ audio: true })).getAudioTracks());
-      return new MediaStream(tracks);
-    };
-  })();`;
-}
-
-/// A participant: its own browser context (storage, devices), the room page of `room`.
-async function participant(browser, base, n, name, path, viewport = { width: 1280, height: 800 }, contextOptions = {}) {
-  const context = await browser.newContext({ viewport, ...contextOptions });
-  await context.addInitScript({ content: fakeCamera(n * 1e6, path ? name : null) });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.log(`${name} page error:`, e.message));
-  if (path) await page.goto(`${base}${path}`);
-  return { context, page, n, name };
-}
-
-/// What `p`'s page shows: per remote tile its key, state, whose clock its picture reads, and the
-/// audio received (subscriber inbound-rtp).
-async function look(p) {
-  return p.page.evaluate(async () => {
-    const c = document.createElement('canvas');
-    c.width = 320; c.height = 240;
-    const ctx = c.getContext('2d', { willReadFrequently: true });
-    const tiles = [...document.querySelectorAll('figure.tile')].map((f) => {
-      const v = f.querySelector('video');
-      let clock = null;
-      if (v && v.videoWidth) {
-        const ms = readClock(ctx, v);
-        if (ms !== null) clock = (Date.now() % 2 ** 40) - ms;
-      }
-      return { key: f.dataset.key, self: f.classList.contains('self'), state: f.dataset.state, behind: clock, width: v?.videoWidth || 0, time: v?.currentTime || 0 };
-    });
-    let audio = 0, energy = 0;
-    const pc = window.__room?.subscriber()?.pc;
-    if (pc) {
-      (await pc.getStats()).forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') { audio += s.totalSamplesReceived || 0; energy += s.totalAudioEnergy || 0; }
-      });
-    }
-    const chat = [...document.querySelectorAll('[data-test=chat-message] p')].map((e) => e.textContent);
-    return { url: location.pathname, tiles, audio, energy, chat, notices: [...document.querySelectorAll('[data-test=notice]')].map((e) => e.dataset.code) };
-  });
-}
-
-/// Waits until `p` plays the picture of every participant in `others` (their clock reads back:
-/// n x 1e6 ms behind, give or take a second); returns the look.
-async function waitSees(p, others, ms = 10000) {
-  const deadline = Date.now() + ms;
-  let l;
-  for (;;) {
-    l = await look(p);
-    const ok = others.every((o) => l.tiles.some((t) => !t.self && t.behind !== null && Math.abs(t.behind - o.n * 1e6) < 1000));
-    if (ok) return l;
-    if (Date.now() > deadline) throw new Error(`${p.name} does not see ${others.map((o) => o.name)} within ${ms} ms: ${JSON.stringify(l)}`);
-    await sleep(200);
-  }
-}
-
-async function waitFor(what, fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(200);
-  }
-}
-
 function streams(file) {
   const out = execFileSync('ffprobe', ['-v', 'error', '-rw_timeout', '5000000', '-show_streams', '-of', 'json', file], { timeout: 20000 });
   return JSON.parse(out).streams.map((s) => s.codec_name).sort();
@@ -211,6 +122,15 @@ test('the room: two see and hear each other, a third joins at random, chat, leav
     await bob.page.click('[data-test=mute]');
     await waitFor('Ann sees Bob muted', () => ann.page.$('figure.tile[data-key="t1/bob"] [data-test=muted]'), 5000);
     await ann.page.screenshot({ path: join(shots, 'room-3-desktop.png') });
+
+    // Speaking: Ann's microphone (Chromium's fake one beeps) lights her tile on Bob's page.
+    await waitFor('Bob sees Ann speaking', () => bob.page.$('figure.tile[data-key="t1/ann"].speaking'), 10000);
+    // Screen share: Ann's "screen" (a clock 50e6 ms further behind) replaces her camera on the
+    // same stream; stopping brings the camera back.
+    await ann.page.click('[data-test=screen]');
+    await waitSees(bob, [{ n: 51, name: "Ann's screen" }], 10000);
+    await ann.page.click('[data-test=screen]');
+    await waitSees(bob, [ann], 10000);
 
     // Phone size: the same room in a narrow viewport.
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true });

@@ -106,6 +106,22 @@ impl Conn {
         self.failed || !self.rtc.is_alive()
     }
 
+    /// An ICE restart from `local` (a new network): new ICE credentials and a host candidate
+    /// there (the old one stays: str0m clears none when the answer comes, and the old network
+    /// just stays silent); returns the offer.
+    fn restart(&mut self, local: SocketAddr) -> Result<String, ClientError> {
+        self.local = local;
+        self.failed = false;
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().ok_or_else(|| ClientError::Answer("nothing to offer".into()))?;
+        self.pending = Some(pending);
+        if let Ok(c) = Candidate::host(local, "udp") {
+            self.rtc.add_local_candidate(c);
+        }
+        Ok(offer.to_sdp_string())
+    }
+
     /// A datagram from the endpoint (ignored when it is no STUN, DTLS, RTP or RTCP).
     fn datagram(
         &mut self,
@@ -160,6 +176,12 @@ pub struct WhipClient {
 }
 
 impl WhipClient {
+    /// Restarts ICE from a new address `local` (the publisher moved networks); returns the
+    /// offer, whose answer goes to [`WhipClient::accept_answer`].
+    pub fn restart_ice(&mut self, local: SocketAddr) -> Result<String, ClientError> {
+        self.conn.restart(local)
+    }
+
     /// A publisher that will send from `local`, with an H.264 and/or an Opus track; returns
     /// it and its SDP offer. `extensions` replaces the standard RTP header extension map
     /// (tests use it to send hostile extension values).

@@ -75,6 +75,9 @@ pub enum OfferError {
     /// No address to advertise.
     #[error("no ICE candidate address configured")]
     NoCandidate,
+    /// The session to restart is gone (it ended).
+    #[error("no such WebRTC session")]
+    NoSession,
 }
 
 /// Why a session ended.
@@ -146,6 +149,11 @@ pub struct SessionSpec {
     pub send_video: Option<Codec>,
     /// The audio codec it sends (Opus), if it sends audio.
     pub send_audio: Option<Codec>,
+    /// The session outlives ICE disconnection and silence this long (instead of ending at
+    /// once, and after [`EndpointConfig::idle_timeout`]), so that its peer can come back on a
+    /// new network with an ICE restart ([`Endpoint::restart`]): a room participant's
+    /// publishing session keeps its stream.
+    pub grace: Option<Duration>,
 }
 
 impl SessionSpec {
@@ -163,6 +171,7 @@ impl SessionSpec {
             receive: false,
             send_video: video,
             send_audio: audio,
+            grace: None,
         }
     }
 
@@ -622,6 +631,47 @@ impl Endpoint {
         self.write_on(id, t, track, wallclock, rtp_time, data, out)
     }
 
+    /// An ICE restart of session `id`, which its peer offered (a publisher back on a new
+    /// network: the room's `pub:offer` with `restart`): the peer's new offer, with new ICE
+    /// credentials, on the same session, its tracks and its stream. Returns the answer (new local
+    /// credentials; the same candidates). The addresses learnt before are forgotten: the peer's
+    /// checks on the new credentials route to the session.
+    pub fn restart(&mut self, now: Instant, id: SessionId, offer: &str, out: &mut Outputs) -> Result<String, OfferError> {
+        let s = self.sessions.get_mut(&id).ok_or(OfferError::NoSession)?;
+        if s.dead.is_some() {
+            return Err(OfferError::NoSession);
+        }
+        if let Some(why) = sdp_line_error(offer) {
+            return Err(OfferError::BadSdp(why));
+        }
+        let offer_text = if s.spec.sends() {
+            with_msid(offer, SENT_STREAM)
+        } else {
+            offer.to_owned()
+        };
+        let parsed =
+            SdpOffer::from_sdp_string(&offer_text).map_err(|e| OfferError::BadSdp(describe_parse_error(&offer_text, &e.to_string())))?;
+        let answer = s
+            .rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| OfferError::Rejected(e.to_string()))?;
+        let ufrag = s.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != s.ufrag {
+            self.by_ufrag.remove(&s.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), id);
+            s.ufrag = ufrag;
+        }
+        for a in s.addrs.drain(..) {
+            if self.by_addr.get(&a) == Some(&id) {
+                self.by_addr.remove(&a);
+            }
+        }
+        s.last_rx = now;
+        drain(id, s, &mut self.counters, out);
+        Ok(answer.to_sdp_string())
+    }
+
     fn destination_for(&self, source: SocketAddr) -> SocketAddr {
         let c = &self.config.candidates;
         c.iter()
@@ -699,7 +749,9 @@ impl Endpoint {
             if s.dead.is_none() {
                 if !s.connected && now.saturating_duration_since(s.created) > self.config.connect_timeout {
                     s.dead = Some(CloseReason::ConnectTimeout);
-                } else if s.connected && now.saturating_duration_since(s.last_rx) > self.config.idle_timeout {
+                } else if s.connected
+                    && now.saturating_duration_since(s.last_rx) > s.spec.grace.unwrap_or_default().max(self.config.idle_timeout)
+                {
                     s.dead = Some(CloseReason::Idle);
                 }
             }
@@ -1291,7 +1343,11 @@ fn on_event(id: SessionId, s: &mut Session, e: Event, counters: &mut EndpointCou
             out.events.push(EndpointEvent::Connected(id));
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-            s.dead.get_or_insert(CloseReason::Disconnected);
+            if s.spec.grace.is_none() {
+                s.dead.get_or_insert(CloseReason::Disconnected);
+            } else {
+                tracing::debug!(session = id, "ICE disconnected: waiting for a restart");
+            }
         }
         Event::MediaAdded(m) => {
             let spec = s.spec.clone();

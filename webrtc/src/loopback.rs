@@ -134,6 +134,8 @@ pub struct Link<P> {
     pub lose_to_peer: LossFilter,
     /// Datagrams lost by `lose_to_peer`.
     pub lost_to_peer: usize,
+    /// A peer address whose datagrams, both ways, are lost (the network it was on is gone).
+    pub unreachable: Option<SocketAddr>,
     server: SocketAddr,
 }
 
@@ -166,6 +168,7 @@ impl<P: Peer> Link<P> {
             lost: 0,
             lose_to_peer: Box::new(|_| false),
             lost_to_peer: 0,
+            unreachable: None,
             server: SERVER,
         };
         link.deliver(Vec::new(), out)?;
@@ -191,7 +194,7 @@ impl<P: Peer> Link<P> {
                 return Ok(());
             }
             for t in std::mem::take(&mut from_client) {
-                if t.destination != self.server {
+                if t.destination != self.server || Some(t.source) == self.unreachable {
                     continue;
                 }
                 if RtpView::parse(&t.contents).is_some_and(|v| (self.lose)(&v)) {
@@ -204,6 +207,9 @@ impl<P: Peer> Link<P> {
                 self.collect(out.events);
             }
             for t in std::mem::take(&mut to_client) {
+                if Some(t.destination) == self.unreachable {
+                    continue;
+                }
                 if RtpView::parse(&t.contents).is_some_and(|v| (self.lose_to_peer)(&v)) {
                     self.lost_to_peer += 1;
                     continue;
@@ -260,13 +266,29 @@ impl<P: Peer> Link<P> {
 impl Link<WhipClient> {
     /// Connects a video-only publisher (`extensions` replaces its RTP header extension map).
     pub fn connect(extensions: Option<ExtensionMap>) -> Result<Self, LoopbackError> {
+        Self::connect_with(&SessionSpec::receiver(), extensions)
+    }
+
+    /// Connects a video-only publisher to a session doing what `spec` says.
+    pub fn connect_with(spec: &SessionSpec, extensions: Option<ExtensionMap>) -> Result<Self, LoopbackError> {
         let now = Instant::now();
         let mut ep = endpoint();
         let (mut client, offer) = WhipClient::new(now, SocketAddr::from((Ipv4Addr::LOCALHOST, 50000)), true, false, extensions);
         let mut out = Outputs::default();
-        let accepted = ep.accept_offer(now, &offer, &SessionSpec::receiver(), &mut out)?;
+        let accepted = ep.accept_offer(now, &offer, spec, &mut out)?;
         client.accept_answer(&accepted.answer)?;
         Self::establish(ep, client, accepted.id, now, out)
+    }
+
+    /// The publisher restarts ICE from `local` (offer, the endpoint's answer on the same
+    /// session) and its checks run (2 s: the first go out from the old address too).
+    pub fn restart_ice(&mut self, local: SocketAddr) -> Result<(), LoopbackError> {
+        let offer = self.client.restart_ice(local)?;
+        let mut out = Outputs::default();
+        let answer = self.ep.restart(self.now, self.id, &offer, &mut out)?;
+        self.client.accept_answer(&answer)?;
+        self.deliver(Vec::new(), out)?;
+        self.advance(Duration::from_secs(2))
     }
 
     /// Sends one H.264 access unit (RFC 6184 packetization) stamped `rtp_time`, delivers it.
@@ -379,6 +401,62 @@ mod tests {
 
     /// What the endpoint writes is what a viewer's WebRTC stack depacketizes: an IDR access
     /// unit larger than a packet (FU-A) with its SPS and PPS, P frames, Opus packets.
+    #[test]
+    fn a_publisher_on_a_new_network_restarts_ice_on_the_same_session() {
+        let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0];
+        let pps: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+        let idr: Vec<u8> = [&[0x65u8, 0x88][..], &[3u8; 3000][..]].concat();
+        let spec = SessionSpec {
+            grace: Some(Duration::from_secs(15)),
+            ..SessionSpec::receiver()
+        };
+        let mut link = Loopback::connect_with(&spec, None).unwrap();
+        let send = |link: &mut Loopback, n: u32| {
+            link.send_au(3000 * n, &[sps, pps, &idr]).unwrap();
+            link.advance(Duration::from_millis(33)).unwrap();
+        };
+        for n in 0..5 {
+            send(&mut link, n);
+        }
+        let before = link.frames.len();
+        assert!(before >= 4, "{before} frames before the move");
+        // The network goes: nothing either way for 6 s (past the 4 s idle timeout).
+        link.unreachable = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 50000)));
+        for n in 5..10 {
+            send(&mut link, n);
+        }
+        link.advance(Duration::from_secs(6)).unwrap();
+        assert!(!link.closed, "the session waits for its restart");
+        assert_eq!(link.frames.len(), before, "nothing came through the dead network");
+        // Back on another address: an ICE restart on the same session, and frames flow again.
+        let id = link.id;
+        link.restart_ice(SocketAddr::from((Ipv4Addr::LOCALHOST, 50010))).unwrap();
+        for n in 200..210 {
+            send(&mut link, n);
+        }
+        assert_eq!(link.id, id);
+        assert!(!link.closed);
+        assert!(
+            link.frames.len() >= before + 8,
+            "{} frames after the restart ({before} before)",
+            link.frames.len()
+        );
+        // A restart of a session that is gone is refused as such.
+        let mut out = Outputs::default();
+        assert!(matches!(
+            link.ep.restart(link.now, 999, "v=0", &mut out),
+            Err(OfferError::NoSession)
+        ));
+    }
+
+    #[test]
+    fn without_a_grace_a_silent_publisher_ends() {
+        let mut link = Loopback::connect(None).unwrap();
+        link.unreachable = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 50000)));
+        link.advance(Duration::from_secs(6)).unwrap();
+        assert!(link.closed);
+    }
+
     #[test]
     fn a_sending_session_delivers_h264_and_opus() {
         let spec = SessionSpec::sender(Some(Codec::H264), Some(Codec::Opus));

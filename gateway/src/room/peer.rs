@@ -26,6 +26,9 @@ pub enum MediaCmd {
     /// The client's offer for its publishing peer connection; the answer goes back.
     Publish {
         sdp: String,
+        /// An ICE restart of the publishing session (the client is back on a new network):
+        /// the same session and stream; a new session if that one has ended.
+        restart: bool,
         peer: SocketAddr,
         reply: oneshot::Sender<Result<String, RoomError>>,
     },
@@ -124,9 +127,17 @@ impl Media {
 
     async fn command(&mut self, cmd: MediaCmd) {
         match cmd {
-            MediaCmd::Publish { sdp, peer, reply } => {
+            MediaCmd::Publish { sdp, restart, peer, reply } => {
                 self.peer = peer;
-                let _ = reply.send(self.publish(sdp).await);
+                let restarted = match (&self.publishing, restart) {
+                    (Some(token), true) => self.restart(token.clone(), sdp.clone()).await,
+                    _ => None,
+                };
+                let r = match restarted {
+                    Some(r) => r,
+                    None => self.publish(sdp).await,
+                };
+                let _ = reply.send(r);
             }
             MediaCmd::Subscribe(key) => {
                 if self.wanted.insert(key.clone()) {
@@ -188,7 +199,12 @@ impl Media {
             e @ PublishRefusal::KeyTaken(_) => RoomError::new("key-taken", e.to_string()),
             e => RoomError::new("server-busy", e.to_string()),
         })?;
-        let spec = SessionSpec::receiver();
+        // The session outlives an ICE drop for the reconnect grace: the client restarts ICE on
+        // it and the stream goes on.
+        let spec = SessionSpec {
+            grace: Some(Duration::from_millis(svc.config.room.reconnect_grace_ms)),
+            ..SessionSpec::receiver()
+        };
         let accepted = match open_session(&svc.webrtc, sdp, spec, Role::Publish(reservation), pending).await {
             Ok(a) => a,
             Err(OpenFailure::Refused(e)) => {
@@ -203,6 +219,22 @@ impl Media {
         info!("publishing session created, connecting");
         self.publishing = Some(accepted.token);
         Ok(accepted.answer)
+    }
+
+    /// An ICE restart of the publishing session; `None` when that session is gone (then the
+    /// offer opens a new one).
+    async fn restart(&mut self, token: String, sdp: String) -> Option<Result<String, RoomError>> {
+        let (reply, rx) = oneshot::channel();
+        self.svc.webrtc.tx.send(Command::Restart { token, sdp, reply }).await.ok()?;
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(Ok(answer))) => {
+                info!("publishing session: ICE restart");
+                Some(Ok(answer))
+            }
+            Ok(Ok(Err(OfferError::NoSession))) => None,
+            Ok(Ok(Err(e))) => Some(Err(RoomError::new("sdp-refused", e.to_string()))),
+            _ => Some(Err(RoomError::new("server-busy", "WebRTC is shutting down"))),
+        }
     }
 
     async fn close_publishing(&mut self) {
@@ -266,17 +298,23 @@ impl Media {
                 let data = json!({ "session": self.session, "key": key.to_string(), "reason": reason });
                 self.svc.emit_to(self.id, "sub:ended", &data);
             }
-            Some(SfuEvent::Closed(reason)) => self.closed(reason).await,
-            None => self.closed("the session ended".into()).await,
+            Some(SfuEvent::Closed(reason)) => self.closed(reason, true).await,
+            // The forwarding is gone (shutdown): nothing to reopen.
+            None => self.closed("the session ended".into(), false).await,
         }
     }
 
-    /// The subscribing session is gone (ICE failed, the client stopped answering): the client
-    /// is told, and a new one is opened if there is anything to receive.
-    async fn closed(&mut self, reason: String) {
+    /// The subscribing session is gone (ICE lost: the client is on a new network, or it
+    /// stopped answering): the client is told, and a new one is opened if there is anything to
+    /// receive (its offer comes with the next session number). A client that never connects
+    /// gets one every `webrtc.connect_timeout_ms`, the time each takes to fail.
+    async fn closed(&mut self, reason: String, reopen: bool) {
         info!("subscribing session {} closed: {reason}", self.session);
         self.sub = None;
         let data = json!({ "session": self.session, "reason": reason });
         self.svc.emit_to(self.id, "sub:closed", &data);
+        if reopen {
+            self.reopen().await;
+        }
     }
 }

@@ -314,6 +314,9 @@ struct ChatMsg {
 #[derive(Deserialize)]
 struct OfferMsg {
     sdp: String,
+    /// An ICE restart of the publishing session.
+    #[serde(default)]
+    restart: bool,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +372,7 @@ async fn handle(svc: &Arc<RoomService>, sid: Sid, addr: SocketAddr, event: &str,
                 sid,
                 MediaCmd::Publish {
                     sdp: m.sdp,
+                    restart: m.restart,
                     peer: addr,
                     reply,
                 },

@@ -40,6 +40,15 @@ export class Publisher {
     await this.pc.setRemoteDescription({ type: 'answer', sdp: r.sdp });
   }
 
+  /// An ICE restart (the network changed): a new offer with new ICE credentials on the same
+  /// server session, so the participant's stream goes on.
+  async restart() {
+    const offer = await this.pc.createOffer({ iceRestart: true });
+    await this.pc.setLocalDescription(offer);
+    const r = await this.signalling.request('pub:offer', { sdp: this.pc.localDescription.sdp, restart: true });
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: r.sdp });
+  }
+
   /// Swaps the camera for another track (screen share) without renegotiating.
   replace(kind, track) {
     return this.senders[kind]?.replaceTrack(track);
@@ -92,4 +101,34 @@ export class Subscriber {
     this.pc?.close();
     this.pc = null;
   }
+}
+
+/// Calls `onLost()` when `pc`'s ICE is `failed`, or `disconnected` for `graceMs` (a browser
+/// goes `disconnected` on a short loss and often comes back by itself), and again every
+/// `retryMs` while it stays so; `onBack()` when it is connected again after that. Returns a
+/// function that stops watching.
+export function watchIce(pc, onLost, { graceMs = 2000, retryMs = 4000, onBack = () => {} } = {}) {
+  let wasLost = false;
+  let timer = null;
+  const clear = () => { if (timer) { clearTimeout(timer); timer = null; } };
+  const lost = () => {
+    timer = setTimeout(lost, retryMs);
+    wasLost = true;
+    onLost();
+  };
+  const check = () => {
+    const st = pc.iceConnectionState;
+    if (st === 'connected' || st === 'completed' || st === 'closed') {
+      clear();
+      if (wasLost && st !== 'closed') onBack();
+      wasLost = false;
+    }
+    else if (st === 'failed' && !timer) lost();
+    else if (st === 'disconnected' && !timer) timer = setTimeout(lost, graceMs);
+  };
+  pc.addEventListener('iceconnectionstatechange', check);
+  return () => {
+    clear();
+    pc.removeEventListener('iceconnectionstatechange', check);
+  };
 }
