@@ -1,0 +1,127 @@
+import { describe, it, expect } from 'vitest';
+import { capabilities, playable, pick, start, step, START_TIMEOUT_MS, UP_AFTER_MS, RETRY_MS, OFFLINE_RETRY_MS } from '../src/watch/choose.js';
+
+/// A window-like object with what a browser has.
+function env({ rtc = true, codecs = ['video/H264', 'video/VP8', 'video/rtx'], getCapabilities = true, mse = true, mms = false, ws = true, nativeHls = false }) {
+  const MS = { isTypeSupported: (t) => t.includes('avc1') };
+  return {
+    RTCPeerConnection: rtc ? function RTCPeerConnection() {} : undefined,
+    RTCRtpReceiver: rtc && getCapabilities ? { getCapabilities: () => ({ codecs: codecs.map((mimeType) => ({ mimeType })) }) } : undefined,
+    MediaSource: mse ? MS : undefined,
+    ManagedMediaSource: mms ? MS : undefined,
+    WebSocket: ws ? function WebSocket() {} : undefined,
+    document: { createElement: () => ({ canPlayType: (t) => (nativeHls && t === 'application/vnd.apple.mpegurl' ? 'maybe' : '') }) },
+  };
+}
+
+describe('protocol choice', () => {
+  const browsers = [
+    ['Chromium', env({}), ['webrtc', 'wsflv', 'flv', 'llhls', 'hls']],
+    // iPhone Safari: WebRTC with H.264, no classic MSE (ManagedMediaSource from iOS 17.1), its own HLS.
+    ['iOS Safari 16', env({ mse: false, nativeHls: true }), ['webrtc', 'hls-native']],
+    ['iOS Safari 17.1+', env({ mse: false, mms: true, nativeHls: true }), ['webrtc', 'wsflv', 'flv', 'hls-native', 'llhls', 'hls']],
+    // WeChat's in-app browser (iOS WKWebView): no RTCPeerConnection, no MSE, native HLS.
+    ['WeChat in-app', env({ rtc: false, mse: false, nativeHls: true }), ['hls-native']],
+    ['macOS Safari', env({ nativeHls: true }), ['webrtc', 'wsflv', 'flv', 'hls-native', 'llhls', 'hls']],
+    ['Firefox without H.264', env({ codecs: ['video/VP8', 'video/VP9'] }), ['wsflv', 'flv', 'llhls', 'hls']],
+    ['no MSE, no native HLS', env({ mse: false }), ['webrtc']],
+    ['an old browser that cannot list its codecs', env({ getCapabilities: false }), ['webrtc', 'wsflv', 'flv', 'llhls', 'hls']],
+    ['nothing', env({ rtc: false, mse: false }), []],
+  ];
+  for (const [name, e, want] of browsers) {
+    it(name, () => {
+      expect(playable(capabilities(e))).toEqual(want);
+    });
+  }
+
+  it('takes WebRTC without H.264 for a VP8 publisher, and WebRTC for a stream without video', () => {
+    const firefox = capabilities(env({ codecs: ['video/VP8'] }));
+    expect(playable(firefox, { webrtcCodecs: ['vp8'] })[0]).toBe('webrtc');
+    expect(playable(firefox, { video: false })[0]).toBe('webrtc');
+  });
+
+  it('maps ?protocol= to what the browser plays', () => {
+    const chromium = playable(capabilities(env({})));
+    const ios = playable(capabilities(env({ mse: false, nativeHls: true })));
+    expect(pick('hls', chromium)).toBe('hls');
+    expect(pick('hls', ios)).toBe('hls-native');
+    expect(pick('wsflv', ios)).toBe(null);
+    expect(pick('llhls', chromium)).toBe('llhls');
+    expect(pick('hls-native', chromium)).toBe(null);
+    expect(pick('bogus', chromium)).toBe(null);
+  });
+});
+
+describe('fallback', () => {
+  const order = ['webrtc', 'wsflv', 'flv', 'llhls', 'hls'];
+
+  it('goes down the list on failures and timeouts, with the reasons', () => {
+    let s = start(order, 0);
+    expect([s.protocol, s.phase, s.attempt]).toEqual(['webrtc', 'trying', 1]);
+    s = step(s, { type: 'failed', reason: 'no-ice' }, 5000);
+    expect([s.protocol, s.phase, s.attempt]).toEqual(['wsflv', 'trying', 2]);
+    // No first frame within the start timeout: the next one.
+    s = step(s, { type: 'tick' }, 5000 + START_TIMEOUT_MS - 1);
+    expect(s.protocol).toBe('wsflv');
+    s = step(s, { type: 'tick' }, 5000 + START_TIMEOUT_MS);
+    expect(s.protocol).toBe('flv');
+    s = step(s, { type: 'playing' }, 14000);
+    expect(s.phase).toBe('playing');
+    expect(s.reasons).toEqual({ webrtc: 'no-ice', wsflv: 'timeout' });
+    // A stall while playing: the next one.
+    s = step(s, { type: 'failed', reason: 'stall' }, 20000);
+    expect(s.protocol).toBe('llhls');
+  });
+
+  it('goes back up after playing a while lower, waiting twice as long after each failed try', () => {
+    let s = start(order, 0);
+    s = step(s, { type: 'failed', reason: 'no-ice' }, 1000);
+    s = step(s, { type: 'playing' }, 2000);
+    expect(s.upAt).toBe(2000 + UP_AFTER_MS);
+    s = step(s, { type: 'tick' }, 2000 + UP_AFTER_MS);
+    expect([s.protocol, s.phase]).toEqual(['webrtc', 'trying']);
+    // It still fails: down again, and the next try up is twice as far.
+    s = step(s, { type: 'failed', reason: 'no-ice' }, 40000);
+    s = step(s, { type: 'playing' }, 41000);
+    expect([s.protocol, s.upAt]).toEqual(['wsflv', 41000 + 2 * UP_AFTER_MS]);
+    // WebRTC works again: it stays there, and nothing goes up from the top.
+    s = step(s, { type: 'tick' }, 41000 + 2 * UP_AFTER_MS);
+    s = step(s, { type: 'playing' }, 200000);
+    expect([s.protocol, s.phase, s.upAt]).toEqual(['webrtc', 'playing', null]);
+  });
+
+  it('waits for a stream that is not live, and starts over at the best when it is', () => {
+    let s = start(order, 0);
+    s = step(s, { type: 'offline' }, 100);
+    expect([s.phase, s.protocol]).toEqual(['waiting', null]);
+    s = step(s, { type: 'tick' }, 100 + OFFLINE_RETRY_MS - 1);
+    expect(s.phase).toBe('waiting');
+    s = step(s, { type: 'tick' }, 100 + OFFLINE_RETRY_MS);
+    expect([s.phase, s.protocol]).toEqual(['trying', 'webrtc']);
+  });
+
+  it('when everything failed, tries again from the best', () => {
+    let s = start(['flv', 'hls'], 0);
+    s = step(s, { type: 'failed', reason: 'http-500' }, 10);
+    s = step(s, { type: 'failed', reason: 'http-500' }, 20);
+    expect([s.phase, s.retryAt]).toEqual(['failed', 20 + RETRY_MS]);
+    s = step(s, { type: 'tick' }, 20 + RETRY_MS);
+    expect([s.phase, s.protocol]).toEqual(['trying', 'flv']);
+    expect(start([], 0).phase).toBe('failed');
+  });
+
+  it('keeps to a protocol the user picked, and goes automatic again', () => {
+    let s = start(order, 0, { forced: 'llhls' });
+    expect(s.protocol).toBe('llhls');
+    s = step(s, { type: 'failed', reason: 'http-404' }, 10);
+    expect([s.phase, s.protocol]).toEqual(['failed', 'llhls']);
+    s = step(s, { type: 'tick' }, 10 + RETRY_MS);
+    expect([s.phase, s.protocol]).toEqual(['trying', 'llhls']);
+    s = step(s, { type: 'playing' }, 20 + RETRY_MS);
+    expect(s.upAt).toBe(null);
+    s = step(s, { type: 'pick', protocol: null }, 30000);
+    expect([s.protocol, s.forced]).toEqual(['webrtc', null]);
+    s = step(s, { type: 'pick', protocol: 'hls' }, 31000);
+    expect(s.protocol).toBe('hls');
+  });
+});
