@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { capabilities, playable, pick, start, step, START_TIMEOUT_MS, UP_AFTER_MS, RETRY_MS, OFFLINE_RETRY_MS } from '../src/watch/choose.js';
+import { clockOffset, webrtcLatency, dateLatency, flvLatency, smoother, NTP_UNIX_MS } from '../src/watch/latency.js';
 
 /// A window-like object with what a browser has.
 function env({ rtc = true, codecs = ['video/H264', 'video/VP8', 'video/rtx'], getCapabilities = true, mse = true, mms = false, ws = true, nativeHls = false }) {
@@ -123,5 +124,44 @@ describe('fallback', () => {
     expect([s.protocol, s.forced]).toEqual(['webrtc', null]);
     s = step(s, { type: 'pick', protocol: 'hls' }, 31000);
     expect(s.protocol).toBe('hls');
+  });
+});
+
+
+describe('latency readout', () => {
+  it('learns the server clock from the sample with the shortest round trip', () => {
+    // The server is 500 ms ahead; one sample took 300 ms, the other 20 ms (10 each way).
+    const samples = [
+      { sent: 1000, server: 1000 + 500 + 150, received: 1300 },
+      { sent: 2000, server: 2000 + 500 + 10, received: 2020 },
+    ];
+    expect(clockOffset(samples)).toEqual({ offset: 500, rtt: 20 });
+    expect(clockOffset([])).toBe(null);
+    expect(clockOffset([{ sent: 5, server: 1, received: 4 }])).toBe(null);
+  });
+
+  it('reads each protocol against the server clock', () => {
+    const now = 1_800_000_000_000;
+    const offset = 200; // the server is 200 ms ahead of this page
+    // WebRTC: what plays was captured 100 ms ago on the server's clock.
+    expect(webrtcLatency({ estimatedPlayoutTimestamp: now + offset - 100 + NTP_UNIX_MS, now, offset })).toBe(100);
+    expect(webrtcLatency({ estimatedPlayoutTimestamp: undefined, now, offset })).toBe(null);
+    // HLS: the picture shown has program date 2.5 s ago.
+    expect(dateLatency({ playingDate: now + offset - 2500, now, offset })).toBe(2500);
+    // FLV: a keyframe at stream time 10 000 ms arrived 1 s ago (server clock); the player shows
+    // stream time 10 700 (it started at 4 000, currentTime 6.7 s): 300 ms behind.
+    const mark = { pts: 10000, wall: now + offset - 1000 };
+    expect(flvLatency({ mark, currentTime: 6.7, base: 4000, now, offset })).toBeCloseTo(300, 6);
+    expect(flvLatency({ mark: null, currentTime: 1, base: 0, now, offset })).toBe(null);
+  });
+
+  it('smooths with a running median', () => {
+    const s = smoother(3);
+    expect(s(null)).toBe(null);
+    expect(s(100)).toBe(100);
+    expect(s(900)).toBe(500);
+    expect(s(110)).toBe(110);
+    expect(s(120)).toBe(120);
+    expect(s(null)).toBe(120);
   });
 });
