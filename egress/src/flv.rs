@@ -49,15 +49,51 @@ pub fn video_frame_prefix(frame: &MediaFrame) -> [u8; AVC_HEADER_LEN] {
 /// AUDIODATA header for raw AAC.
 pub const AUDIO_FRAME_PREFIX: [u8; AAC_HEADER_LEN] = [SOUND_AAC << 4 | 0x0f, 1];
 
-/// The tag of a frame, muxed once and shared by every FLV viewer.
+/// The tag of a frame, muxed once and shared by every FLV viewer. A keyframe that the hub
+/// stamped with its arrival time carries it in a SEI NAL unit first ([`wall_clock_sei`]).
 pub fn frame_tag(frame: &MediaFrame) -> Bytes {
     frame.muxed(crate::slots::FLV, |f| {
         let ts = timestamp_ms(f.dts_ms());
         match f.track {
+            TrackKind::Video if f.keyframe && f.arrival_ms > 0 => {
+                let sei = wall_clock_sei(f.arrival_ms);
+                let len = (sei.len() as u32).to_be_bytes();
+                tag(tag::VIDEO, ts, &[&video_frame_prefix(f), &len, &sei, &f.data])
+            }
             TrackKind::Video => tag(tag::VIDEO, ts, &[&video_frame_prefix(f), &f.data]),
             TrackKind::Audio => tag(tag::AUDIO, ts, &[&AUDIO_FRAME_PREFIX, &f.data]),
         }
     })
+}
+
+/// The UUID of streamgate's wall-clock SEI (user_data_unregistered): the 16 bytes of
+/// "streamgate-wall!" (ASCII).
+pub const WALL_CLOCK_UUID: [u8; 16] = *b"streamgate-wall!";
+
+/// An H.264 SEI NAL unit (type 6; ITU-T H.264 D.1.7 user_data_unregistered, payload type 5)
+/// that says when the gateway received this keyframe: [`WALL_CLOCK_UUID`], then the Unix time
+/// in milliseconds as 8 bytes big-endian. Decoders skip it; players read it (mpegts.js:
+/// `SEI_ARRIVED`, with the frame's pts) to show how far behind live they are
+/// (docs/protocols.md, FLV "Wall clock"). Emulation prevention bytes are inserted.
+pub fn wall_clock_sei(unix_ms: i64) -> Vec<u8> {
+    let mut rbsp = Vec::with_capacity(2 + 24 + 1);
+    rbsp.push(5); // payload type: user_data_unregistered
+    rbsp.push(24); // payload size: UUID + 8 bytes
+    rbsp.extend_from_slice(&WALL_CLOCK_UUID);
+    rbsp.extend_from_slice(&unix_ms.to_be_bytes());
+    rbsp.push(0x80); // rbsp_trailing_bits
+    let mut nal = Vec::with_capacity(rbsp.len() + 4);
+    nal.push(0x06); // forbidden_zero_bit 0, nal_ref_idc 0, nal_unit_type 6 (SEI)
+    let mut zeros = 0;
+    for b in rbsp {
+        if zeros >= 2 && b <= 3 {
+            nal.push(3);
+            zeros = 0;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        nal.push(b);
+    }
+    nal
 }
 
 /// AVC sequence header body.
@@ -176,6 +212,59 @@ mod tests {
         assert_eq!(&t[..], expected);
         // Cached: the same allocation again.
         assert_eq!(frame_tag(&f).as_ptr(), t.as_ptr());
+    }
+
+    #[test]
+    fn a_stamped_keyframe_carries_its_arrival_in_a_sei_first() {
+        let mut f = MediaFrame::video(40, 0, Timebase::MILLIS, true, Bytes::from_static(&[0, 0, 0, 2, 0x65, 0xaa]));
+        f.arrival_ms = 1_800_000_000_123;
+        let t = frame_tag(&f);
+        let body = &t[11..t.len() - 4];
+        assert_eq!(&body[..5], &[0x17, 1, 0, 0, 40]);
+        let len = u32::from_be_bytes(body[5..9].try_into().unwrap()) as usize;
+        let sei = &body[9..9 + len];
+        assert_eq!(sei, &wall_clock_sei(1_800_000_000_123)[..]);
+        // Today's Unix ms begin 00 00 01: escaped as 00 00 03 01.
+        let rbsp = unescape(&sei[1..]);
+        assert_eq!(sei[0], 0x06);
+        assert_eq!(&rbsp[..2], &[5, 24]);
+        assert_eq!(&rbsp[2..18], b"streamgate-wall!");
+        assert_eq!(i64::from_be_bytes(rbsp[18..26].try_into().unwrap()), 1_800_000_000_123);
+        assert_eq!(rbsp[26..], [0x80]);
+        // Then the frame's own NAL units, unchanged.
+        assert_eq!(&body[9 + len..], &[0, 0, 0, 2, 0x65, 0xaa]);
+        // Interframes and unstamped keyframes carry none.
+        let mut p = MediaFrame::video(80, 40, Timebase::MILLIS, false, Bytes::from_static(&[0, 0, 0, 2, 0x41, 0xaa]));
+        p.arrival_ms = 1_800_000_000_163;
+        assert_eq!(frame_tag(&p).len(), 11 + 5 + 6 + 4);
+    }
+
+    #[test]
+    fn the_wall_clock_sei_escapes_start_code_patterns() {
+        // 00 00 00 01 00 00 00 00: an emulation prevention byte before each third byte <= 3
+        // that follows two zeros.
+        let sei = wall_clock_sei(0x0000_0001_0000_0000);
+        assert_eq!(&sei[19..], &[0, 0, 3, 0, 1, 0, 0, 3, 0, 0, 0x80]);
+        // Unescaped, it reads back.
+        let rbsp = unescape(&sei[1..]);
+        assert_eq!(i64::from_be_bytes(rbsp[18..26].try_into().unwrap()), 0x0000_0001_0000_0000);
+        // Without zero runs nothing is added.
+        assert_eq!(wall_clock_sei(0x0123_4567_89ab_cdef).len(), 1 + 2 + 16 + 8 + 1);
+    }
+
+    /// EBSP to RBSP: drops each 03 that follows two zeros (as decoders do).
+    fn unescape(ebsp: &[u8]) -> Vec<u8> {
+        let mut rbsp = Vec::new();
+        let mut zeros = 0;
+        for &b in ebsp {
+            if zeros >= 2 && b == 3 {
+                zeros = 0;
+                continue;
+            }
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            rbsp.push(b);
+        }
+        rbsp
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The stream list: `/streams` (a page for people) and `/api/v1/streams` (JSON).
+//! The stream list: `/streams` (a page for people) and `/api/v1/streams` (JSON); the server's
+//! clock, `/api/v1/time`, which the watch page reads its latency against.
 
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
@@ -16,7 +17,19 @@ pub fn routes(hub: Hub) -> Router {
     Router::new()
         .route("/streams", get(index))
         .route("/api/v1/streams", get(api_streams))
+        .route("/api/v1/time", get(api_time))
         .with_state(hub)
+}
+
+/// `{"now_ms": Unix ms}`, never cached: the watch page takes the answer with the shortest round
+/// trip of a few as the server's clock (the wall clock its playlists, FLV marks and RTCP sender
+/// reports are stamped with).
+async fn api_time() -> impl IntoResponse {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "now_ms": now_ms })))
 }
 
 async fn index(State(hub): State<Hub>) -> impl IntoResponse {

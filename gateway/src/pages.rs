@@ -1,5 +1,5 @@
-//! The web front end (`player/`, built by Vite to `player/dist`): `/` and `/room/{room}` answer
-//! its `index.html` (the page routes itself), `/assets/{file}` its hashed files. Without a
+//! The web front end (`player/`, built by Vite to `player/dist`): `/`, `/room/{room}` and
+//! `/watch/{app}/{stream}` answer its `index.html` (the page routes itself), `/assets/{file}` its hashed files. Without a
 //! build, those pages say how to make one.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ pub fn routes(pages: Pages) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/room/{room}", get(index))
+        .route("/watch/{app}/{stream}", get(index))
         .route("/assets/{file}", get(asset))
         .route("/favicon.svg", get(favicon))
         .with_state(Arc::new(pages))

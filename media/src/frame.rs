@@ -166,6 +166,9 @@ pub struct MediaFrame {
     pub keyframe: bool,
     /// The payload, shared by reference count.
     pub data: Bytes,
+    /// The wall clock (Unix ms) at which the hub took it; 0 before. FLV stamps it on keyframes
+    /// for players' latency readouts (`egress::flv::wall_clock_sei`).
+    pub arrival_ms: i64,
     muxed: [OnceLock<Bytes>; MUX_SLOTS],
 }
 
@@ -191,6 +194,7 @@ impl MediaFrame {
             timebase,
             keyframe: keyframe || track == TrackKind::Audio,
             data,
+            arrival_ms: 0,
             muxed: Default::default(),
         }
     }

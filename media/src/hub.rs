@@ -624,6 +624,7 @@ impl Publisher {
     /// Pushes a frame to every subscriber; never waits. `now` is when it arrived (bitrate
     /// window and the audio wake policy read it; tests pass virtual time).
     pub fn push(&self, mut frame: MediaFrame, now: Instant) {
+        frame.arrival_ms = unix_ms();
         let mut st = lock(&self.stream.state);
         let ti = track_index(frame.codec);
         let ci = frame.codec.index();
@@ -918,6 +919,14 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.stream.remove_subscriber(self.shared.id);
     }
+}
+
+/// The wall clock in Unix milliseconds (0 if the clock is before 1970).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

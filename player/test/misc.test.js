@@ -82,5 +82,7 @@ describe('routes', () => {
     expect(parseRoute('/')).toEqual({ name: 'home' });
     expect(parseRoute('/room/t%201')).toEqual({ name: 'room', room: 't 1' });
     expect(parseRoute('/room/a/b')).toEqual({ name: 'notfound' });
+    expect(parseRoute('/watch/live/cam%201')).toEqual({ name: 'watch', app: 'live', stream: 'cam 1' });
+    expect(parseRoute('/watch/live')).toEqual({ name: 'notfound' });
   });
 });

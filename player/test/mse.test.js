@@ -1,5 +1,5 @@
 import { describe, it, expect, vi, afterEach } from 'vitest';
-import { playFlv, playHls, watchStall, MPEGTS_CONFIG } from '../src/watch/mse.js';
+import { playFlv, playHls, watchStall, wallMark, MPEGTS_CONFIG } from '../src/watch/mse.js';
 
 const video = () => Object.assign(new EventTarget(), { currentTime: 0, paused: false, play: async () => {} });
 
@@ -7,7 +7,7 @@ const video = () => Object.assign(new EventTarget(), { currentTime: 0, paused: f
 function fakeMpegts() {
   const handlers = {};
   const lib = {
-    Events: { ERROR: 'error', SCRIPTDATA_ARRIVED: 'scriptdata_arrived', LOADING_COMPLETE: 'loading_complete' },
+    Events: { ERROR: 'error', SEI_ARRIVED: 'sei_arrived', LOADING_COMPLETE: 'loading_complete' },
     created: null,
     createPlayer: (src, cfg) => {
       lib.created = { src, cfg };
@@ -20,6 +20,22 @@ function fakeMpegts() {
 
 afterEach(() => vi.useRealTimers());
 
+/// A SEI as mpegts.js parses it: user_data_unregistered, uuid, the 8-byte wall clock.
+function sei(uuid, wall, pts) {
+  const user = new Uint8Array(8);
+  new DataView(user.buffer).setBigInt64(0, wall);
+  return { type: 5, size: 24, uuid: new Uint8Array([...uuid].map((c) => c.charCodeAt(0))), user_data: user, pts };
+}
+
+describe('wall-clock SEI', () => {
+  it('reads the gateway\'s marks and nothing else', () => {
+    expect(wallMark(sei('streamgate-wall!', 1_800_000_000_123n, 7))).toEqual({ pts: 7, wall: 1_800_000_000_123 });
+    expect(wallMark(sei('streamgate-wall?', 1n, 7))).toBe(null);
+    expect(wallMark({ type: 6 })).toBe(null);
+    expect(wallMark(null)).toBe(null);
+  });
+});
+
 describe('FLV player', () => {
   it('plays a live FLV with the measured settings, reads wall-clock marks, and maps errors', () => {
     const m = fakeMpegts();
@@ -27,9 +43,9 @@ describe('FLV player', () => {
     const ev = { onPlaying: vi.fn(), onFailed: vi.fn(), onOffline: vi.fn(), onMark: vi.fn() };
     const p = playFlv(v, 'ws://gw/live/a.flv', ev, m);
     expect(m.created).toEqual({ src: { type: 'flv', isLive: true, url: 'ws://gw/live/a.flv' }, cfg: MPEGTS_CONFIG });
-    m.emit('scriptdata_arrived', { onWallClock: { pts: 4000, wall: 1.8e12 } });
-    m.emit('scriptdata_arrived', { onMetaData: { width: 640 } });
-    expect(ev.onMark.mock.calls).toEqual([[{ pts: 4000, wall: 1.8e12 }]]);
+    m.emit('sei_arrived', sei('streamgate-wall!', 1_800_000_000_123n, 4000));
+    m.emit('sei_arrived', sei('someone-else-sei', 1n, 4040));
+    expect(ev.onMark.mock.calls).toEqual([[{ pts: 4000, wall: 1_800_000_000_123 }]]);
     v.dispatchEvent(new Event('playing'));
     expect(ev.onPlaying).toHaveBeenCalledTimes(1);
     m.emit('error', 'NetworkError', 'HttpStatusCodeInvalid', { code: 500, msg: 'boom' });

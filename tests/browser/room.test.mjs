@@ -12,10 +12,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startGateway, launchChromium, sleep, root } from './lib.mjs';
-import { fakeCamera, participant, look, waitSees, waitFor } from './roomlib.mjs';
+import { startGateway, launchChromium, sleep } from './lib.mjs';
+import { fakeCamera, participant, look, waitSees, waitFor, readQr } from './roomlib.mjs';
 
-const here = join(root, 'tests', 'browser');
 const shots = join(process.env.ARTIFACTS_DIR || '/var/tmp/streamgate-artifacts', 'screenshots');
 function streams(file) {
   const out = execFileSync('ffprobe', ['-v', 'error', '-rw_timeout', '5000000', '-show_streams', '-of', 'json', file], { timeout: 20000 });
@@ -97,21 +96,7 @@ test('the room: two see and hear each other, a third joins at random, chat, leav
     // The share panel: its QR code decodes to the watch link.
     await ann.page.click('figure.tile[data-key="t1/bob"] button.link');
     await ann.page.waitForSelector('[data-test=share-panel]');
-    await ann.page.addScriptTag({ path: join(here, 'node_modules', 'jsqr', 'dist', 'jsQR.js') });
-    const qr = await ann.page.evaluate(async () => {
-      const svg = document.querySelector('[data-test=qr] svg');
-      const img = new Image();
-      img.src = `data:image/svg+xml;base64,${btoa(new XMLSerializer().serializeToString(svg))}`;
-      await img.decode();
-      const c = document.createElement('canvas');
-      c.width = c.height = 400;
-      const ctx = c.getContext('2d');
-      ctx.fillStyle = '#fff';
-      ctx.fillRect(0, 0, 400, 400);
-      ctx.drawImage(img, 0, 0, 400, 400);
-      const d = ctx.getImageData(0, 0, 400, 400);
-      return { decoded: window.jsQR(d.data, 400, 400)?.data, shown: document.querySelector('[data-test=watch-url]').textContent };
-    });
+    const qr = await readQr(ann.page);
     assert.equal(qr.decoded, `${base}/watch/t1/bob`);
     assert.equal(qr.shown, qr.decoded);
     await ann.page.screenshot({ path: join(shots, 'room-share-desktop.png') });
@@ -123,8 +108,10 @@ test('the room: two see and hear each other, a third joins at random, chat, leav
     await waitFor('Ann sees Bob muted', () => ann.page.$('figure.tile[data-key="t1/bob"] [data-test=muted]'), 5000);
     await ann.page.screenshot({ path: join(shots, 'room-3-desktop.png') });
 
-    // Speaking: Ann's microphone (Chromium's fake one beeps) lights her tile on Bob's page.
+    // Speaking: Ann's microphone (Chromium's fake one beeps) lights her tile on Bob's page; Bob
+    // is muted, so his does not light on Ann's.
     await waitFor('Bob sees Ann speaking', () => bob.page.$('figure.tile[data-key="t1/ann"].speaking'), 10000);
+    await waitFor('Ann sees Bob (muted) not speaking', async () => !(await ann.page.$('figure.tile[data-key="t1/bob"].speaking')), 3000);
     // Screen share: Ann's "screen" (a clock 50e6 ms further behind) replaces her camera on the
     // same stream; stopping brings the camera back.
     await ann.page.click('[data-test=screen]');

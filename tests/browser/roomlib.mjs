@@ -107,3 +107,22 @@ export async function waitFor(what, fn, ms = 10000) {
   }
 }
 
+
+/// The share panel's QR code on `page`, decoded with jsQR, and the watch link the panel shows.
+export async function readQr(page) {
+  await page.addScriptTag({ path: join(here, 'node_modules', 'jsqr', 'dist', 'jsQR.js') });
+  return page.evaluate(async () => {
+    const svg = document.querySelector('[data-test=qr] svg');
+    const img = new Image();
+    img.src = `data:image/svg+xml;base64,${btoa(new XMLSerializer().serializeToString(svg))}`;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = c.height = 400;
+    const ctx = c.getContext('2d');
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, 400, 400);
+    ctx.drawImage(img, 0, 0, 400, 400);
+    const d = ctx.getImageData(0, 0, 400, 400);
+    return { decoded: window.jsQR(d.data, 400, 400)?.data, shown: document.querySelector('[data-test=watch-url]').textContent };
+  });
+}

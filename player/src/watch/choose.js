@@ -6,6 +6,9 @@
 /// in-app browser); `llhls` and `hls` are hls.js over MSE.
 export const PROTOCOLS = ['webrtc', 'wsflv', 'flv', 'hls-native', 'llhls', 'hls'];
 
+/// The protocols' names (the same in every language).
+export const PROTOCOL_NAMES = { webrtc: 'WebRTC', wsflv: 'WebSocket-FLV', flv: 'HTTP-FLV', 'hls-native': 'HLS', llhls: 'LL-HLS', hls: 'HLS' };
+
 /// What the picker and `?protocol=` may name (`hls` is native HLS where hls.js cannot run).
 export const PICKABLE = ['webrtc', 'wsflv', 'flv', 'llhls', 'hls'];
 

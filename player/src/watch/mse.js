@@ -35,8 +35,22 @@ function onFirstFrame(video, events, r) {
   return () => video.removeEventListener('playing', f);
 }
 
+/// The UUID of the gateway's wall-clock SEI (egress::flv::WALL_CLOCK_UUID).
+const WALL_UUID = 'streamgate-wall!';
+
+/// A wall-clock mark from an H.264 SEI as mpegts.js hands it (`SEI_ARRIVED`: user_data_unregistered
+/// with its uuid, user_data and the frame's pts in ms): {pts, wall}, or null if it is not ours.
+export function wallMark(sei) {
+  if (!sei || sei.type !== 5 || !sei.uuid || sei.uuid.length !== 16 || !sei.user_data || sei.user_data.length < 8) return null;
+  if (String.fromCharCode(...sei.uuid) !== WALL_UUID || !Number.isFinite(sei.pts)) return null;
+  const d = new DataView(sei.user_data.buffer, sei.user_data.byteOffset, 8);
+  const wall = Number(d.getBigInt64(0));
+  return Number.isFinite(wall) && wall > 0 ? { pts: sei.pts, wall } : null;
+}
+
 /// FLV (`url` ws:// or http://) with mpegts.js. `events.onMark({pts, wall})`: the gateway's
-/// wall-clock marks (the `onWallClock` script tag before each keyframe).
+/// wall-clock marks (a SEI in each keyframe: when the gateway received it). mpegts.js gives the
+/// SEI's pts on the same timeline as the video element's currentTime.
 export function playFlv(video, url, events, mpegts) {
   const r = reporter(events);
   const player = mpegts.createPlayer({ type: 'flv', isLive: true, url }, MPEGTS_CONFIG);
@@ -44,9 +58,9 @@ export function playFlv(video, url, events, mpegts) {
     if (info?.code === 404) return r.offline();
     r.failed(info?.code ? `http-${info.code}` : String(detail || type), info?.msg);
   });
-  player.on(mpegts.Events.SCRIPTDATA_ARRIVED, (data) => {
-    const m = data?.onWallClock;
-    if (m && Number.isFinite(m.pts) && Number.isFinite(m.wall)) events.onMark?.({ pts: m.pts, wall: m.wall });
+  player.on(mpegts.Events.SEI_ARRIVED, (sei) => {
+    const m = wallMark(sei);
+    if (m) events.onMark?.(m);
   });
   player.on(mpegts.Events.LOADING_COMPLETE, () => r.offline()); // the stream ended
   const off = onFirstFrame(video, events, r);
