@@ -38,6 +38,19 @@ publish() { # url; sets PUB
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+# A [webrtc] section that lets one load generator's address open LIMIT sessions, at any rate.
+webrtc_load_config() { # limit file
+  printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
+    "$1" "$1" "$1" >"$2"
+}
+# Starts BIN with CONFIG on free loopback ports (log level $SG_LOG, default warn), its output to
+# LOG; sets http, rtmp, udp and sg (the pid, also in pids) once its HTTP port is open.
+start_gateway() { # bin config log
+  http=$(free_port); rtmp=$(free_port); udp=$(free_port)
+  "$1" --config "$2" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log "${SG_LOG:-warn}" >"$3" 2>&1 &
+  sg=$!; pids+=($sg)
+  wait_port "$http"
+}
 
 # nginx with the RTMP module (Debian's libnginx-mod-rtmp), one worker, serving live/ on a free
 # port under directory $1. Sets NGINX_PORT, NGINX_MASTER and NGINX_WORKERS (stopped on exit like

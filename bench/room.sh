@@ -25,12 +25,8 @@ counts=("$@")
 work=$(mktemp -d /tmp/sg-room.XXXXXX)
 results=$work/results.jsonl
 for n in "${counts[@]}"; do
-  http=$(free_port); rtmp=$(free_port); udp=$(free_port)
-  printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
-    "$((2 * n + 10))" "$((2 * n + 10))" "$((2 * n + 10))" >"$work/sg.toml"
-  "$SG" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log "${SG_LOG:-warn}" >"$work/sg-$n.log" 2>&1 &
-  sg=$!; pids+=($sg)
-  wait_port "$http"
+  webrtc_load_config "$((2 * n + 10))" "$work/sg.toml"
+  start_gateway "$SG" "$work/sg.toml" "$work/sg-$n.log"
   echo "room of N=$n" >&2
   "$WHIPLOAD" room "http://127.0.0.1:$http" "$n" "$WARMUP" "$WINDOW" "$h264" "$opus" "$sg" >>"$results"
   kill "$sg"; wait "$sg" 2>/dev/null || true

@@ -95,8 +95,7 @@ run_streamgate() { # n
   local n=$1 http rtmp udp sg pub secs
   http=$(free_port); rtmp=$(free_port); udp=$(free_port)
   # The viewers come from one address, 100 a second: lift the per-address offer limits.
-  printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
-    "$((n + 10))" "$((n + 10))" "$((n + 10))" >"$work/sg.toml"
+  webrtc_load_config "$((n + 10))" "$work/sg.toml"
   ip netns exec "$ns" "$SG" --config "$work/sg.toml" --http "$SRV:$http" --rtmp "$SRV:$rtmp" --webrtc-udp "$SRV:$udp" --log warn >"$work/sg-$n.log" 2>&1 &
   sg=$!; pids+=($sg)
   wait_tcp "$SRV" "$http"

@@ -39,18 +39,14 @@ servers=(streamgate)
 [ -z "${BASELINE:-}" ] || servers+=(baseline)
 for n in "${counts[@]}"; do
   for server in "${servers[@]}"; do
-    http=$(free_port); rtmp=$(free_port); udp=$(free_port)
     bin=$SG
     # whipload starts 50 publishers a second from one address: lift the per-address offer limits.
-    printf '[webrtc]\nmax_sessions = %s\nmax_pending = %s\nmax_pending_per_address = %s\noffers_per_second_per_address = 0.0\n' \
-      "$((n + 10))" "$((n + 10))" "$((n + 10))" >"$work/sg.toml"
+    webrtc_load_config "$((n + 10))" "$work/sg.toml"
     if [ "$server" = baseline ]; then
       bin=$BASELINE
       printf '[webrtc]\nmax_sessions = %s\n' "$((n + 10))" >"$work/sg.toml"
     fi
-    "$bin" --config "$work/sg.toml" --http 127.0.0.1:"$http" --rtmp 127.0.0.1:"$rtmp" --webrtc-udp 127.0.0.1:"$udp" --log warn >"$work/sg-$n.log" 2>&1 &
-    sg=$!; pids+=($sg)
-    wait_port "$http"
+    start_gateway "$bin" "$work/sg.toml" "$work/sg-$n.log"
     echo "N=$n WHIP publishers ($server)" >&2
     "$WHIPLOAD" publish "http://127.0.0.1:$http" "$n" "$WARMUP" "$WINDOW" "$h264" "$opus" "$sg" | sed "s/^{/{\"server\":\"$server\",/" >>"$results"
     kill "$sg"; wait "$sg" 2>/dev/null || true

@@ -278,15 +278,40 @@ fn spawn_publisher(hostport: &str, path: String, media: &Arc<Media>, stop: Insta
     });
 }
 
+/// The arguments every mode shares: the gateway (`HTTP_BASE`), how many peers, the warm-up
+/// and measuring windows (seconds) and the server's pid (for its CPU and RSS).
+struct Run {
+    hostport: String,
+    n: usize,
+    warmup: Duration,
+    window: Duration,
+    pid: u32,
+}
+
+impl Run {
+    fn parse(base: &str, n: &str, warmup: &str, window: &str, pid: &str) -> Result<Self> {
+        let (hostport, _) = split_url(&format!("{}/", base.trim_end_matches('/')))?;
+        Ok(Self {
+            hostport,
+            n: n.parse()?,
+            warmup: Duration::from_secs_f64(warmup.parse()?),
+            window: Duration::from_secs_f64(window.parse()?),
+            pid: pid.parse()?,
+        })
+    }
+}
+
 async fn publish(args: &[String]) -> Result<()> {
     let [base, n, warmup, window, video, audio, pid] = args else {
         bail!("usage: whipload publish HTTP_BASE N WARMUP_SECS WINDOW_SECS VIDEO.h264 AUDIO.ogg SERVER_PID");
     };
-    let (hostport, _) = split_url(&format!("{}/", base.trim_end_matches('/')))?;
-    let n: usize = n.parse()?;
-    let warmup = Duration::from_secs_f64(warmup.parse()?);
-    let window = Duration::from_secs_f64(window.parse()?);
-    let pid: u32 = pid.parse()?;
+    let Run {
+        hostport,
+        n,
+        warmup,
+        window,
+        pid,
+    } = Run::parse(base, n, warmup, window, pid)?;
     let media = load_media(video, audio)?;
     let (_, rss_idle_kb) = proc_cpu_and_rss(&[pid]);
     let stats = Arc::new(Stats::default());
@@ -455,11 +480,13 @@ async fn play(args: &[String]) -> Result<()> {
     let [base, key, n, warmup, window, pid] = args else {
         bail!("usage: whipload play HTTP_BASE KEY N WARMUP_SECS WINDOW_SECS SERVER_PID");
     };
-    let (hostport, _) = split_url(&format!("{}/", base.trim_end_matches('/')))?;
-    let n: usize = n.parse()?;
-    let warmup = Duration::from_secs_f64(warmup.parse()?);
-    let window = Duration::from_secs_f64(window.parse()?);
-    let pid: u32 = pid.parse()?;
+    let Run {
+        hostport,
+        n,
+        warmup,
+        window,
+        pid,
+    } = Run::parse(base, n, warmup, window, pid)?;
     let (_, rss_idle_kb) = proc_cpu_and_rss(&[pid]);
     let stop = Instant::now() + warmup + window + Duration::from_secs(1);
     let counts: Vec<Arc<ViewerCount>> = (0..n).map(|_| Arc::new(ViewerCount::default())).collect();
@@ -644,11 +671,13 @@ async fn room(args: &[String]) -> Result<()> {
     let [base, n, warmup, window, video, audio, pid] = args else {
         bail!("usage: whipload room HTTP_BASE N WARMUP_SECS WINDOW_SECS VIDEO.h264 AUDIO.ogg SERVER_PID");
     };
-    let (hostport, _) = split_url(&format!("{}/", base.trim_end_matches('/')))?;
-    let n: usize = n.parse()?;
-    let warmup = Duration::from_secs_f64(warmup.parse()?);
-    let window = Duration::from_secs_f64(window.parse()?);
-    let pid: u32 = pid.parse()?;
+    let Run {
+        hostport,
+        n,
+        warmup,
+        window,
+        pid,
+    } = Run::parse(base, n, warmup, window, pid)?;
     let media = load_media(video, audio)?;
     // Publishers run through both windows (theirs alone, then with the forwarding).
     let stop = Instant::now() + 4 * warmup + 2 * window + Duration::from_secs(2);
