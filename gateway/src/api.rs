@@ -25,11 +25,7 @@ pub fn routes(hub: Hub) -> Router {
 /// trip of a few as the server's clock (the wall clock its playlists, FLV marks and RTCP sender
 /// reports are stamped with).
 async fn api_time() -> impl IntoResponse {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "now_ms": now_ms })))
+    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "now_ms": media::unix_ms() })))
 }
 
 async fn index(State(hub): State<Hub>) -> impl IntoResponse {

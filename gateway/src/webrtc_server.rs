@@ -491,7 +491,7 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                         }
                     }
                     Command::Restart { token, sdp, reply } => {
-                        let found = live.iter().find(|(_, l)| l.token == token).map(|(id, _)| *id);
+                        let found = session_by_token(&live, &token);
                         let r = match found {
                             Some(id) => ep.restart(Instant::now(), id, &sdp, &mut out),
                             None => Err(OfferError::NoSession),
@@ -502,8 +502,7 @@ pub async fn serve(socket: UdpSocket, config: EndpointConfig, inputs: Inputs, st
                         let _ = reply.send(r);
                     }
                     Command::Close { token, reply } => {
-                        // DELETE is rare: a scan of the live sessions beats a second map to keep in step.
-                        let found = live.iter().find(|(_, l)| l.token == token).map(|(id, _)| *id);
+                        let found = session_by_token(&live, &token);
                         if let Some(id) = found {
                             ep.close(id, &mut out);
                         }
@@ -1115,12 +1114,16 @@ pub fn spawn_play(target: PlayTarget, sub: Subscriber, video: bool, audio: bool,
     PlayTask { keyframe, task }
 }
 
-/// The offered session with this token. Signalling is rare: a scan of the live sessions beats
-/// a second map to keep in step.
+/// The session with this token (WHIP/WHEP DELETE, an ICE restart). Signalling is rare: a scan
+/// of the live sessions beats a second map to keep in step.
+fn session_by_token(live: &HashMap<SessionId, Live>, token: &str) -> Option<SessionId> {
+    live.iter().find(|(_, l)| l.token == token).map(|(id, _)| *id)
+}
+
+/// The offered session with this token.
 fn offered_by_token<'a>(live: &'a mut HashMap<SessionId, Live>, token: &str) -> Option<(SessionId, &'a mut Offered)> {
-    live.iter_mut()
-        .find(|(_, l)| l.token == token)
-        .and_then(|(id, l)| Some((*id, l.offered.as_mut()?)))
+    let id = session_by_token(live, token)?;
+    Some((id, live.get_mut(&id)?.offered.as_mut()?))
 }
 
 /// A play task: the hub's frames of its stream, as the session sends them, onto the outgoing

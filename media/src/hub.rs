@@ -921,12 +921,12 @@ impl Drop for Subscriber {
     }
 }
 
-/// The wall clock in Unix milliseconds (0 if the clock is before 1970).
-fn unix_ms() -> i64 {
+/// The wall clock in Unix milliseconds (0 if the clock is before 1970): what frames'
+/// `arrival_ms`, playlists' program dates and the server clock (`/api/v1/time`) are in.
+pub fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

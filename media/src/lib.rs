@@ -19,5 +19,5 @@ pub mod hub;
 pub mod key;
 
 pub use frame::{AudioConfig, Codec, CodecSet, MediaFrame, MuxSlot, Timebase, TrackKind, VideoConfig, MUX_SLOTS};
-pub use hub::{Hub, HubConfig, HubError, HubEvent, Publisher, Reservation, Subscriber};
+pub use hub::{unix_ms, Hub, HubConfig, HubError, HubEvent, Publisher, Reservation, Subscriber};
 pub use key::{KeyError, StreamKey};

@@ -352,6 +352,23 @@ pub enum FeedError {
     TooMany(usize),
 }
 
+/// A peer's offer as str0m takes it, for a session doing what `spec` says: checked line by
+/// line first (a clear error), and for a sending session with one `a=msid` stream: str0m names
+/// each sent track's stream after the offer's `a=msid` (a browser's receive-only lines have
+/// none, so each got a random one), and a browser synchronises audio with video only within one
+/// stream.
+fn parse_offer(offer: &str, spec: &SessionSpec) -> Result<SdpOffer, OfferError> {
+    if let Some(why) = sdp_line_error(offer) {
+        return Err(OfferError::BadSdp(why));
+    }
+    let text = if spec.sends() {
+        with_msid(offer, SENT_STREAM)
+    } else {
+        offer.to_owned()
+    };
+    SdpOffer::from_sdp_string(&text).map_err(|e| OfferError::BadSdp(describe_parse_error(&text, &e.to_string())))
+}
+
 /// What to do with a feed's video frame at `now`, its send queue `behind` by that much (see
 /// [`WriteError::Congested`]); `skipping` is the feed's state.
 #[derive(Debug, PartialEq, Eq)]
@@ -512,19 +529,7 @@ impl Endpoint {
         // Received H.264 is passed through; VP8/VP9 are transcoded, so they are answered only
         // when the offer has no H.264 we take (str0m would otherwise answer in the offer's order).
         let offers_h264 = offers_h264_mode1(offer);
-        if let Some(why) = sdp_line_error(offer) {
-            return Err(OfferError::BadSdp(why));
-        }
-        // What a session sends is one stream: str0m names each sent track's stream after the
-        // offer's `a=msid` (a browser's receive-only lines have none, so each got a random one),
-        // and a browser synchronises audio with video only within one stream.
-        let offer_text = if spec.sends() {
-            with_msid(offer, SENT_STREAM)
-        } else {
-            offer.to_owned()
-        };
-        let offer = offer_text.as_str();
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(describe_parse_error(offer, &e.to_string())))?;
+        let offer = parse_offer(offer, spec)?;
         let creds = IceCreds::new();
         let ufrag = creds.ufrag.clone();
         let mut cfg = Rtc::builder()
@@ -641,16 +646,7 @@ impl Endpoint {
         if s.dead.is_some() {
             return Err(OfferError::NoSession);
         }
-        if let Some(why) = sdp_line_error(offer) {
-            return Err(OfferError::BadSdp(why));
-        }
-        let offer_text = if s.spec.sends() {
-            with_msid(offer, SENT_STREAM)
-        } else {
-            offer.to_owned()
-        };
-        let parsed =
-            SdpOffer::from_sdp_string(&offer_text).map_err(|e| OfferError::BadSdp(describe_parse_error(&offer_text, &e.to_string())))?;
+        let parsed = parse_offer(offer, &s.spec)?;
         let answer = s
             .rtc
             .sdp_api()

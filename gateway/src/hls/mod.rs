@@ -28,7 +28,7 @@ pub mod policy;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -229,12 +229,6 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Which segmenter kind a request is for.
 pub(crate) trait Kind: Segmenting + Sized {
     const PROTOCOL: &'static str;
@@ -293,7 +287,7 @@ async fn open<S: Kind>(st: &Arc<HlsService>, key: &StreamKey) -> Option<Arc<HlsS
         if let Some(existing) = map.get(key) {
             existing.clone()
         } else {
-            let first_sequence = u64::try_from(unix_ms() / 100).unwrap_or(0);
+            let first_sequence = u64::try_from(media::unix_ms() / 100).unwrap_or(0);
             let s = Arc::new(HlsStream {
                 segmenter: Mutex::new(S::make(&st.config, first_sequence)),
                 rendered: Mutex::new(None),
@@ -329,7 +323,7 @@ async fn run<S: Kind>(st: Arc<HlsService>, key: StreamKey, s: Arc<HlsStream<S>>,
                 ev = sub.recv() => {
                     let Some(ev) = ev else { break };
                     s.update(|seg| {
-                        let changed = seg.push(&ev, unix_ms());
+                        let changed = seg.push(&ev, media::unix_ms());
                         // Asked only while the segment is overdue: once a keyframe cut it, an
                         // ask held back by the pacer must not fire into the new segment.
                         if seg.overdue() {

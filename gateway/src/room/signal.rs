@@ -97,6 +97,22 @@ impl Flood {
     }
 }
 
+/// Counts a refused event of a socket; true when it is to be answered (`rate-limited`). The
+/// refusal over the limit ends the socket as a flood ([`flood`]); later ones go unanswered.
+fn refused(count: &std::sync::Mutex<Flood>, now: Instant, sock: impl FnOnce() -> SocketRef) -> bool {
+    let Ok((verdict, limit)) = count.lock().map(|mut f| (f.refuse(now), f.limit)) else {
+        return false;
+    };
+    match verdict {
+        Refusal::Answer => true,
+        Refusal::Flood => {
+            flood(sock(), limit);
+            false
+        }
+        Refusal::Silent => false,
+    }
+}
+
 /// Ends a flooding socket: a `flood` error, then the disconnect.
 fn flood(s: SocketRef, limit: u32) {
     info!(sid = %s.id, "flood: {limit} refused events in {} s; disconnected", FLOOD_WINDOW.as_secs());
@@ -137,14 +153,9 @@ impl FromMessageParts<socketioxide::adapter::LocalAdapter> for QueuedLocal {
             return Ok(QueuedLocal);
         };
         if let Err(mpsc::error::TrySendError::Full(Inbound::Event { event, ack, .. })) = tx.try_send(Inbound::Event { event, data, ack }) {
-            let verdict = count.lock().map(|mut f| (f.refuse(Instant::now()), f.limit));
-            match verdict {
-                Ok((Refusal::Answer, _)) => {
-                    let e = RoomError::new("rate-limited", format!("too many events waiting ({INBOX}); {event} dropped"));
-                    reply(s, ack, &event, Err(e));
-                }
-                Ok((Refusal::Flood, limit)) => flood(SocketRef::from(s.clone()), limit),
-                _ => {}
+            if refused(&count, Instant::now(), || SocketRef::from(s.clone())) {
+                let e = RoomError::new("rate-limited", format!("too many events waiting ({INBOX}); {event} dropped"));
+                reply(s, ack, &event, Err(e));
             }
         }
         Ok(QueuedLocal)
@@ -259,14 +270,8 @@ async fn client(svc: Arc<RoomService>, sid: Sid, addr: SocketAddr, mut rx: mpsc:
                 tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(burst);
                 at = now;
                 let r = if tokens < 1.0 {
-                    let verdict = count.lock().map(|mut f| (f.refuse(now), f.limit));
-                    match verdict {
-                        Ok((Refusal::Answer, _)) => {}
-                        Ok((Refusal::Flood, limit)) => {
-                            flood(sock, limit);
-                            continue;
-                        }
-                        _ => continue,
+                    if !refused(&count, now, || sock.clone()) {
+                        continue;
                     }
                     // Every request is answered (its sender is waiting for the ack); of those
                     // that wait for none, one error a second tells a flooding client.
