@@ -918,7 +918,7 @@ fn forward_direct(publisher: SessionId, frame: &RtpFrame, live: &mut HashMap<Ses
 /// instead of creeping up from its start (the pacer holds media to the estimate).
 fn budget(id: SessionId, bps: u64, live: &mut HashMap<SessionId, Live>, hub: &media::Hub) -> Option<Action> {
     let o = live.get_mut(&id)?.offered.as_mut()?;
-    let from_hub: u64 = o.playing().filter_map(|k| hub.stream(k)).map(|s| s.bitrate_in).sum();
+    let from_hub: u64 = o.playing().filter_map(|k| hub.bitrate_in(k)).sum();
     let n = o.directs().count() as u64;
     if n == 0 && from_hub == 0 {
         return None;

@@ -375,6 +375,14 @@ impl Hub {
         stream.map(|s| s.stats())
     }
 
+    /// One stream's input bitrate (bits/s, over the last window), without building its
+    /// statistics: the WebRTC task reads it for every subscriber's bandwidth estimate.
+    pub fn bitrate_in(&self, key: &StreamKey) -> Option<u64> {
+        let stream = lock(&self.inner.streams).get(key).cloned()?;
+        let bitrate = lock(&stream.state).bitrate_in;
+        Some(bitrate)
+    }
+
     /// Totals over the hub's life.
     pub fn totals(&self) -> &HubTotals {
         &self.inner.totals
@@ -978,6 +986,21 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_input_bitrate_reads_without_the_statistics() {
+        let hub = Hub::default();
+        let p = hub.publish(key("a"), info()).unwrap();
+        p.set_video_config(video_config());
+        let t0 = Instant::now();
+        // 1000 bytes every 100 ms for 2 s: 80 kbit/s.
+        for i in 0..=20 {
+            p.push(vframe(i * 100, i == 0, 1000), t0 + Duration::from_millis(i as u64 * 100));
+        }
+        assert_eq!(hub.bitrate_in(&key("a")), Some(80_000));
+        assert_eq!(hub.bitrate_in(&key("a")), hub.stream(&key("a")).map(|s| s.bitrate_in));
+        assert_eq!(hub.bitrate_in(&key("b")), None);
     }
 
     #[test]
