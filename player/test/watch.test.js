@@ -148,11 +148,11 @@ describe('latency readout', () => {
     expect(webrtcLatency({ estimatedPlayoutTimestamp: undefined, now, offset })).toBe(null);
     // HLS: the picture shown has program date 2.5 s ago.
     expect(dateLatency({ playingDate: now + offset - 2500, now, offset })).toBe(2500);
-    // FLV: a keyframe at stream time 10 000 ms arrived 1 s ago (server clock); the player shows
-    // stream time 10 700 (it started at 4 000, currentTime 6.7 s): 300 ms behind.
+    // FLV: a keyframe at 10 000 ms arrived 1 s ago (server clock); the player shows 10.7 s:
+    // 300 ms behind.
     const mark = { pts: 10000, wall: now + offset - 1000 };
-    expect(flvLatency({ mark, currentTime: 6.7, base: 4000, now, offset })).toBeCloseTo(300, 6);
-    expect(flvLatency({ mark: null, currentTime: 1, base: 0, now, offset })).toBe(null);
+    expect(flvLatency({ mark, currentTime: 10.7, now, offset })).toBeCloseTo(300, 6);
+    expect(flvLatency({ mark: null, currentTime: 1, now, offset })).toBe(null);
   });
 
   it('smooths with a running median', () => {

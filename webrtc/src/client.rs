@@ -339,8 +339,6 @@ pub struct ReceivedFrame {
     pub data: Vec<u8>,
     /// False when packets before it were lost.
     pub contiguous: bool,
-    /// The m-line it came in on (one per feed when a session receives several).
-    pub mid: String,
 }
 
 /// One viewing peer, as a browser doing WHEP: a str0m [`Rtc`] in frame mode that offers to
@@ -469,7 +467,6 @@ fn keep_frame(frames: &mut Vec<ReceivedFrame>, e: Event) {
             rtp_time: d.time.numer(),
             data: d.data.to_vec(),
             contiguous: d.contiguous,
-            mid: d.mid.to_string(),
         });
     }
 }

@@ -34,14 +34,12 @@ export function dateLatency({ playingDate, now, offset }) {
   return now + offset - playingDate;
 }
 
-/// FLV (HTTP or WebSocket): the gateway's `onWallClock` script tags pair a stream timestamp
-/// (`pts`, ms) with the wall clock it arrived at (`wall`, Unix ms). With the latest pair and
-/// the media time shown (`currentTime`, s, which mpegts.js maps from the stream's timestamps
-/// minus `base`, the first timestamp, ms): latency = server now - (wall + shown - pts).
-export function flvLatency({ mark, currentTime, base, now, offset }) {
+/// FLV (HTTP or WebSocket): the gateway's wall-clock SEI pairs a keyframe's pts (ms) with the
+/// wall clock it arrived at (`wall`, Unix ms); mpegts.js gives that pts on the timeline of the
+/// video element's `currentTime` (s). Latency = server now - (wall + shown - pts).
+export function flvLatency({ mark, currentTime, now, offset }) {
   if (!mark || !Number.isFinite(currentTime)) return null;
-  const shownPts = base + currentTime * 1000;
-  return now + offset - (mark.wall + (shownPts - mark.pts));
+  return now + offset - (mark.wall + (currentTime * 1000 - mark.pts));
 }
 
 /// A readout that does not jump about: the median of the last `n` values.

@@ -20,11 +20,13 @@ export const MPEGTS_CONFIG = {
   liveBufferLatencyMinRemain: 0.2,
 };
 
+/// Reports a player's end once: failed, offline, or stopped by the page (then nothing).
 function reporter(events) {
   let done = false;
   return {
     failed: (reason, detail) => { if (!done) { done = true; events.onFailed(reason, detail); } },
     offline: () => { if (!done) { done = true; events.onOffline(); } },
+    stop: () => { done = true; },
     get done() { return done; },
   };
 }
@@ -67,7 +69,7 @@ export function playFlv(video, url, events, mpegts) {
   player.attachMediaElement(video);
   player.load();
   Promise.resolve(player.play()).catch(() => {});
-  return { stop() { off(); r.failed = () => {}; player.destroy(); } };
+  return { stop() { r.stop(); off(); player.destroy(); } };
 }
 
 /// HLS or LL-HLS with hls.js. `events.onDate(ms)`: the program date of the picture shown.
@@ -84,7 +86,7 @@ export function playHls(video, url, events, Hls, { lowLatency }) {
   hls.attachMedia(video);
   hls.loadSource(url);
   Promise.resolve(video.play()).catch(() => {});
-  return { stop() { off(); hls.destroy(); }, playingDate: () => hls.playingDate?.getTime?.() ?? null };
+  return { stop() { r.stop(); off(); hls.destroy(); }, playingDate: () => hls.playingDate?.getTime?.() ?? null };
 }
 
 /// The browser's own HLS (iOS Safari, WeChat's in-app browser).
@@ -96,7 +98,7 @@ export function playNativeHls(video, url, events) {
   video.src = url;
   Promise.resolve(video.play()).catch(() => {});
   return {
-    stop() { off(); video.removeEventListener('error', onError); video.removeAttribute('src'); video.load?.(); },
+    stop() { r.stop(); off(); video.removeEventListener('error', onError); video.removeAttribute('src'); video.load?.(); },
     // Safari: getStartDate() is the program date of currentTime 0.
     playingDate: () => {
       const d = video.getStartDate?.()?.getTime?.();
